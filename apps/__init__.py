@@ -1,0 +1,1 @@
+"""The project's MONAI Deploy applications."""

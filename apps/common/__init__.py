@@ -1,0 +1,1 @@
+"""Start-up code shared by the apps' entry points."""

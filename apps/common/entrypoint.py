@@ -1,0 +1,57 @@
+"""Command-line start-up shared by the apps: stack size, default model, one-line errors, exit codes.
+
+Exit codes: 0 success; 2 a problem with the input, model or options (one line on stderr naming it);
+1 an unexpected failure (with its traceback, as it is a bug).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from operators.errors import AppInputError
+
+logger = logging.getLogger(__name__)
+
+HOLOSCAN_STACK_BYTES = 32 * 1024 * 1024
+EXIT_INPUT_ERROR = 2
+_RELAUNCHED = "CLINICAL_AI_APPS_STACK_RAISED"
+
+
+def ensure_stack_size() -> None:
+    """Re-execute this process with the 32 MiB stack Holoscan asks for, when the hard limit allows.
+
+    The C library sizes thread stacks from the limit in force at process start, so raising it in a
+    running process is not enough: the process is started again with the same arguments.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    if soft == resource.RLIM_INFINITY or soft >= HOLOSCAN_STACK_BYTES or os.environ.get(_RELAUNCHED):
+        return
+    if hard != resource.RLIM_INFINITY and hard < HOLOSCAN_STACK_BYTES:
+        return
+    resource.setrlimit(resource.RLIMIT_STACK, (HOLOSCAN_STACK_BYTES, hard))
+    os.environ[_RELAUNCHED] = "1"
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
+def with_default_model(sdk_argv: list[str], default_model: Path) -> list[str]:
+    """Add ``-m default_model`` when neither -m/--model nor HOLOSCAN_MODEL_PATH names a model."""
+    if any(arg in ("-m", "--model") or arg.startswith("--model=") for arg in sdk_argv) or os.environ.get("HOLOSCAN_MODEL_PATH"):
+        return sdk_argv
+    return [*sdk_argv, "-m", str(default_model)]
+
+
+def run_app(run: Callable[[list[str]], None], sdk_argv: Sequence[str], app_name: str) -> int:
+    """Run ``run(sdk_argv)``, mapping input problems to one line on stderr and exit code 2."""
+    try:
+        run(list(sdk_argv))
+    except AppInputError as error:
+        message = f"{app_name}: error: {error}"
+        logger.error(message)
+        print(message, file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    return 0

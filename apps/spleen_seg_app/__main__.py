@@ -1,0 +1,50 @@
+"""Entry point: ``python apps/spleen_seg_app -i DICOM_FOLDER -o OUTPUT_FOLDER [-m MODEL] [options]``.
+
+The SDK's options (-i/-o/-m/-w/-l, or HOLOSCAN_INPUT_PATH, HOLOSCAN_OUTPUT_PATH, HOLOSCAN_MODEL_PATH,
+HOLOSCAN_WORKDIR as a MAP container sets them) pass through; the options below are the app's own.
+Without -m or HOLOSCAN_MODEL_PATH the project's default model is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+_APP_DIR = Path(__file__).resolve().parent
+for _root in (_APP_DIR, _APP_DIR.parent.parent):  # packaged MAP app folder, or this repository
+    if (_root / "operators").is_dir():
+        sys.path.insert(0, str(_root))
+        break
+
+from apps.common.entrypoint import ensure_stack_size, run_app, with_default_model  # noqa: E402
+
+ensure_stack_size()  # before Holoscan is imported: it may start this process again
+
+from apps.spleen_seg_app.app import DEFAULT_MODEL_PATH, SpleenAppOptions, SpleenSegApp  # noqa: E402
+
+
+def parse_app_options(argv: list[str]) -> tuple[SpleenAppOptions, list[str]]:
+    """The app's own options, and the remaining arguments for the SDK's parser."""
+    parser = argparse.ArgumentParser(prog="spleen_seg_app", add_help=False)
+    parser.add_argument("--no-largest-component", dest="largest_component", action="store_false", help="keep every connected component")
+    parser.add_argument("--overlap", type=float, help="sliding-window overlap, 0..1 (default: the model config's)")
+    parser.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: the model config's)")
+    parser.add_argument("--no-body-crop", dest="crop_to_body", action="store_false", help="run the sliding window over the whole volume")
+    parser.add_argument("--no-amp", dest="amp", action="store_false", help="full float32 inference")
+    parser.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: cuda when present)")
+    parser.add_argument("--min-slices", type=int, default=SpleenAppOptions.min_slices, help="fewest slices a series may have")
+    known, rest = parser.parse_known_args(argv)
+    if known.overlap is not None and not 0 <= known.overlap < 1:
+        parser.error("--overlap must be in [0, 1)")
+    return SpleenAppOptions(**vars(known)), rest
+
+
+def main() -> int:
+    options, sdk_args = parse_app_options(sys.argv[1:])
+    sdk_argv = ["python", "spleen_seg_app", *with_default_model(sdk_args, DEFAULT_MODEL_PATH)]
+    return run_app(lambda argv: SpleenSegApp(argv, options=options).run(), sdk_argv, "spleen_seg_app")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

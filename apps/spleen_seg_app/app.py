@@ -1,0 +1,128 @@
+"""The spleen CT segmentation application: a graph of single-purpose operators on the MONAI Deploy SDK.
+
+    DICOM folder -> series selection -> HU volume -> sliding-window UNet -> largest component
+                 -> DICOM SEG, STL, overlay PNG -> JSON summary
+
+Output files in the output folder: ``spleen_seg.dcm``, ``spleen.stl`` (absent when no spleen is
+found), ``spleen_overlay.png``, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from holoscan.conditions import CountCondition
+from monai.deploy.core import Application, init_app_context
+from pydicom.sr.codedict import codes
+
+from operators.compute_device import choose_compute_device
+from operators.ct_segmentation_inference import CTSegmentationInferenceOperator, SlidingWindowSettings
+from operators.ct_series_selector import CTSeriesSelectorOperator, SeriesRules
+from operators.ct_volume import CTVolumeOperator
+from operators.dicom_scan import DicomFolderLoaderOperator
+from operators.dicom_seg_writer import DicomSegWriterOperator, EquipmentSpec, SegmentSpec
+from operators.mask_postprocessing import MaskPostprocessingOperator
+from operators.model_config import load_model_config, model_dir
+from operators.model_loader import check_output_channels, load_model
+from operators.networks import build_spleen_unet
+from operators.overlay_writer import OverlayWriterOperator
+from operators.segmentation_summary import SegmentationSummaryOperator
+from operators.stl_writer import STLWriterOperator
+from operators.timing import StageTimings
+
+logger = logging.getLogger(__name__)
+
+APP_DIR = Path(__file__).resolve().parent
+MODEL_NAME = "spleen_ct_segmentation"
+DEFAULT_MODEL_PATH = model_dir(MODEL_NAME) / "model.ts"
+MANUFACTURER = "clinical-ai-apps"
+SEG_FILE, STL_FILE, OVERLAY_FILE, SUMMARY_FILE = "spleen_seg.dcm", "spleen.stl", "spleen_overlay.png", "summary.json"
+
+
+def app_manifest() -> dict:
+    """The app's title and version, from its MAP manifest (the one place they are written)."""
+    return yaml.safe_load((APP_DIR / "app.yaml").read_text())["application"]
+
+
+@dataclass(frozen=True)
+class SpleenAppOptions:
+    """Options beyond the SDK's -i/-o/-m/-w; None means the model config's value."""
+
+    largest_component: bool = True
+    overlap: float | None = None
+    sw_batch_size: int | None = None
+    crop_to_body: bool = True
+    amp: bool = True
+    device: str | None = None
+    min_slices: int = SeriesRules.min_slices
+
+
+class SpleenSegApp(Application):
+    """Segments the spleen in the best CT series of a DICOM folder."""
+
+    def __init__(self, *args, options: SpleenAppOptions = SpleenAppOptions(), **kwargs) -> None:
+        self.app_options = options
+        super().__init__(*args, **kwargs)
+
+    def compose(self) -> None:
+        context = init_app_context(self.argv)
+        output_folder = Path(context.output_path)
+        config = load_model_config(MODEL_NAME)
+        options = self.app_options
+        timings = StageTimings()
+        rules = SeriesRules(min_slices=options.min_slices)
+        compute = choose_compute_device(amp=options.amp, device=options.device)
+        settings = SlidingWindowSettings.from_config(
+            config["inference"], overlap=options.overlap, sw_batch_size=options.sw_batch_size, crop_to_body=options.crop_to_body
+        )
+
+        # Fail fast on a bad model, before any DICOM is read.
+        model = load_model(Path(context.model_path), lambda: build_spleen_unet(config["network"]), compute.device)
+        check_output_channels(model, (1, 1, *settings.roi_size), config["network"]["out_channels"], compute.device)
+
+        manifest = app_manifest()
+        segment = SegmentSpec(
+            label="Spleen",
+            property_category=codes.SCT.AnatomicalStructure,
+            property_type=codes.SCT.Spleen,
+            algorithm_name=model.name,
+            algorithm_version=model.version,
+        )
+        equipment = EquipmentSpec(MANUFACTURER, "spleen_seg_app", str(manifest["version"]), platform.node() or "unknown")
+        run_info = {
+            "app": {"name": manifest["title"], "version": str(manifest["version"])},
+            "model": model.identity(),
+            "device": compute.describe(),
+            "sliding_window": {"roi_size": list(settings.roi_size), "overlap": settings.overlap, "crop_to_body": settings.crop_to_body},
+            "largest_component": options.largest_component,
+        }
+
+        loader = DicomFolderLoaderOperator(self, CountCondition(self, 1), name="dicom_loader", input_folder=Path(context.input_path), timings=timings)
+        selector = CTSeriesSelectorOperator(self, name="series_selector", rules=rules)
+        volume = CTVolumeOperator(self, name="ct_volume", rules=rules, timings=timings)
+        inference = CTSegmentationInferenceOperator(
+            self, name="inference", model=model, preprocessing=config["preprocessing"], settings=settings, compute=compute, timings=timings
+        )
+        postprocessing = MaskPostprocessingOperator(self, name="postprocessing", largest_component=options.largest_component, timings=timings)
+        seg_writer = DicomSegWriterOperator(self, name="seg_writer", output_path=output_folder / SEG_FILE, segment=segment, equipment=equipment, timings=timings)
+        stl_writer = STLWriterOperator(self, name="stl_writer", output_path=output_folder / STL_FILE, timings=timings)
+        overlay_writer = OverlayWriterOperator(self, name="overlay_writer", output_path=output_folder / OVERLAY_FILE, timings=timings)
+        summary = SegmentationSummaryOperator(
+            self, name="summary", output_path=output_folder / SUMMARY_FILE, organ="spleen", run_info=run_info, timings=timings
+        )
+
+        self.add_flow(loader, selector, {("dicom_scan", "dicom_scan")})
+        self.add_flow(selector, volume, {("selection", "selection")})
+        self.add_flow(selector, summary, {("selection", "selection")})
+        self.add_flow(volume, inference, {("volume", "volume")})
+        self.add_flow(inference, postprocessing, {("mask", "mask")})
+        for writer in (seg_writer, stl_writer, overlay_writer, summary):
+            self.add_flow(volume, writer, {("volume", "volume")})
+            self.add_flow(postprocessing, writer, {("mask", "mask")})
+        self.add_flow(seg_writer, summary, {("seg_path", "seg_path")})
+        self.add_flow(stl_writer, summary, {("stl_path", "stl_path")})
+        self.add_flow(overlay_writer, summary, {("overlay_path", "overlay_path")})

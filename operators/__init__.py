@@ -1,0 +1,1 @@
+"""The project's reusable MONAI Deploy operators and the pure functions behind them."""

@@ -1,0 +1,149 @@
+"""Write a binary DICOM Segmentation (highdicom) on the grid of its source CT slices.
+
+One frame per source slice, empty frames included: viewers then place every frame at its source
+slice's position (omitting empty frames has made SEGs appear shifted in some viewers).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+from monai.deploy.core import Fragment, Operator, OperatorSpec
+from pydicom.dataset import Dataset
+from pydicom.sr.coding import Code
+
+from .atomic_io import write_atomically
+from .ct_volume import CTVolume
+from .timing import StageTimings
+
+logger = logging.getLogger(__name__)
+
+NOT_FOR_CLINICAL_USE = "NOT FOR CLINICAL USE"
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    """What the segment is (coded), and which algorithm made it (from the model's card)."""
+
+    label: str
+    property_category: Code
+    property_type: Code
+    algorithm_name: str
+    algorithm_version: str
+
+
+@dataclass(frozen=True)
+class EquipmentSpec:
+    """The application that writes the SEG (DICOM Enhanced General Equipment)."""
+
+    manufacturer: str
+    model_name: str
+    software_version: str
+    device_serial_number: str
+
+
+def seg_series_description(label: str) -> str:
+    """SeriesDescription of a SEG: the segment and the clinical-use warning, within the 64-char VR limit."""
+    return f"{label} segmentation - {NOT_FOR_CLINICAL_USE}"[:64]
+
+
+def build_binary_seg(
+    source_datasets: Sequence[Dataset],
+    mask_zyx: np.ndarray,
+    segment: SegmentSpec,
+    equipment: EquipmentSpec,
+    series_number: int = 900,
+) -> hd.seg.Segmentation:
+    """A BINARY SEG with one frame per source slice; ``mask_zyx`` follows ``source_datasets``' order."""
+    if mask_zyx.shape[0] != len(source_datasets):
+        raise ValueError(f"mask has {mask_zyx.shape[0]} slices, source series {len(source_datasets)}")
+    description = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label=segment.label,
+        segmented_property_category=segment.property_category,
+        segmented_property_type=segment.property_type,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name=segment.algorithm_name,
+            family=hd.sr.CodedConcept("123110", "DCM", "Artificial Intelligence"),
+            version=segment.algorithm_version,
+        ),
+        tracking_uid=hd.UID(),
+        tracking_id=f"{segment.label} ({segment.algorithm_name})"[:64],
+    )
+    seg = hd.seg.Segmentation(
+        source_images=list(source_datasets),
+        pixel_array=(mask_zyx > 0).astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[description],
+        series_instance_uid=hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=equipment.manufacturer,
+        manufacturer_model_name=equipment.model_name,
+        software_versions=equipment.software_version,
+        device_serial_number=equipment.device_serial_number,
+        series_description=seg_series_description(segment.label),
+        content_description=f"{segment.label} by {segment.algorithm_name} {segment.algorithm_version}"[:64],
+        content_label=segment.label.upper().replace(" ", "_")[:16],
+        omit_empty_frames=False,
+    )
+    return seg
+
+
+def write_seg(seg: Dataset, path: Path) -> Path:
+    return write_atomically(path, lambda tmp: seg.save_as(tmp, enforce_file_format=True))
+
+
+class DicomSegWriterOperator(Operator):
+    """Writes the mask as a BINARY DICOM SEG referencing the source slices.
+
+    Named inputs:
+        volume: CTVolume, whose ``source_datasets`` are the referenced slices, in mask order.
+        mask: numpy uint8 (z, y, x) on the volume's grid.
+
+    Named outputs:
+        seg_path: pathlib.Path of the written file.
+
+    File outputs:
+        <output_folder>/<file_name>: the SEG (Segmentation Storage), written atomically.
+    """
+
+    INPUT_VOLUME = "volume"
+    INPUT_MASK = "mask"
+    OUTPUT_PATH = "seg_path"
+
+    def __init__(
+        self,
+        fragment: Fragment,
+        *args,
+        output_path: Path,
+        segment: SegmentSpec,
+        equipment: EquipmentSpec,
+        timings: StageTimings,
+        **kwargs,
+    ) -> None:
+        self.output_path = Path(output_path)
+        self.segment = segment
+        self.equipment = equipment
+        self.timings = timings
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input(self.INPUT_VOLUME)
+        spec.input(self.INPUT_MASK)
+        spec.output(self.OUTPUT_PATH)
+
+    def compute(self, op_input, op_output, context) -> None:
+        volume: CTVolume = op_input.receive(self.INPUT_VOLUME)
+        mask = op_input.receive(self.INPUT_MASK)
+        with self.timings.stage("dicom_seg"):
+            path = write_seg(build_binary_seg(volume.source_datasets, mask, self.segment, self.equipment), self.output_path)
+        logger.info("Wrote DICOM SEG %s", path)
+        op_output.emit(path, self.OUTPUT_PATH)

@@ -1,0 +1,23 @@
+"""Errors that name a problem with the user's input, model or configuration.
+
+Apps catch :class:`AppInputError` at the top level and turn it into a one-line message and a
+non-zero exit status; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class AppInputError(Exception):
+    """Base class: the input, the model or the configuration cannot be used, for a stated reason."""
+
+
+class NoUsableSeriesError(AppInputError):
+    """No DICOM series in the input qualifies for the app."""
+
+
+class InvalidSeriesError(AppInputError):
+    """The chosen series cannot be turned into a volume (gaps, uneven spacing, mixed geometry)."""
+
+
+class ModelLoadError(AppInputError):
+    """The model file is not a model, or its contract does not match the app's."""

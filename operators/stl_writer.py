@@ -1,0 +1,83 @@
+"""Surface mesh of a binary mask, in patient LPS millimetres, written as binary STL."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from monai.deploy.core import Fragment, Operator, OperatorSpec
+from skimage.measure import marching_cubes
+from stl import mesh as stl_mesh
+
+from .atomic_io import write_atomically
+from .ct_volume import CTVolume
+from .timing import StageTimings
+
+logger = logging.getLogger(__name__)
+
+
+def mask_surface_lps(mask_zyx: np.ndarray, affine_lps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (n, 3) in LPS mm and outward-wound triangles (m, 3) of the mask's 0.5 iso-surface.
+
+    ``affine_lps`` maps (column, row, slice) = (x, y, z) indices to LPS mm. The mask is padded by one
+    voxel so the surface is closed where the organ touches the volume's edge.
+    """
+    padded = np.pad(mask_zyx.astype(np.float32), 1)
+    vertices_zyx, faces, _, _ = marching_cubes(padded, level=0.5)
+    vertices_xyz = vertices_zyx[:, ::-1] - 1.0
+    vertices_lps = vertices_xyz @ affine_lps[:3, :3].T + affine_lps[:3, 3]
+    # marching_cubes winds faces outward in (z, y, x) index space; the axis swap and the affine
+    # together may mirror space, which turns the winding inside out.
+    mirror = np.linalg.det(affine_lps[:3, :3]) * -1.0 < 0
+    return vertices_lps, (faces[:, ::-1] if mirror else faces)
+
+
+def write_stl(vertices: np.ndarray, faces: np.ndarray, path: Path) -> Path:
+    surface = stl_mesh.Mesh(np.zeros(len(faces), dtype=stl_mesh.Mesh.dtype))
+    surface.vectors[:] = vertices[faces]
+    return write_atomically(path, lambda tmp: surface.save(str(tmp)))
+
+
+def write_mask_stl(mask_zyx: np.ndarray, affine_lps: np.ndarray, path: Path) -> Path | None:
+    """Write the mask's surface to ``path``; None (and no file) when the mask is empty."""
+    if not mask_zyx.any():
+        logger.warning("Mask is empty: no STL written")
+        return None
+    return write_stl(*mask_surface_lps(mask_zyx, affine_lps), path)
+
+
+class STLWriterOperator(Operator):
+    """Writes the surface of the mask as a binary STL in patient LPS millimetres.
+
+    Named inputs:
+        volume: CTVolume, for the affine (column, row, slice) -> LPS mm.
+        mask: numpy uint8 (z, y, x) on the volume's grid.
+
+    Named outputs:
+        stl_path: pathlib.Path of the STL, or None when the mask is empty.
+
+    File outputs:
+        <output_path>: binary STL, vertices in LPS mm, faces wound outward.
+    """
+
+    INPUT_VOLUME = "volume"
+    INPUT_MASK = "mask"
+    OUTPUT_PATH = "stl_path"
+
+    def __init__(self, fragment: Fragment, *args, output_path: Path, timings: StageTimings, **kwargs) -> None:
+        self.output_path = Path(output_path)
+        self.timings = timings
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input(self.INPUT_VOLUME)
+        spec.input(self.INPUT_MASK)
+        spec.output(self.OUTPUT_PATH)
+
+    def compute(self, op_input, op_output, context) -> None:
+        volume: CTVolume = op_input.receive(self.INPUT_VOLUME)
+        mask = op_input.receive(self.INPUT_MASK)
+        with self.timings.stage("stl"):
+            path = write_mask_stl(mask, volume.affine_lps, self.output_path)
+        op_output.emit(path, self.OUTPUT_PATH)
