@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.data import load_net_with_metadata
+from monai.data.torchscript_utils import METADATA_FILENAME
 
 from .errors import ModelLoadError
 
@@ -110,6 +110,24 @@ def _load_state_dict_model(path: Path, build_network: Callable[[], torch.nn.Modu
     return network
 
 
+def _load_torchscript(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A TorchScript module and the card MONAI's ``save_net_with_metadata`` embeds (empty if none).
+
+    MONAI's own ``load_net_with_metadata`` fails on archives without a card, which any TorchScript
+    module may be, so the extra file is read here directly.
+    """
+    extra_files = {METADATA_FILENAME: ""}
+    try:
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files)
+    except Exception as error:
+        raise ModelLoadError(f"{path} is a damaged TorchScript archive ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+    try:
+        metadata = json.loads(extra_files[METADATA_FILENAME]) if extra_files[METADATA_FILENAME] else {}
+    except json.JSONDecodeError as error:
+        raise ModelLoadError(f"{path} carries a malformed {METADATA_FILENAME} ({error})") from None
+    return module, metadata
+
+
 def _metadata_beside(path: Path) -> dict[str, Any]:
     card = path.with_name("metadata.json")
     return json.loads(card.read_text()) if card.is_file() else {}
@@ -119,12 +137,9 @@ def load_model(path: Path, build_network: Callable[[], torch.nn.Module], device:
     """Load the model at ``path`` (file or folder) in eval mode on ``device``."""
     model_file = find_model_file(path)
     if _is_torchscript_archive(model_file):
-        try:
-            module, metadata, _ = load_net_with_metadata(str(model_file), map_location="cpu")
-        except Exception as error:
-            raise ModelLoadError(f"{model_file} is a damaged TorchScript archive ({type(error).__name__}: {error})") from None
+        module, metadata = _load_torchscript(model_file)
         kind = "torchscript"
-        metadata = dict(metadata) or _metadata_beside(model_file)
+        metadata = metadata or _metadata_beside(model_file)
     else:
         module = _load_state_dict_model(model_file, build_network)
         kind = "state_dict"
