@@ -22,6 +22,7 @@ from .slice_geometry import ORIENTATION_TOLERANCE, orientation_of, stack_geometr
 logger = logging.getLogger(__name__)
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+GEOMETRY_KEYWORDS = ("FrameOfReferenceUID", "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing")
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def rejection_reason(series: DicomSeries, rules: SeriesRules) -> str | None:
     image_types = {tuple(str(v).upper() for v in (h.get("ImageType") or ())[:2]) for h in headers}
     if image_types != {("ORIGINAL", "PRIMARY")}:
         return f"ImageType is {sorted('/'.join(t) for t in image_types)}, not ORIGINAL/PRIMARY"
-    missing = [k for k in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing") if any(k not in h for h in headers)]
+    missing = [k for k in GEOMETRY_KEYWORDS if any(k not in h for h in headers)]
     if missing:
         return f"missing geometry attributes {missing}"
     orientations = np.stack([orientation_of(h) for h in headers])

@@ -6,6 +6,7 @@ slice's position (omitting empty frames has made SEGs appear shifted in some vie
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +48,27 @@ class EquipmentSpec:
     device_serial_number: str
 
 
+# Type 2 attributes of the Patient and General Study modules that highdicom copies from the source:
+# a source may omit them (a non-conformant modality), the SEG must still carry them, empty.
+COPIED_TYPE2_KEYWORDS = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+    "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
+)
+
+
+def with_empty_type2_attributes(datasets: Sequence[Dataset]) -> list[Dataset]:
+    """Copies of ``datasets`` with absent Type 2 patient/study attributes present and empty."""
+    completed = []
+    for dataset in datasets:
+        missing = [k for k in COPIED_TYPE2_KEYWORDS if k not in dataset]
+        if missing:
+            dataset = copy.copy(dataset)
+            for keyword in missing:
+                setattr(dataset, keyword, None)
+        completed.append(dataset)
+    return completed
+
+
 def seg_series_description(label: str) -> str:
     """SeriesDescription of a SEG: the segment and the clinical-use warning, within the 64-char VR limit."""
     return f"{label} segmentation - {NOT_FOR_CLINICAL_USE}"[:64]
@@ -77,7 +99,7 @@ def build_binary_seg(
         tracking_id=f"{segment.label} ({segment.algorithm_name})"[:64],
     )
     seg = hd.seg.Segmentation(
-        source_images=list(source_datasets),
+        source_images=with_empty_type2_attributes(source_datasets),
         pixel_array=(mask_zyx > 0).astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[description],

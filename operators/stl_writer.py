@@ -27,9 +27,9 @@ def mask_surface_lps(mask_zyx: np.ndarray, affine_lps: np.ndarray) -> tuple[np.n
     vertices_zyx, faces, _, _ = marching_cubes(padded, level=0.5)
     vertices_xyz = vertices_zyx[:, ::-1] - 1.0
     vertices_lps = vertices_xyz @ affine_lps[:3, :3].T + affine_lps[:3, 3]
-    # marching_cubes winds faces outward in (z, y, x) index space; the axis swap and the affine
-    # together may mirror space, which turns the winding inside out.
-    mirror = np.linalg.det(affine_lps[:3, :3]) * -1.0 < 0
+    # With vertices reordered to (x, y, z), marching_cubes' winding is outward for a right-handed
+    # index-to-patient mapping; a mirroring affine (negative determinant) turns it inside out.
+    mirror = np.linalg.det(affine_lps[:3, :3]) < 0
     return vertices_lps, (faces[:, ::-1] if mirror else faces)
 
 

@@ -36,6 +36,7 @@ def ct_slice(
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
     ds.SeriesInstanceUID = series_uid
+    ds.FrameOfReferenceUID = "1.2.826.0.1.3680043.8.498.2"
     ds.SeriesNumber = series_number
     ds.SeriesDescription = description
     ds.Modality = modality

@@ -34,6 +34,12 @@ def test_rejection_reason_names_the_rule_that_fails(headers, expected_fragment):
     assert reason is None if expected_fragment is None else expected_fragment in reason
 
 
+def test_rejection_reason_requires_a_frame_of_reference():
+    headers = ct_stack(EVEN)
+    del headers[0].FrameOfReferenceUID
+    assert "FrameOfReferenceUID" in rejection_reason(as_series(headers), SeriesRules())
+
+
 def test_rejection_reason_flags_mixed_pixel_spacing():
     headers = ct_stack(EVEN)
     headers[2].PixelSpacing = [0.5, 0.5]
