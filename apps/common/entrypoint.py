@@ -50,7 +50,7 @@ def run_app(run: Callable[[list[str]], None], sdk_argv: Sequence[str], app_name:
     try:
         run(list(sdk_argv))
     except AppInputError as error:
-        message = f"{app_name}: error: {error}"
+        message = f"{app_name}: error: {' '.join(str(error).split())}"  # one line, whatever the library said
         logger.error(message)
         print(message, file=sys.stderr)
         return EXIT_INPUT_ERROR

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The main job on the embedded demo input, from a fresh machine: set-up, demo data, the spleen app.
+# Outputs go to demo_output/ (or the folder given as the first argument).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+out=${1:-demo_output}
+ulimit -s 32768 2>/dev/null || true  # Holoscan asks for a 32 MiB stack
+
+.venv/bin/python -m training.synthetic.demo_inputs .demo
+echo "== spleen_seg_app on the demo abdomen phantom (default model: model_zoo/spleen_ct_segmentation/model.ts)"
+.venv/bin/python apps/spleen_seg_app -i .demo/spleen_ct/dicom -o "$out/spleen_seg_app" -l WARN
+.venv/bin/python -m apps.spleen_seg_app.report "$out/spleen_seg_app" --truth .demo/spleen_ct/spleen_truth.npy

@@ -1,0 +1,164 @@
+"""The spleen app end to end, through its command line, on synthetic and real series."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pytest
+import torch
+import trimesh
+from pydicom.data import get_testdata_file
+
+from operators.model_config import load_model_card, load_model_config
+from operators.networks import build_spleen_unet
+from operators.seg_readback import dice_score, read_seg_on_source
+from tests.conftest import run_app
+from tests.real_data import GE_CT5N, requires_cranium, write_cranium_series
+from tests.validators import dciodvfy_errors, requires_dciodvfy
+
+pytestmark = pytest.mark.slow
+APP = "spleen_seg_app"
+
+
+def succeed(args: list[str], env: dict[str, str] | None = None) -> dict:
+    result = run_app(APP, args, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = Path(args[args.index("-o") + 1]) if "-o" in args else Path(env["HOLOSCAN_OUTPUT_PATH"])
+    return json.loads((output / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def demo_run(demo_ct, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("demo_run")
+    return out, succeed(["-i", str(demo_ct.dicom_dir), "-o", str(out)])
+
+
+def test_demo_phantom_seg_reads_back_with_dice_above_0_9(demo_run, demo_ct):
+    out, summary = demo_run
+    mask = read_seg_on_source(out / "spleen_seg.dcm", summary["input"]["sop_instance_uids"])
+    truth = np.load(demo_ct.truth_path)
+    assert dice_score(mask, truth) >= 0.9
+    voxel_ml = summary["input"]["voxel_volume_mm3"] / 1000
+    assert summary["spleen"]["volume_ml"] == pytest.approx(truth.sum() * voxel_ml, rel=0.15)
+
+
+def test_demo_seg_names_the_model_from_its_card_and_references_every_source_slice(demo_run, demo_ct):
+    out, summary = demo_run
+    seg = hd.seg.segread(out / "spleen_seg.dcm")
+    card = load_model_card("spleen_ct_segmentation")
+    algorithm = seg.get_segment_description(1).algorithm_identification[0]
+    assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == (card["name"], card["version"])
+    assert (summary["model"]["name"], summary["model"]["version"]) == (card["name"], card["version"])
+    assert seg.NumberOfFrames == len(list(demo_ct.dicom_dir.glob("*.dcm")))
+    referenced = {ref.ReferencedSOPInstanceUID for item in seg.ReferencedSeriesSequence for ref in item.ReferencedInstanceSequence}
+    assert referenced == set(summary["input"]["sop_instance_uids"])
+    assert "NOT FOR CLINICAL USE" in seg.SeriesDescription
+    assert seg.get_segment_description(1).segment_label == "Spleen"
+
+
+@requires_dciodvfy
+def test_demo_seg_passes_dciodvfy(demo_run):
+    out, _ = demo_run
+    assert dciodvfy_errors(out / "spleen_seg.dcm") == []
+
+
+def test_demo_stl_and_overlay_are_readable(demo_run):
+    out, summary = demo_run
+    surface = trimesh.load(out / "spleen.stl")
+    assert surface.is_watertight
+    assert surface.volume / 1000 == pytest.approx(summary["spleen"]["volume_ml"], rel=0.1)
+    from PIL import Image
+
+    with Image.open(out / "spleen_overlay.png") as overlay:
+        assert overlay.mode == "RGB" and min(overlay.size) >= 256
+    assert set(summary["timings_s"]) >= {"dicom_scan", "volume", "inference", "dicom_seg", "total"}
+
+
+def test_runs_from_holoscan_environment_variables_as_a_map_does(demo_ct, tmp_path: Path):
+    model_dir = tmp_path / "models" / "spleen_ct_segmentation"
+    model_dir.mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[2] / "model_zoo" / "spleen_ct_segmentation" / "model.ts", model_dir)
+    env = {"HOLOSCAN_INPUT_PATH": str(demo_ct.dicom_dir), "HOLOSCAN_OUTPUT_PATH": str(tmp_path / "out"), "HOLOSCAN_MODEL_PATH": str(tmp_path / "models"), "HOLOSCAN_WORKDIR": str(tmp_path / "work")}
+    summary = succeed(["--no-largest-component"], env)
+    assert summary["largest_component"] is False
+    assert summary["model"]["path"] == str(model_dir / "model.ts")
+
+
+@requires_dciodvfy
+def test_real_ge_ct_series_is_processed(tmp_path: Path):
+    summary = succeed(["-i", str(GE_CT5N), "-o", str(tmp_path)])
+    assert summary["input"]["grid_zyx"] == [5, 16, 16]
+    assert dciodvfy_errors(tmp_path / "spleen_seg.dcm") == []
+
+
+@requires_dciodvfy
+@requires_cranium
+def test_real_head_ct_is_processed(tmp_path: Path):
+    series = write_cranium_series(tmp_path / "cranium")
+    summary = succeed(["-i", str(series), "-o", str(tmp_path / "out")])
+    assert summary["input"]["grid_zyx"] == [108, 256, 256]
+    assert dciodvfy_errors(tmp_path / "out" / "spleen_seg.dcm") == []
+    mask = read_seg_on_source(tmp_path / "out" / "spleen_seg.dcm", summary["input"]["sop_instance_uids"])
+    assert mask.sum() == summary["spleen"]["voxel_count"]
+
+
+def test_truncated_file_among_good_ones_is_skipped_with_a_warning(demo_ct, tmp_path: Path):
+    series = tmp_path / "series"
+    shutil.copytree(demo_ct.dicom_dir, series)
+    (series / "broken.dcm").write_bytes((series / "CT0001.dcm").read_bytes()[:300])
+    result = run_app(APP, ["-i", str(series), "-o", str(tmp_path / "out")])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Skipping" in result.stderr and "broken.dcm" in result.stderr
+    assert (tmp_path / "out" / "spleen_seg.dcm").exists()
+
+
+def wrong_channel_model(path: Path) -> Path:
+    net = build_spleen_unet({**load_model_config("spleen_ct_segmentation")["network"], "out_channels": 3})
+    torch.jit.save(torch.jit.script(net), str(path))
+    return path
+
+
+def gap_series(demo_dicom: Path, target: Path) -> Path:
+    shutil.copytree(demo_dicom, target)
+    (target / "CT0040.dcm").unlink()
+    return target
+
+
+def only_non_ct(_: Path, target: Path) -> Path:
+    target.mkdir()
+    shutil.copy(get_testdata_file("MR_small.dcm"), target / "mr.dcm")
+    (target / "readme.txt").write_text("not DICOM")
+    return target
+
+
+def empty(_: Path, target: Path) -> Path:
+    target.mkdir()
+    return target
+
+
+BAD_INPUTS = {
+    "empty-folder": (empty, None, "input folder is empty"),
+    "no-ct-series": (only_non_ct, None, "no CT series to segment"),
+    "missing-slice": (gap_series, None, "uneven slice spacing"),
+    "not-a-model": (None, lambda p: (p.write_text("weights? no"), p)[1], "neither a TorchScript model nor a PyTorch checkpoint"),
+    "wrong-output-channels": (None, wrong_channel_model, "expected 2 output channels"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_bad_input_gives_one_line_error_exit_2_and_no_seg(demo_ct, tmp_path: Path, case):
+    make_input, make_model, message = BAD_INPUTS[case]
+    input_dir = make_input(demo_ct.dicom_dir, tmp_path / "in") if make_input else demo_ct.dicom_dir
+    args = ["-i", str(input_dir), "-o", str(tmp_path / "out")]
+    if make_model:
+        args += ["-m", str(make_model(tmp_path / "model.pt"))]
+    result = run_app(APP, args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("spleen_seg_app: error:") and message in last_line
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "spleen_seg.dcm").exists()
