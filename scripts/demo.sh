@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 out=${1:-demo_output}
 ulimit -s 32768 2>/dev/null || true  # Holoscan asks for a 32 MiB stack
+export HOLOSCAN_LOG_LEVEL=${HOLOSCAN_LOG_LEVEL:-WARN}
 
 .venv/bin/python -m training.synthetic.demo_inputs .demo
 echo "== spleen_seg_app on the demo abdomen phantom (default model: model_zoo/spleen_ct_segmentation/model.ts)"
