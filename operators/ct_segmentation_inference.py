@@ -54,9 +54,9 @@ def body_bounding_box(image: torch.Tensor, margin_voxels: int) -> tuple[slice, .
     """Spatial slices of the box around voxels above the window's floor (the body), with a margin."""
     start, end = generate_spatial_bounding_box(image, select_fn=lambda x: x > 0, margin=margin_voxels)
     shape = image.shape[1:]
-    if any(e <= s for s, e in zip(start, end)):  # nothing above the floor: run on the whole image
+    if any(e <= s for s, e in zip(start, end, strict=True)):  # nothing above the floor: run on the whole image
         return tuple(slice(0, n) for n in shape)
-    return tuple(slice(max(int(s), 0), min(int(e), n)) for s, e, n in zip(start, end, shape))
+    return tuple(slice(max(int(s), 0), min(int(e), n)) for s, e, n in zip(start, end, shape, strict=True))
 
 
 def foreground_probability(image: MetaTensor, model: LoadedModel, settings: SlidingWindowSettings, compute: ComputeDevice) -> torch.Tensor:

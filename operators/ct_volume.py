@@ -17,8 +17,8 @@ from pydicom.dataset import Dataset
 
 from .ct_series_selector import SeriesRules, SeriesSelection
 from .errors import InvalidSeriesError
-from .timing import StageTimings
 from .slice_geometry import index_to_lps_affine, stack_geometry, uneven_spacing_reason
+from .timing import StageTimings
 
 logger = logging.getLogger(__name__)
 

@@ -41,9 +41,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
 
 
-def affine(spacing_xyz, directions=np.eye(3), origin=(-100.0, -90.0, 40.0)) -> np.ndarray:
+def affine(spacing_xyz, directions=None, origin=(-100.0, -90.0, 40.0)) -> np.ndarray:
     result = np.eye(4)
-    result[:3, :3] = directions * np.asarray(spacing_xyz)
+    result[:3, :3] = (np.eye(3) if directions is None else directions) * np.asarray(spacing_xyz)
     result[:3, 3] = origin
     return result
 

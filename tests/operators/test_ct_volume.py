@@ -4,13 +4,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydicom.uid import generate_uid
 
 from operators.ct_series_selector import select_ct_series
 from operators.ct_volume import build_ct_volume
 from operators.dicom_scan import scan_dicom_folder
 from operators.errors import InvalidSeriesError
 from tests.dicom_factories import ct_slice, save_all
-from pydicom.uid import generate_uid
 
 
 def write_series(folder: Path, positions, slope=1.0, intercept=-1024.0) -> list[Path]:

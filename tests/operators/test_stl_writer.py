@@ -9,9 +9,9 @@ import trimesh
 from operators.stl_writer import write_mask_stl
 
 
-def box_affine(spacing_xyz, directions=np.eye(3), origin=(10.0, -20.0, 30.0)) -> np.ndarray:
+def box_affine(spacing_xyz, directions=None, origin=(10.0, -20.0, 30.0)) -> np.ndarray:
     affine = np.eye(4)
-    affine[:3, :3] = directions * np.asarray(spacing_xyz)
+    affine[:3, :3] = (np.eye(3) if directions is None else directions) * np.asarray(spacing_xyz)
     affine[:3, 3] = origin
     return affine
 
