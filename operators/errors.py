@@ -21,3 +21,7 @@ class InvalidSeriesError(AppInputError):
 
 class ModelLoadError(AppInputError):
     """The model file is not a model, or its contract does not match the app's."""
+
+
+class SlideReadError(AppInputError):
+    """A whole-slide image cannot be opened or read: not a slide, truncated, unsupported, or without a resolution."""

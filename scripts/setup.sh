@@ -1,23 +1,41 @@
 #!/usr/bin/env bash
-# Idempotent set-up from a fresh machine: system tools the tests use, then the pinned virtualenv.
+# Idempotent set-up from a fresh machine: the pinned virtualenv, and with --with-test-tools the
+# Debian tools and test-only packages the tests use, plus the real test slides (cached).
 # Usage: scripts/setup.sh [--with-test-tools]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+with_test_tools=false
+[[ "${1:-}" == "--with-test-tools" ]] && with_test_tools=true
 
-if [[ "${1:-}" == "--with-test-tools" ]] && ! command -v dciodvfy >/dev/null; then
-  echo "setup: installing Debian dicom3tools (dciodvfy) and invesalius-examples (a real head CT)"
-  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  $SUDO apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dicom3tools invesalius-examples >/dev/null
+if $with_test_tools; then
+  # dicom3tools: dciodvfy; invesalius-examples: a real head CT; libvips-tools and libturbojpeg0:
+  # the real slide's tiled pyramid and DICOM WSI conversions.
+  missing=()
+  command -v dciodvfy >/dev/null || missing+=(dicom3tools)
+  [[ -f /usr/share/doc/invesalius-examples/examples/Cranium.inv3 ]] || missing+=(invesalius-examples)
+  command -v vips >/dev/null || missing+=(libvips-tools)
+  ldconfig -p | grep -q libturbojpeg.so.0 || missing+=(libturbojpeg0)
+  if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
 fi
 
+requirements=(requirements.txt)
+$with_test_tools && requirements+=(requirements-test.txt)
 stamp=.venv/.requirements.sha256
-wanted=$(sha256sum requirements.txt | cut -d' ' -f1)
+wanted=$(cat "${requirements[@]}" | sha256sum | cut -d' ' -f1)
 if [[ ! -x .venv/bin/python || ! -f $stamp || "$(cat $stamp)" != "$wanted" ]]; then
-  echo "setup: creating .venv with the pinned packages (about a minute; log in .venv/pip.log)"
-  python3 -m venv .venv
-  if ! .venv/bin/pip install -r requirements.txt >.venv/pip.log 2>&1; then
+  echo "setup: installing the pinned packages into .venv (about a minute; log in .venv/pip.log)"
+  [[ -x .venv/bin/python ]] || python3 -m venv .venv
+  if ! .venv/bin/pip install $(printf -- '-r %s ' "${requirements[@]}") >.venv/pip.log 2>&1; then
     tail -20 .venv/pip.log; echo "setup: pip install failed, see .venv/pip.log" >&2; exit 1
   fi
   echo "$wanted" >"$stamp"
+fi
+
+if $with_test_tools; then
+  .venv/bin/python -m tests.real_slides >/dev/null  # fetch and convert the real slides once (cached)
 fi
