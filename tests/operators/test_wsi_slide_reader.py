@@ -13,6 +13,7 @@ from operators import wsi_slide_reader
 from operators.errors import AppInputError, SlideReadError
 from operators.wsi_slide_reader import SlideHandle, open_slide
 from tests.real_slides import real_dicom_wsi, real_svs, real_vips_pyramid
+from tests.wsi_factories import write_pyramid
 
 HAS_CUCIM = wsi_slide_reader.optional_available("cucim")
 TILED_BACKENDS = ["openslide", "tifffile", *(["cucim"] if HAS_CUCIM else [])]
@@ -49,21 +50,6 @@ def tissue(svs) -> np.ndarray:
     """Real H&E pixels (level 0 of the SVS, 1024 x 768) to build synthetic TIFFs from."""
     with open_slide(svs, backend="openslide") as slide:
         return slide.read_region((600, 1200), 0, (1024, 768))
-
-
-def write_pyramid(path: Path, level0: np.ndarray, levels: int = 3, unit: str = "CENTIMETER", mpp: float | None = 0.25,
-                  tile: tuple[int, int] | None = (256, 256), **options) -> list[np.ndarray]:
-    """A pyramidal TIFF (levels as pages, halved by 2x2 block means), resolution tags in ``unit``."""
-    arrays = [level0]
-    for _ in range(levels - 1):
-        a = arrays[-1]
-        arrays.append(a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2, 3).mean(axis=(1, 3)).round().astype(np.uint8))
-    per_unit = {"CENTIMETER": 1e4, "INCH": 25400.0}[unit]
-    resolution = dict(resolution=(per_unit / mpp, per_unit / mpp), resolutionunit=unit) if mpp else {}
-    with tifffile.TiffWriter(path) as writer:
-        for index, array in enumerate(arrays):
-            writer.write(array, photometric="rgb", tile=tile, subfiletype=1 if index else 0, **resolution, **options)
-    return arrays
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,175 @@
+"""Tumor probability map of a whole-slide image: patch mode and dense (fully convolutional) mode.
+
+- Patch mode, for parity with the model-zoo bundle: one ``window`` patch centred on every tissue
+  cell of the mask grid (stride = the mask's downsample, 64 model pixels for the bundle).
+- Dense mode: the network runs on square tiles of ``tile_windows`` x ``tile_windows`` windows
+  (224 + 32 * (k - 1) pixels); each output is the logit of one 224 window at a stride of 32 model
+  pixels, and pixels shared by neighbouring windows are computed once. Near a window's border the
+  features see the real neighbouring tissue where a lone patch sees zero padding, so dense values
+  differ slightly from patch values (measured in benchmarks/).
+
+Regions are decoded in worker processes with prefetch (a DataLoader), each worker with its own
+slide handle; only tiles holding tissue are read, and memory holds a few batches of regions plus
+the map (one float per cell), never a whole level.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .compute_device import ComputeDevice
+from .wsi_grid import MapGrid, read_model_pixels
+
+logger = logging.getLogger(__name__)
+
+SlideOpener = Callable[[], object]
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    mode: str = "dense"  # "dense" or "patch"
+    batch_size: int = 400  # patches per forward pass (patch mode); tiles use batch_size // tile_windows^2 + 1
+    tile_windows: int = 32  # dense mode: windows per tile side
+    tta: bool = False  # average over the 8 orientations (4 rotations x flip)
+    workers: int = 2  # region-decoding processes (0: decode in this process)
+
+
+class _Regions(Dataset):
+    """Square regions of a slide in model pixels, read lazily by whichever process asks."""
+
+    def __init__(self, open_slide: SlideOpener, origins_xy_level0: np.ndarray, size_model_px: int, level0_px_per_model_px: float):
+        self.open_slide = open_slide
+        self.origins = origins_xy_level0
+        self.size = size_model_px
+        self.factor = level0_px_per_model_px
+        self._slide = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return len(self.origins)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray]:
+        if self._slide is None or self._pid != os.getpid():  # one handle per worker process
+            self._slide, self._pid = self.open_slide(), os.getpid()
+        origin = (float(self.origins[index, 0]), float(self.origins[index, 1]))
+        return index, read_model_pixels(self._slide, origin, self.factor, (self.size, self.size))
+
+
+def _collate(items: list[tuple[int, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+    indices = torch.tensor([i for i, _ in items])
+    return indices, torch.from_numpy(np.stack([region for _, region in items]))
+
+
+def to_network_input(regions_nhwc: torch.Tensor, compute: ComputeDevice) -> torch.Tensor:
+    """uint8 (N, H, W, 3) RGB 0..255 -> float (N, 3, H, W) in -1..1, channels-last on the device."""
+    x = regions_nhwc.to(compute.device, non_blocking=True).permute(0, 3, 1, 2).float()
+    return (x / 127.5 - 1.0).contiguous(memory_format=torch.channels_last)
+
+
+def dihedral_average(network: torch.nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
+    """Sigmoid of the network's (N, 1, h, w) logits; with ``tta`` the mean over the 8 orientations,
+    each output mapped back to the input's orientation."""
+    if not tta:
+        return torch.sigmoid(network(x).float())
+    total = torch.zeros(())
+    for flip in (False, True):
+        flipped = torch.flip(x, dims=(3,)) if flip else x
+        for quarter_turns in range(4):
+            y = torch.sigmoid(network(torch.rot90(flipped, quarter_turns, dims=(2, 3))).float())
+            y = torch.rot90(y, -quarter_turns, dims=(2, 3))
+            total = total + (torch.flip(y, dims=(3,)) if flip else y)
+    return total / 8.0
+
+
+class _Progress:
+    """Logs windows done, windows per second and ETA every ``every_s`` seconds."""
+
+    def __init__(self, total_windows: int, every_s: float = 10.0) -> None:
+        self.total, self.done, self.every = total_windows, 0, every_s
+        self.start = self.last = time.perf_counter()
+
+    def add(self, windows: int) -> None:
+        self.done += windows
+        now = time.perf_counter()
+        if now - self.last >= self.every or self.done == self.total:
+            rate = self.done / max(now - self.start, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else math.inf
+            logger.info("%d/%d windows (%.0f%%), %.1f windows/s, ETA %.0f s", self.done, self.total, 100 * self.done / max(self.total, 1), rate, eta)
+            self.last = now
+
+    @property
+    def rate(self) -> float:
+        return self.done / max(time.perf_counter() - self.start, 1e-9)
+
+
+def _batches(dataset: _Regions, batch_size: int, workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+                        prefetch_factor=2 if workers else None, persistent_workers=False)
+    yield from loader
+
+
+def patch_probability_map(open_slide: SlideOpener, grid: MapGrid, tissue: np.ndarray, network: torch.nn.Module,
+                          compute: ComputeDevice, settings: InferenceSettings) -> tuple[np.ndarray, float]:
+    """(rows, cols) float32 probabilities on ``grid`` (0 off tissue), and windows per second."""
+    cells = np.argwhere(tissue)
+    origins = np.array([grid.window_origin_xy_level0(r, c) for r, c in cells], dtype=np.float64).reshape(-1, 2)
+    probabilities = np.zeros(grid.shape_rows_cols, dtype=np.float32)
+    progress = _Progress(len(cells))
+    dataset = _Regions(open_slide, origins, grid.window_model_px, grid.level0_px_per_model_px)
+    with torch.inference_mode(), compute.autocast():
+        for indices, regions in _batches(dataset, settings.batch_size, settings.workers):
+            values = dihedral_average(network, to_network_input(regions, compute), settings.tta).reshape(len(indices), -1)[:, 0]
+            chosen = cells[indices.numpy()]
+            probabilities[chosen[:, 0], chosen[:, 1]] = values.cpu().numpy()
+            progress.add(len(indices))
+    return probabilities, progress.rate
+
+
+def dense_probability_map(open_slide: SlideOpener, grid: MapGrid, tissue: np.ndarray, network: torch.nn.Module,
+                          compute: ComputeDevice, settings: InferenceSettings, output_stride_model_px: int = 32) -> tuple[np.ndarray, float]:
+    """Like :func:`patch_probability_map`, with the network run on tiles of k x k windows.
+
+    ``grid.stride_model_px`` must be a multiple of the network's output stride (32): a coarser
+    grid keeps every m-th output of each tile.
+    """
+    if grid.stride_model_px % output_stride_model_px:
+        raise ValueError(f"dense stride {grid.stride_model_px} is not a multiple of the network's output stride {output_stride_model_px}")
+    step = grid.stride_model_px // output_stride_model_px
+    k = settings.tile_windows
+    tile_px = grid.window_model_px + (k * step - 1) * output_stride_model_px
+    rows, cols = grid.shape_rows_cols
+    tiles = [(tr, tc) for tr in range(0, rows, k) for tc in range(0, cols, k) if tissue[tr:tr + k, tc:tc + k].any()]
+    origins = np.array([grid.window_origin_xy_level0(tr, tc) for tr, tc in tiles], dtype=np.float64).reshape(-1, 2)
+    probabilities = np.zeros(grid.shape_rows_cols, dtype=np.float32)
+    progress = _Progress(int(tissue.sum()))
+    dataset = _Regions(open_slide, origins, tile_px, grid.level0_px_per_model_px)
+    tiles_per_batch = max(1, settings.batch_size // (k * k))
+    with torch.inference_mode(), compute.autocast():
+        for indices, regions in _batches(dataset, tiles_per_batch, settings.workers):
+            maps = dihedral_average(network, to_network_input(regions, compute), settings.tta)[:, 0, ::step, ::step].cpu().numpy()
+            for index, tile_map in zip(indices.tolist(), maps, strict=True):
+                tr, tc = tiles[index]
+                block = probabilities[tr:tr + k, tc:tc + k]
+                block[...] = tile_map[: block.shape[0], : block.shape[1]]
+                progress.add(int(tissue[tr:tr + k, tc:tc + k].sum()))
+    probabilities[~tissue] = 0.0
+    return probabilities, progress.rate
+
+
+def slide_opener(path: Path, mpp_override: float | None, backend: str) -> SlideOpener:
+    """A picklable callable that opens the slide (for worker processes)."""
+    from functools import partial
+
+    from .wsi_slide_reader import open_slide
+
+    return partial(open_slide, Path(path), mpp_override, backend)
