@@ -95,3 +95,17 @@ def read_model_pixels(slide, origin_xy_level0: tuple[float, float], level0_px_pe
     source = slide.read_region((x, y), 0, source_size)
     box = (origin_xy_level0[0] - x, origin_xy_level0[1] - y, origin_xy_level0[0] - x + size_model_px[0] * factor, origin_xy_level0[1] - y + size_model_px[1] * factor)
     return np.asarray(Image.fromarray(source).resize(size_model_px, Image.Resampling.BILINEAR, box=box))
+
+
+@dataclass(frozen=True)
+class ProbabilityMap:
+    """Tumor probability per window: ``probabilities[row, col]`` (float32, 0..1, 0 off tissue) is the
+    window centred at level-0 ``grid.origin_xy_level0 + (col, row) * grid.stride_level0_px``."""
+
+    probabilities: np.ndarray
+    grid: MapGrid
+
+    def cell_centre_xy_level0(self, row: float, col: float) -> tuple[float, float]:
+        """Level-0 (x, y) of a (possibly fractional) map position."""
+        origin_x, origin_y = self.grid.origin_xy_level0
+        return (origin_x + col * self.grid.stride_level0_px, origin_y + row * self.grid.stride_level0_px)
