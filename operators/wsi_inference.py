@@ -86,8 +86,10 @@ def dihedral_average(network: torch.nn.Module, x: torch.Tensor, tta: bool) -> to
         flipped = torch.flip(x, dims=(3,)) if flip else x
         for quarter_turns in range(4):
             y = torch.sigmoid(network(torch.rot90(flipped, quarter_turns, dims=(2, 3))).float())
-            y = torch.rot90(y, -quarter_turns, dims=(2, 3))
-            total = total + (torch.flip(y, dims=(3,)) if flip else y)
+            if y.ndim == 4:  # a map of windows: turn it back (an (N, 1) patch output has no orientation)
+                y = torch.rot90(y, -quarter_turns, dims=(2, 3))
+                y = torch.flip(y, dims=(3,)) if flip else y
+            total = total + y
     return total / 8.0
 
 
