@@ -21,14 +21,20 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from monai.deploy.core import Fragment, Operator, OperatorSpec
 from torch.utils.data import DataLoader, Dataset
 
 from .compute_device import ComputeDevice
-from .wsi_grid import MapGrid, read_model_pixels
+from .timing import StageTimings
+from .wsi_classifier import PatchClassifier
+from .wsi_grid import MapGrid, ProbabilityMap, grid_for_slide, read_model_pixels, tissue_on_grid
+from .wsi_slide_reader import open_slide
+from .wsi_tissue_mask import SlideTissue
 
 logger = logging.getLogger(__name__)
 
@@ -170,8 +176,74 @@ def dense_probability_map(open_slide: SlideOpener, grid: MapGrid, tissue: np.nda
 
 def slide_opener(path: Path, mpp_override: float | None, backend: str) -> SlideOpener:
     """A picklable callable that opens the slide (for worker processes)."""
-    from functools import partial
-
-    from .wsi_slide_reader import open_slide
-
     return partial(open_slide, Path(path), mpp_override, backend)
+
+
+@dataclass(frozen=True)
+class SlideProbability:
+    """The probability map of a slide, how it was made, and its speed."""
+
+    tissue: SlideTissue
+    probability_map: ProbabilityMap
+    mode: str
+    windows_per_s: float
+
+
+def slide_probability_map(tissue: SlideTissue, classifier: PatchClassifier, compute: ComputeDevice, settings: InferenceSettings,
+                          dense_stride_model_px: int, mpp_override: float | None, backend: str) -> SlideProbability:
+    """Patch mode on the mask grid, or dense mode on a finer grid sharing the mask grid's origin.
+
+    Dense mode falls back to patch mode, with a warning, for a classifier that is not fully
+    convolutional.
+    """
+    opener = slide_opener(tissue.source.path, mpp_override, backend)
+    mode = settings.mode
+    if mode == "dense" and classifier.output_stride_px is None:
+        logger.warning("Model '%s' is not declared fully convolutional: patch mode instead of dense", classifier.model.name)
+        mode = "patch"
+    mask_grid = tissue.mask_grid
+    if mode == "patch":
+        probabilities, rate = patch_probability_map(opener, mask_grid, tissue.mask, classifier.network, compute, settings)
+        grid = mask_grid
+    else:
+        grid = grid_for_slide(tissue.size_xy, tissue.mpp, mask_grid.model_mpp, dense_stride_model_px, mask_grid.window_model_px, mask_grid.origin_model_px)
+        probabilities, rate = dense_probability_map(opener, grid, tissue_on_grid(tissue.mask, mask_grid.stride_model_px, grid),
+                                                    classifier.network, compute, settings, classifier.output_stride_px)
+    logger.info("%s: %s mode, %.1f windows/s, map %d x %d at %.2f um/cell", tissue.source.name, mode, rate, grid.shape_rows_cols[1], grid.shape_rows_cols[0], grid.map_mpp)
+    return SlideProbability(tissue, ProbabilityMap(probabilities, grid), mode, rate)
+
+
+class ProbabilityMapOperator(Operator):
+    """Classifies every tissue window of the slide (patch or dense mode).
+
+    Named inputs:
+        tissue: SlideTissue.
+
+    Named outputs:
+        probability: SlideProbability, whose ProbabilityMap is (rows, cols) float32 tumor
+        probability per window, placed on level 0 by its MapGrid (origin and stride in level-0 px).
+    """
+
+    INPUT_TISSUE = "tissue"
+    OUTPUT_PROBABILITY = "probability"
+
+    def __init__(self, fragment: Fragment, *args, classifier: PatchClassifier, compute: ComputeDevice, settings: InferenceSettings,
+                 dense_stride_model_px: int, mpp_override: float | None, backend: str, timings: StageTimings, **kwargs) -> None:
+        self.classifier = classifier
+        self.compute_device = compute
+        self.settings = settings
+        self.dense_stride_model_px = dense_stride_model_px
+        self.mpp_override = mpp_override
+        self.backend = backend
+        self.timings = timings
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input(self.INPUT_TISSUE)
+        spec.output(self.OUTPUT_PROBABILITY)
+
+    def compute(self, op_input, op_output, context) -> None:
+        tissue = op_input.receive(self.INPUT_TISSUE)
+        with self.timings.stage("probability_map"):
+            result = slide_probability_map(tissue, self.classifier, self.compute_device, self.settings, self.dense_stride_model_px, self.mpp_override, self.backend)
+        op_output.emit(result, self.OUTPUT_PROBABILITY)

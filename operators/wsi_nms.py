@@ -7,6 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from monai.deploy.core import Fragment, Operator, OperatorSpec
+
+from .timing import StageTimings
+from .wsi_inference import SlideProbability
 
 
 @dataclass(frozen=True)
@@ -46,3 +50,52 @@ def non_maximum_suppression(
         detections.append(Detection(probability, int(round(x)), int(round(y))))
         remaining[(rows - row) ** 2 + (cols - col) ** 2 <= radius_cells**2] = 0.0
     return detections
+
+
+@dataclass(frozen=True)
+class SlideDetections:
+    """Lesion detections of a slide and its tumor score (the probability map's maximum, as the paper)."""
+
+    probability: SlideProbability
+    detections: tuple[Detection, ...]
+    slide_score: float
+
+
+def detect_lesions(probability: SlideProbability, radius_um: float, threshold: float) -> SlideDetections:
+    """The paper's NMS on the slide's map, with the radius given in micrometres."""
+    prob_map = probability.probability_map
+    radius_px_level0 = radius_um / probability.tissue.mpp
+    detections = non_maximum_suppression(prob_map.probabilities, prob_map.grid.origin_xy_level0, prob_map.grid.stride_level0_px, radius_px_level0, threshold)
+    score = float(prob_map.probabilities.max()) if prob_map.probabilities.size else 0.0
+    return SlideDetections(probability, tuple(detections), score)
+
+
+class LesionDetectionOperator(Operator):
+    """Finds lesions by non-maximum suppression and scores the slide.
+
+    Named inputs:
+        probability: SlideProbability.
+
+    Named outputs:
+        detections: SlideDetections, detections as (probability, x, y) level-0 px in decreasing
+        probability, and the slide score (maximum probability).
+    """
+
+    INPUT_PROBABILITY = "probability"
+    OUTPUT_DETECTIONS = "detections"
+
+    def __init__(self, fragment: Fragment, *args, radius_um: float, threshold: float, timings: StageTimings, **kwargs) -> None:
+        self.radius_um = radius_um
+        self.threshold = threshold
+        self.timings = timings
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input(self.INPUT_PROBABILITY)
+        spec.output(self.OUTPUT_DETECTIONS)
+
+    def compute(self, op_input, op_output, context) -> None:
+        probability = op_input.receive(self.INPUT_PROBABILITY)
+        with self.timings.stage("detections"):
+            result = detect_lesions(probability, self.radius_um, self.threshold)
+        op_output.emit(result, self.OUTPUT_DETECTIONS)
