@@ -74,18 +74,10 @@ def seg_series_description(label: str) -> str:
     return f"{label} segmentation - {NOT_FOR_CLINICAL_USE}"[:64]
 
 
-def build_binary_seg(
-    source_datasets: Sequence[Dataset],
-    mask_zyx: np.ndarray,
-    segment: SegmentSpec,
-    equipment: EquipmentSpec,
-    series_number: int = 900,
-) -> hd.seg.Segmentation:
-    """A BINARY SEG with one frame per source slice; ``mask_zyx`` follows ``source_datasets``' order."""
-    if mask_zyx.shape[0] != len(source_datasets):
-        raise ValueError(f"mask has {mask_zyx.shape[0]} slices, source series {len(source_datasets)}")
-    description = hd.seg.SegmentDescription(
-        segment_number=1,
+def segment_description(segment: SegmentSpec, segment_number: int = 1) -> hd.seg.SegmentDescription:
+    """The SEG's description of one segment: its codes, and the AI algorithm (name, version) that made it."""
+    return hd.seg.SegmentDescription(
+        segment_number=segment_number,
         segment_label=segment.label,
         segmented_property_category=segment.property_category,
         segmented_property_type=segment.property_type,
@@ -98,6 +90,19 @@ def build_binary_seg(
         tracking_uid=hd.UID(),
         tracking_id=f"{segment.label} ({segment.algorithm_name})"[:64],
     )
+
+
+def build_binary_seg(
+    source_datasets: Sequence[Dataset],
+    mask_zyx: np.ndarray,
+    segment: SegmentSpec,
+    equipment: EquipmentSpec,
+    series_number: int = 900,
+) -> hd.seg.Segmentation:
+    """A BINARY SEG with one frame per source slice; ``mask_zyx`` follows ``source_datasets``' order."""
+    if mask_zyx.shape[0] != len(source_datasets):
+        raise ValueError(f"mask has {mask_zyx.shape[0]} slices, source series {len(source_datasets)}")
+    description = segment_description(segment)
     seg = hd.seg.Segmentation(
         source_images=with_empty_type2_attributes(source_datasets),
         pixel_array=(mask_zyx > 0).astype(np.uint8),

@@ -8,8 +8,7 @@
   features see the real neighbouring tissue where a lone patch sees zero padding, so dense values
   differ slightly from patch values (measured in benchmarks/).
 
-Regions are decoded in worker processes with prefetch (a DataLoader), each worker with its own
-slide handle; only tiles holding tissue are read, and memory holds a few batches of regions plus
+Regions are decoded by worker threads two batches ahead, each thread with its own slide handle; only tiles holding tissue are read, and memory holds a few batches of regions plus
 the map (one float per cell), never a whole level.
 """
 
@@ -17,9 +16,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -27,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.deploy.core import Fragment, Operator, OperatorSpec
-from torch.utils.data import DataLoader, Dataset
 
 from .compute_device import ComputeDevice
 from .timing import StageTimings
@@ -47,33 +47,28 @@ class InferenceSettings:
     batch_size: int = 400  # patches per forward pass (patch mode); tiles use batch_size // tile_windows^2 + 1
     tile_windows: int = 32  # dense mode: windows per tile side
     tta: bool = False  # average over the 8 orientations (4 rotations x flip)
-    workers: int = 2  # region-decoding processes (0: decode in this process)
+    workers: int = 2  # region-decoding threads (0: decode in the calling thread)
 
 
-class _Regions(Dataset):
-    """Square regions of a slide in model pixels, read lazily by whichever process asks."""
+class _RegionReader:
+    """Reads square regions of a slide in model pixels, with one slide handle per thread."""
 
     def __init__(self, open_slide: SlideOpener, origins_xy_level0: np.ndarray, size_model_px: int, level0_px_per_model_px: float):
         self.open_slide = open_slide
         self.origins = origins_xy_level0
         self.size = size_model_px
         self.factor = level0_px_per_model_px
-        self._slide = None
-        self._pid = -1
+        self._local = threading.local()
 
     def __len__(self) -> int:
         return len(self.origins)
 
-    def __getitem__(self, index: int) -> tuple[int, np.ndarray]:
-        if self._slide is None or self._pid != os.getpid():  # one handle per worker process
-            self._slide, self._pid = self.open_slide(), os.getpid()
+    def __call__(self, index: int) -> np.ndarray:
+        slide = getattr(self._local, "slide", None)
+        if slide is None:
+            slide = self._local.slide = self.open_slide()
         origin = (float(self.origins[index, 0]), float(self.origins[index, 1]))
-        return index, read_model_pixels(self._slide, origin, self.factor, (self.size, self.size))
-
-
-def _collate(items: list[tuple[int, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
-    indices = torch.tensor([i for i, _ in items])
-    return indices, torch.from_numpy(np.stack([region for _, region in items]))
+        return read_model_pixels(slide, origin, self.factor, (self.size, self.size))
 
 
 def to_network_input(regions_nhwc: torch.Tensor, compute: ComputeDevice) -> torch.Tensor:
@@ -120,10 +115,29 @@ class _Progress:
         return self.done / max(time.perf_counter() - self.start, 1e-9)
 
 
-def _batches(dataset: _Regions, batch_size: int, workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
-                        prefetch_factor=2 if workers else None, persistent_workers=False)
-    yield from loader
+def _batches(reader: _RegionReader, batch_size: int, workers: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(indices, uint8 (N, H, W, 3) regions) in order, decoded by ``workers`` threads two batches ahead.
+
+    Threads, not processes: the decoders (OpenSlide, cuCIM, libjpeg via imagecodecs/Pillow) release
+    the GIL, start instantly, and cuCIM crashes in forked worker processes.
+    """
+    starts = range(0, len(reader), batch_size)
+    if workers == 0:
+        for start in starts:
+            indices = np.arange(start, min(start + batch_size, len(reader)))
+            yield indices, torch.from_numpy(np.stack([reader(int(i)) for i in indices]))
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wsi-read") as pool:
+        pending: deque[tuple[np.ndarray, list[Future]]] = deque()
+        for start in starts:
+            indices = np.arange(start, min(start + batch_size, len(reader)))
+            pending.append((indices, [pool.submit(reader, int(i)) for i in indices]))
+            if len(pending) > 2:
+                done_indices, futures = pending.popleft()
+                yield done_indices, torch.from_numpy(np.stack([f.result() for f in futures]))
+        while pending:
+            done_indices, futures = pending.popleft()
+            yield done_indices, torch.from_numpy(np.stack([f.result() for f in futures]))
 
 
 def patch_probability_map(open_slide: SlideOpener, grid: MapGrid, tissue: np.ndarray, network: torch.nn.Module,
@@ -133,11 +147,11 @@ def patch_probability_map(open_slide: SlideOpener, grid: MapGrid, tissue: np.nda
     origins = np.array([grid.window_origin_xy_level0(r, c) for r, c in cells], dtype=np.float64).reshape(-1, 2)
     probabilities = np.zeros(grid.shape_rows_cols, dtype=np.float32)
     progress = _Progress(len(cells))
-    dataset = _Regions(open_slide, origins, grid.window_model_px, grid.level0_px_per_model_px)
+    reader = _RegionReader(open_slide, origins, grid.window_model_px, grid.level0_px_per_model_px)
     with torch.inference_mode(), compute.autocast():
-        for indices, regions in _batches(dataset, settings.batch_size, settings.workers):
+        for indices, regions in _batches(reader, settings.batch_size, settings.workers):
             values = dihedral_average(network, to_network_input(regions, compute), settings.tta).reshape(len(indices), -1)[:, 0]
-            chosen = cells[indices.numpy()]
+            chosen = cells[indices]
             probabilities[chosen[:, 0], chosen[:, 1]] = values.cpu().numpy()
             progress.add(len(indices))
     return probabilities, progress.rate
@@ -160,10 +174,10 @@ def dense_probability_map(open_slide: SlideOpener, grid: MapGrid, tissue: np.nda
     origins = np.array([grid.window_origin_xy_level0(tr, tc) for tr, tc in tiles], dtype=np.float64).reshape(-1, 2)
     probabilities = np.zeros(grid.shape_rows_cols, dtype=np.float32)
     progress = _Progress(int(tissue.sum()))
-    dataset = _Regions(open_slide, origins, tile_px, grid.level0_px_per_model_px)
+    reader = _RegionReader(open_slide, origins, tile_px, grid.level0_px_per_model_px)
     tiles_per_batch = max(1, settings.batch_size // (k * k))
     with torch.inference_mode(), compute.autocast():
-        for indices, regions in _batches(dataset, tiles_per_batch, settings.workers):
+        for indices, regions in _batches(reader, tiles_per_batch, settings.workers):
             maps = dihedral_average(network, to_network_input(regions, compute), settings.tta)[:, 0, ::step, ::step].cpu().numpy()
             for index, tile_map in zip(indices.tolist(), maps, strict=True):
                 tr, tc = tiles[index]

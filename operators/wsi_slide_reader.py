@@ -60,10 +60,11 @@ BACKENDS = ("auto", "cucim", "openslide", "tifffile")
 #   (256 JPEG tiles)     grid64 1.24      0.10        2.06        0.11            1.44
 # OpenSlide's own tile cache (32 MiB default) holds these small slides whole, yet each read costs
 # ~1.3-2 ms; with its cache off it took 3.2 s (SVS) and 4.8 s (pyramid). A cache miss (a large
-# slide) costs about the uncached column. cuCIM is faster in both regimes, so it is preferred where
-# it reads correctly; the tifffile backend (own LRU tile cache) is as fast but serves only files
-# nothing else reads.
-PREFER_CUCIM = True
+# slide) costs about the uncached column. cuCIM is faster in both regimes, but cuCIM 23.10 crashes
+# (SIGSEGV in read_region) when a second Holoscan operator thread reads after another thread has
+# used it, which is how the WSI app runs; so "auto" prefers OpenSlide and cuCIM is used only when
+# asked for by name. The tifffile backend (own LRU tile cache) serves only files nothing else reads.
+PREFER_CUCIM = False
 SAME_LEVEL_TOLERANCE = 0.01  # a level whose downsample is within 1 % of the requested one is read as is
 CHUNK_SOURCE_PIXELS = 2048  # read_at_downsample reads at most this many source pixels per side at a time
 MAX_REGION_PIXELS = 1 << 28  # one read_region call: 256 Mpixel (768 MB RGB) at most

@@ -1,0 +1,53 @@
+"""Entry point: ``python apps/wsi_metastasis_app -i SLIDE_OR_FOLDER -o OUTPUT_FOLDER [-m MODEL] [options]``.
+
+The SDK's options (-i/-o/-m/-w/-l, or the HOLOSCAN_* variables a MAP container sets) pass through;
+the options below are the app's own. Without -m or HOLOSCAN_MODEL_PATH the project's default model
+is used. Results go to OUTPUT_FOLDER/<slide name>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+_APP_DIR = Path(__file__).resolve().parent
+for _root in (_APP_DIR, _APP_DIR.parent.parent):  # packaged MAP app folder, or this repository
+    if (_root / "operators").is_dir():
+        sys.path.insert(0, str(_root))
+        break
+
+from apps.common.entrypoint import ensure_stack_size, run_app, with_default_model  # noqa: E402
+
+ensure_stack_size()  # before Holoscan is imported: it may start this process again
+
+from apps.wsi_metastasis_app.app import DEFAULT_MODEL_PATH, WsiAppOptions, run_slides  # noqa: E402
+
+
+def parse_app_options(argv: list[str]) -> tuple[WsiAppOptions, list[str]]:
+    """The app's own options, and the remaining arguments for the SDK's parser."""
+    parser = argparse.ArgumentParser(prog="wsi_metastasis_app", add_help=False)
+    parser.add_argument("--mode", choices=["dense", "patch"], help="dense (fully convolutional tiles) or patch (bundle parity); default: the model config's")
+    parser.add_argument("--tta", action="store_true", help="average over the 8 orientations")
+    parser.add_argument("--mpp", dest="mpp_override", type=float, help="micrometres per pixel at level 0, overriding the slide's metadata")
+    parser.add_argument("--backend", choices=["auto", "cucim", "openslide", "tifffile"], default="auto", help="slide reader")
+    parser.add_argument("--batch-size", type=int, help="windows per forward pass")
+    parser.add_argument("--workers", type=int, default=WsiAppOptions.workers, help="region-decoding threads (0: none)")
+    parser.add_argument("--no-amp", dest="amp", action="store_false", help="full float32 inference")
+    parser.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: cuda when present)")
+    parser.add_argument("--nms-threshold", type=float, help="lowest probability reported as a lesion")
+    parser.add_argument("--nms-radius-um", type=float, help="suppression radius around each detection, micrometres")
+    known, rest = parser.parse_known_args(argv)
+    if known.mpp_override is not None and known.mpp_override <= 0:
+        parser.error("--mpp must be positive")
+    return WsiAppOptions(**vars(known)), rest
+
+
+def main() -> int:
+    options, sdk_args = parse_app_options(sys.argv[1:])
+    sdk_argv = ["python", "wsi_metastasis_app", *with_default_model(sdk_args, DEFAULT_MODEL_PATH)]
+    return run_app(lambda argv: run_slides(argv, options), sdk_argv, "wsi_metastasis_app")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

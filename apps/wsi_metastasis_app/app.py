@@ -1,0 +1,150 @@
+"""Whole-slide metastasis detection: a graph of single-purpose operators per slide, on the MONAI Deploy SDK.
+
+    slide -> tissue mask -> probability map (patch or dense) -> lesion detections -> outputs
+
+A folder of slides is processed slide by slide with one model load; each slide's graph is a fresh
+SDK Application. A slide that cannot be read gets ``error.json`` in its output folder and the
+others go on. Under torchrun each rank takes every WORLD_SIZE-th slide from RANK.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from holoscan.conditions import CountCondition
+from monai.deploy.core import Application, init_app_context
+
+from operators.atomic_io import write_json_atomically
+from operators.compute_device import ComputeDevice, choose_compute_device
+from operators.errors import AppInputError
+from operators.model_config import load_model_config, model_dir
+from operators.model_loader import load_model
+from operators.networks import build_patch_classifier
+from operators.timing import StageTimings
+from operators.wsi_classifier import PatchClassifier, prepare_classifier
+from operators.wsi_inference import InferenceSettings, ProbabilityMapOperator
+from operators.wsi_nms import LesionDetectionOperator
+from operators.wsi_results_writer import WsiResultsWriterOperator
+from operators.wsi_slide_sources import SlideSource, find_slides
+from operators.wsi_tissue_mask import TissueMaskOperator
+
+logger = logging.getLogger(__name__)
+
+APP_DIR = Path(__file__).resolve().parent
+MODEL_NAME = "pathology_tumor_detection"
+DEFAULT_MODEL_PATH = model_dir(MODEL_NAME) / "model.ts"
+MANUFACTURER = "clinical-ai-apps"
+
+
+def app_manifest() -> dict[str, Any]:
+    """The app's title and version, from its MAP manifest (the one place they are written)."""
+    return yaml.safe_load((APP_DIR / "app.yaml").read_text())["application"]
+
+
+@dataclass(frozen=True)
+class WsiAppOptions:
+    """Options beyond the SDK's -i/-o/-m/-w; None means the model config's value."""
+
+    mode: str | None = None
+    tta: bool = False
+    mpp_override: float | None = None
+    backend: str = "auto"
+    batch_size: int | None = None
+    workers: int = min(4, os.cpu_count() or 1)
+    amp: bool = True
+    device: str | None = None
+    nms_threshold: float | None = None
+    nms_radius_um: float | None = None
+
+
+class WsiMetastasisApp(Application):
+    """Processes one slide with an already loaded classifier."""
+
+    def __init__(self, *args, slide: SlideSource, output_dir: Path, classifier: PatchClassifier, compute: ComputeDevice,
+                 config: dict[str, Any], options: WsiAppOptions, **kwargs) -> None:
+        self.slide = slide
+        self.output_dir = output_dir
+        self.classifier = classifier
+        self.compute_device = compute
+        self.model_config = config
+        self.app_options = options
+        super().__init__(*args, **kwargs)
+
+    def compose(self) -> None:
+        config, options = self.model_config, self.app_options
+        preprocessing, inference, post = config["preprocessing"], config["inference"], config["postprocessing"]
+        settings = InferenceSettings(
+            mode=options.mode or inference["mode"],
+            batch_size=options.batch_size or inference["batch_size"],
+            tile_windows=inference["dense_tile_windows"],
+            tta=options.tta,
+            workers=options.workers,
+        )
+        timings = StageTimings()
+        manifest = app_manifest()
+        run_info = {
+            "app": {"name": manifest["title"], "version": str(manifest["version"])},
+            "model": self.classifier.model.identity(),
+            "device": self.compute_device.describe(),
+            "inference": {"mode_requested": settings.mode, "tta": settings.tta, "batch_size": settings.batch_size, "workers": settings.workers},
+            "equipment": {"manufacturer": MANUFACTURER, "model_name": "wsi_metastasis_app", "software_version": str(manifest["version"]),
+                          "device_serial_number": platform.node() or "unknown"},
+        }
+        tissue = TissueMaskOperator(
+            self, CountCondition(self, 1), name="tissue_mask", source=self.slide, model_mpp=preprocessing["model_mpp"],
+            mask_stride_model_px=config["tissue_mask"]["mask_downsample"], window_model_px=preprocessing["patch_size_px"],
+            mpp_override=options.mpp_override, backend=options.backend, timings=timings,
+        )
+        probability = ProbabilityMapOperator(
+            self, name="probability_map", classifier=self.classifier, compute=self.compute_device, settings=settings,
+            dense_stride_model_px=inference["dense_stride_px"], mpp_override=options.mpp_override, backend=options.backend, timings=timings,
+        )
+        threshold = post["nms_threshold"] if options.nms_threshold is None else options.nms_threshold
+        detections = LesionDetectionOperator(self, name="lesion_detection", radius_um=options.nms_radius_um or post["nms_radius_um"],
+                                             threshold=threshold, timings=timings)
+        writer = WsiResultsWriterOperator(self, name="results_writer", output_dir=self.output_dir, run_info=run_info, threshold=threshold,
+                                          timings=timings, mpp_override=options.mpp_override, backend=options.backend)
+        self.add_flow(tissue, probability, {("tissue", "tissue")})
+        self.add_flow(probability, detections, {("probability", "probability")})
+        self.add_flow(detections, writer, {("detections", "detections")})
+
+
+def distributed_share(slides: list[SlideSource]) -> list[SlideSource]:
+    """This process's slides under torchrun (RANK, WORLD_SIZE), or all of them."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return slides[rank::world]
+
+
+def run_slides(sdk_argv: list[str], options: WsiAppOptions) -> None:
+    """Process every slide of the input with one model load; raise when any slide failed."""
+    context = init_app_context(sdk_argv[1:])  # like Application, which drops the interpreter (argv[0])
+    output_root = Path(context.output_path)
+    slides = distributed_share(find_slides(Path(context.input_path)))
+    config = load_model_config(MODEL_NAME)
+    local_rank = os.environ.get("LOCAL_RANK")
+    compute = choose_compute_device(amp=options.amp, device=options.device or (f"cuda:{local_rank}" if local_rank and _cuda() else None))
+    model = load_model(Path(context.model_path), lambda: build_patch_classifier(config["network"]), compute.device)
+    classifier = prepare_classifier(model, compute.device, amp=compute.amp_dtype is not None)
+    failed: list[str] = []
+    for slide in slides:
+        output_dir = output_root / slide.name
+        try:
+            WsiMetastasisApp(sdk_argv, slide=slide, output_dir=output_dir, classifier=classifier, compute=compute, config=config, options=options).run()
+        except AppInputError as error:
+            logger.error("%s: %s", slide.name, error)
+            write_json_atomically(output_dir / "error.json", {"slide": str(slide.path), "error": str(error)})
+            failed.append(slide.name)
+    if failed:
+        raise AppInputError(f"{len(failed)} of {len(slides)} slides failed ({', '.join(failed)}); see error.json in their output folders")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
