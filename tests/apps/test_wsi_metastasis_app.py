@@ -1,0 +1,136 @@
+"""The WSI app end to end through its command line, on the real slides and on bad inputs.
+
+A random-weight classifier exercises the pipeline (the default model is trained separately);
+``--mpp`` claims a finer scan than the real 0.499 um/px so each run classifies about 16x fewer
+windows and stays fast on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from operators.model_config import load_model_config
+from operators.networks import build_patch_classifier, build_spleen_unet
+from operators.wsi_outputs import read_detections_csv
+from tests.conftest import run_app
+from tests.real_slides import real_dicom_wsi, real_svs, real_vips_pyramid
+from tests.validators import dciodvfy_errors, requires_dciodvfy
+from tests.wsi_factories import write_pyramid
+
+pytestmark = pytest.mark.slow
+APP = "wsi_metastasis_app"
+FAST = ["--mpp", "0.1215", "--workers", "2"]
+CARD = {"name": "Tumor patch classifier (random test weights)", "version": "0.0.1"}
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("classifier")
+    torch.manual_seed(0)
+    torch.save({"model": build_patch_classifier(load_model_config("pathology_tumor_detection")["network"]).state_dict()}, folder / "model.pt")
+    (folder / "metadata.json").write_text(json.dumps(CARD))
+    return folder / "model.pt"
+
+
+def run(slide: Path, out: Path, model: Path, *extra: str):
+    return run_app(APP, ["-i", str(slide), "-o", str(out), "-m", str(model), *FAST, *extra])
+
+
+def summary_of(folder: Path) -> dict:
+    return json.loads((folder / "summary.json").read_text())
+
+
+@requires_dciodvfy
+def test_dicom_wsi_gives_every_output_and_a_valid_fractional_seg(classifier, tmp_path: Path):
+    slide = real_dicom_wsi()
+    result = run(slide, tmp_path, classifier)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / slide.name
+    summary = summary_of(out)
+    assert set(summary["outputs"]) == {"tissue_mask", "detections_csv", "probability_map_npy", "probability_map_tiff", "probability_map_geometry",
+                                       "geojson", "overlay_png", "dicom_seg"}
+    assert (summary["model"]["name"], summary["model"]["version"]) == (CARD["name"], CARD["version"])
+    assert summary["slide"]["mpp"] == pytest.approx(0.1215) and summary["slide"]["dicom"] is True
+    assert dciodvfy_errors(out / "tumor_seg.dcm") == []
+    detections = read_detections_csv(out / "detections.csv")
+    assert len(detections) == summary["lesion_count"]
+    assert all(0 <= d.x < 2220 and 0 <= d.y < 2967 for d in detections)
+    probabilities = np.load(out / "probability_map.npy")
+    assert tuple(probabilities.shape) == tuple(summary["probability_map"]["shape_rows_cols"])
+    assert summary["slide_score"] == pytest.approx(float(probabilities.max()), abs=1e-6)
+    geojson = json.loads((out / "detections.geojson").read_text())
+    assert geojson["type"] == "FeatureCollection"
+
+
+@pytest.mark.parametrize("mode", ["dense", "patch"])
+def test_svs_and_its_libvips_pyramid_give_the_same_map(classifier, tmp_path: Path, mode):
+    maps = {}
+    for name, slide in (("svs", real_svs()), ("vips", real_vips_pyramid())):
+        result = run(slide, tmp_path / name, classifier, "--mode", mode)
+        assert result.returncode == 0, result.stderr[-3000:]
+        summary = summary_of(tmp_path / name / slide.stem)
+        assert summary["probability_map"]["mode"] == mode
+        maps[name] = np.load(tmp_path / name / slide.stem / "probability_map.npy")
+    assert maps["svs"].shape == maps["vips"].shape
+    assert np.abs(maps["svs"] - maps["vips"]).mean() < 0.02  # libvips re-encoded the JPEG tiles
+
+
+def test_slide_without_tissue_gives_an_empty_result(classifier, tmp_path: Path):
+    write_pyramid(tmp_path / "blank.tif", np.full((1024, 1024, 3), 242, np.uint8), levels=2, mpp=0.243)
+    result = run_app(APP, ["-i", str(tmp_path / "blank.tif"), "-o", str(tmp_path / "out"), "-m", str(classifier)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = summary_of(tmp_path / "out" / "blank")
+    assert (summary["lesion_count"], summary["slide_score"], summary["tissue_area_mm2"]) == (0, 0.0, 0.0)
+    assert (tmp_path / "out" / "blank" / "detections.csv").read_text() == ""
+
+
+def truncated_copy(folder: Path) -> Path:
+    target = folder / "truncated.svs"
+    data = real_svs().read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+    return target
+
+
+def not_a_slide(folder: Path) -> Path:
+    target = folder / "notes.svs"
+    target.write_text("this is not a slide")
+    return target
+
+
+def no_mpp(folder: Path) -> Path:
+    write_pyramid(folder / "no_mpp.tif", np.full((512, 512, 3), 200, np.uint8), levels=2, mpp=None)
+    return folder / "no_mpp.tif"
+
+
+BAD_SLIDES = {"truncated": (truncated_copy, "truncated"), "not-a-slide": (not_a_slide, "notes.svs"), "missing-mpp": (no_mpp, "mpp override")}
+
+
+@pytest.mark.parametrize("case", BAD_SLIDES, ids=list(BAD_SLIDES))
+def test_bad_slide_among_good_ones_is_reported_and_the_good_one_is_processed(classifier, tmp_path: Path, case):
+    make, fragment = BAD_SLIDES[case]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(real_svs(), folder / "good.svs")
+    bad = make(folder)
+    result = run_app(APP, ["-i", str(folder), "-o", str(tmp_path / "out"), "-m", str(classifier), "--workers", "2"]
+                     + (["--mpp", "0.1215"] if case != "missing-mpp" else []))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("wsi_metastasis_app: error: 1 of 2 slides failed")
+    assert "Traceback" not in result.stderr
+    error = json.loads((tmp_path / "out" / bad.stem / "error.json").read_text())
+    assert fragment in error["error"]
+    assert (tmp_path / "out" / "good" / "summary.json").exists()
+
+
+def test_weights_of_another_network_are_refused_before_any_slide_is_read(tmp_path: Path):
+    torch.save(build_spleen_unet(load_model_config("spleen_ct_segmentation")["network"]).state_dict(), tmp_path / "model.pt")
+    result = run(real_svs(), tmp_path / "out", tmp_path / "model.pt")
+    assert result.returncode == 2
+    assert "do not fit the network" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out" / "cmu_small_region").exists()
