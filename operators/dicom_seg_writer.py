@@ -14,13 +14,13 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
-from monai.deploy.core import Fragment, Operator, OperatorSpec
+from monai.deploy.core import Fragment
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
 from .atomic_io import write_atomically
 from .ct_volume import CTVolume
-from .timing import StageTimings
+from .file_writer_operator import VolumeMaskFileWriter
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def write_seg(seg: Dataset, path: Path) -> Path:
     return write_atomically(path, lambda tmp: seg.save_as(tmp, enforce_file_format=True))
 
 
-class DicomSegWriterOperator(Operator):
+class DicomSegWriterOperator(VolumeMaskFileWriter):
     """Writes the mask as a BINARY DICOM SEG referencing the source slices.
 
     Named inputs:
@@ -139,38 +139,18 @@ class DicomSegWriterOperator(Operator):
         seg_path: pathlib.Path of the written file.
 
     File outputs:
-        <output_folder>/<file_name>: the SEG (Segmentation Storage), written atomically.
+        <output_path>: the SEG (Segmentation Storage), written atomically.
     """
 
-    INPUT_VOLUME = "volume"
-    INPUT_MASK = "mask"
     OUTPUT_PATH = "seg_path"
+    STAGE = "dicom_seg"
 
-    def __init__(
-        self,
-        fragment: Fragment,
-        *args,
-        output_path: Path,
-        segment: SegmentSpec,
-        equipment: EquipmentSpec,
-        timings: StageTimings,
-        **kwargs,
-    ) -> None:
-        self.output_path = Path(output_path)
+    def __init__(self, fragment: Fragment, *args, segment: SegmentSpec, equipment: EquipmentSpec, **kwargs) -> None:
         self.segment = segment
         self.equipment = equipment
-        self.timings = timings
         super().__init__(fragment, *args, **kwargs)
 
-    def setup(self, spec: OperatorSpec) -> None:
-        spec.input(self.INPUT_VOLUME)
-        spec.input(self.INPUT_MASK)
-        spec.output(self.OUTPUT_PATH)
-
-    def compute(self, op_input, op_output, context) -> None:
-        volume: CTVolume = op_input.receive(self.INPUT_VOLUME)
-        mask = op_input.receive(self.INPUT_MASK)
-        with self.timings.stage("dicom_seg"):
-            path = write_seg(build_binary_seg(volume.source_datasets, mask, self.segment, self.equipment), self.output_path)
+    def write(self, volume: CTVolume, mask: np.ndarray) -> Path:
+        path = write_seg(build_binary_seg(volume.source_datasets, mask, self.segment, self.equipment), self.output_path)
         logger.info("Wrote DICOM SEG %s", path)
-        op_output.emit(path, self.OUTPUT_PATH)
+        return path

@@ -6,13 +6,12 @@ import math
 from pathlib import Path
 
 import numpy as np
-from monai.deploy.core import Fragment, Operator, OperatorSpec
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from .atomic_io import write_atomically
 from .ct_volume import CTVolume
-from .timing import StageTimings
+from .file_writer_operator import VolumeMaskFileWriter
 
 ABDOMEN_WINDOW_HU = (-160.0, 240.0)  # level 40, width 400
 MASK_RGB = np.array([255, 40, 40], dtype=np.float32)
@@ -53,7 +52,7 @@ def render_montage(hu_zyx: np.ndarray, mask_zyx: np.ndarray, n_tiles: int = 9, t
     return canvas
 
 
-class OverlayWriterOperator(Operator):
+class OverlayWriterOperator(VolumeMaskFileWriter):
     """Writes a PNG montage of axial slices through the mask.
 
     Named inputs:
@@ -67,24 +66,9 @@ class OverlayWriterOperator(Operator):
         <output_path>: RGB PNG, up to 9 tiles, abdomen window (W400 L40), mask in red.
     """
 
-    INPUT_VOLUME = "volume"
-    INPUT_MASK = "mask"
     OUTPUT_PATH = "overlay_path"
+    STAGE = "overlay"
 
-    def __init__(self, fragment: Fragment, *args, output_path: Path, timings: StageTimings, **kwargs) -> None:
-        self.output_path = Path(output_path)
-        self.timings = timings
-        super().__init__(fragment, *args, **kwargs)
-
-    def setup(self, spec: OperatorSpec) -> None:
-        spec.input(self.INPUT_VOLUME)
-        spec.input(self.INPUT_MASK)
-        spec.output(self.OUTPUT_PATH)
-
-    def compute(self, op_input, op_output, context) -> None:
-        volume: CTVolume = op_input.receive(self.INPUT_VOLUME)
-        mask = op_input.receive(self.INPUT_MASK)
-        with self.timings.stage("overlay"):
-            montage = render_montage(volume.hu_zyx, mask)
-            path = write_atomically(self.output_path, lambda tmp: montage.save(tmp, format="PNG"))
-        op_output.emit(path, self.OUTPUT_PATH)
+    def write(self, volume: CTVolume, mask: np.ndarray) -> Path:
+        montage = render_montage(volume.hu_zyx, mask)
+        return write_atomically(self.output_path, lambda tmp: montage.save(tmp, format="PNG"))

@@ -6,13 +6,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from monai.deploy.core import Fragment, Operator, OperatorSpec
 from skimage.measure import marching_cubes
 from stl import mesh as stl_mesh
 
 from .atomic_io import write_atomically
 from .ct_volume import CTVolume
-from .timing import StageTimings
+from .file_writer_operator import VolumeMaskFileWriter
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ def write_mask_stl(mask_zyx: np.ndarray, affine_lps: np.ndarray, path: Path) -> 
     return write_stl(*mask_surface_lps(mask_zyx, affine_lps), path)
 
 
-class STLWriterOperator(Operator):
+class STLWriterOperator(VolumeMaskFileWriter):
     """Writes the surface of the mask as a binary STL in patient LPS millimetres.
 
     Named inputs:
@@ -61,23 +60,8 @@ class STLWriterOperator(Operator):
         <output_path>: binary STL, vertices in LPS mm, faces wound outward.
     """
 
-    INPUT_VOLUME = "volume"
-    INPUT_MASK = "mask"
     OUTPUT_PATH = "stl_path"
+    STAGE = "stl"
 
-    def __init__(self, fragment: Fragment, *args, output_path: Path, timings: StageTimings, **kwargs) -> None:
-        self.output_path = Path(output_path)
-        self.timings = timings
-        super().__init__(fragment, *args, **kwargs)
-
-    def setup(self, spec: OperatorSpec) -> None:
-        spec.input(self.INPUT_VOLUME)
-        spec.input(self.INPUT_MASK)
-        spec.output(self.OUTPUT_PATH)
-
-    def compute(self, op_input, op_output, context) -> None:
-        volume: CTVolume = op_input.receive(self.INPUT_VOLUME)
-        mask = op_input.receive(self.INPUT_MASK)
-        with self.timings.stage("stl"):
-            path = write_mask_stl(mask, volume.affine_lps, self.output_path)
-        op_output.emit(path, self.OUTPUT_PATH)
+    def write(self, volume: CTVolume, mask: np.ndarray) -> Path | None:
+        return write_mask_stl(mask, volume.affine_lps, self.output_path)

