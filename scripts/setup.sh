@@ -37,5 +37,6 @@ if [[ ! -x .venv/bin/python || ! -f $stamp || "$(cat $stamp)" != "$wanted" ]]; t
 fi
 
 if $with_test_tools; then
+  ulimit -s 32768 2>/dev/null || true  # Holoscan, imported on the way, asks for a 32 MiB stack
   .venv/bin/python -m tests.real_slides >/dev/null  # fetch and convert the real slides once (cached)
 fi
