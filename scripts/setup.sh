@@ -23,18 +23,19 @@ if $with_test_tools; then
   fi
 fi
 
-requirements=(requirements.txt)
-$with_test_tools && requirements+=(requirements-test.txt)
-stamp=.venv/.requirements.sha256
-wanted=$(cat "${requirements[@]}" | sha256sum | cut -d' ' -f1)
-if [[ ! -x .venv/bin/python || ! -f $stamp || "$(cat $stamp)" != "$wanted" ]]; then
-  echo "setup: installing the pinned packages into .venv (about a minute; log in .venv/pip.log)"
-  [[ -x .venv/bin/python ]] || python3 -m venv .venv
-  if ! .venv/bin/pip install $(printf -- '-r %s ' "${requirements[@]}") >.venv/pip.log 2>&1; then
-    tail -20 .venv/pip.log; echo "setup: pip install failed, see .venv/pip.log" >&2; exit 1
+install_pinned() {  # install a requirements file once per content (a stamp per file)
+  local file=$1 stamp=.venv/.$1.sha256 wanted
+  wanted=$(sha256sum "$file" | cut -d' ' -f1)
+  [[ -f $stamp && "$(cat "$stamp")" == "$wanted" ]] && return 0
+  echo "setup: installing $file into .venv (about a minute; log in .venv/pip.log)"
+  if ! .venv/bin/pip install -r "$file" >.venv/pip.log 2>&1; then
+    tail -20 .venv/pip.log; echo "setup: pip install -r $file failed, see .venv/pip.log" >&2; exit 1
   fi
   echo "$wanted" >"$stamp"
-fi
+}
+[[ -x .venv/bin/python ]] || python3 -m venv .venv
+install_pinned requirements.txt
+$with_test_tools && install_pinned requirements-test.txt
 
 if $with_test_tools; then
   ulimit -s 32768 2>/dev/null || true  # Holoscan, imported on the way, asks for a 32 MiB stack
