@@ -1,0 +1,104 @@
+"""The spleen training stages end to end on tiny phantoms: prepare, train (loss falls, resume), export, evaluate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from monai.data import load_net_with_metadata
+
+from operators.model_config import load_model_card
+from training.spleen.cli import build_parser, main
+from training.spleen.evaluate import evaluate
+from training.spleen.export import export
+from training.spleen.prepare import prepare
+from training.spleen.settings import TrainSettings
+from training.spleen.train import train
+
+# 384 mm field of view at 6 mm, 160 mm long: the whole trunk, small enough for 2 CPU cores.
+SHAPE, SPACING = (32, 64, 64), (5.0, 6.0, 6.0)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    prepare(out, n_cases=3, seed=1, shape_zyx=SHAPE, spacing_zyx_mm=SPACING)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    torch.manual_seed(0)
+    settings = TrainSettings(data_dir=dataset, run_dir=tmp_path_factory.mktemp("run"), epochs=6, optimizer="adam",
+                             learning_rate=1e-3, lr_schedule="constant", crop_size=(32, 32, 32), num_samples=2,
+                             val_cases=1, val_interval=6, val_overlap=0.0, cache_workers=0)
+    return settings, train(settings)
+
+
+def test_training_lowers_the_loss_and_writes_a_run_folder(trained):
+    settings, result = trained
+    run = settings.run_dir
+    metrics = json.loads((run / "metrics.json").read_text())
+    losses = [epoch["loss"] for epoch in metrics["epochs"]]
+    assert len(losses) == 6 and result.epochs_done == 6
+    assert sum(losses[-2:]) < sum(losses[:2])
+    assert metrics["epochs"][-1]["val_dice"] is not None and result.best_val_dice is not None
+    config = json.loads((run / "config.json").read_text())
+    assert config["crop_size"] == [32, 32, 32] and config["optimizer"] == "adam" and config["seed"] == 0
+    assert config["model_config"]["network"]["channels"] == [16, 32, 64, 128, 256]
+    assert json.loads((run / "split.json").read_text()) == {"train": ["spleen_1.nii.gz", "spleen_2.nii.gz"],
+                                                            "val": ["spleen_3.nii.gz"]}
+    session = json.loads((run / "environment.json").read_text())["sessions"][-1]
+    assert {"git", "packages", "precision", "device"} <= set(session)
+    assert session["packages"]["monai"] and session["packages"]["torch"]
+    assert (run / "checkpoints" / "last.pt").is_file() and result.best_checkpoint.is_file()
+
+
+def test_training_resumes_from_its_last_checkpoint(trained):
+    settings, _ = trained
+    resumed = train(TrainSettings(**{**settings.__dict__, "epochs": 7}))
+    assert resumed.epochs_done == 7
+    history = json.loads((settings.run_dir / "metrics.json").read_text())["epochs"]
+    assert [epoch["epoch"] for epoch in history] == list(range(1, 8))
+    with pytest.raises(ValueError, match="different settings"):
+        train(TrainSettings(**{**settings.__dict__, "epochs": 8, "optimizer": "novograd"}))
+
+
+def test_export_embeds_the_model_card_and_evaluate_scores_it(trained, dataset, tmp_path):
+    settings, result = trained
+    path = export(result.best_checkpoint, tmp_path / "model")
+    assert path.name == "model.ts" and path.stat().st_size < 25 * 1024 * 1024
+    net, meta, extra = load_net_with_metadata(str(path), more_extra_files=("config.json", "training.json"))
+    card = load_model_card("spleen_ct_segmentation")
+    assert meta == card and meta["name"] and meta["version"]
+    assert json.loads(extra["config.json"])["network"]["out_channels"] == 2
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    with torch.no_grad():
+        assert net(torch.zeros(1, 1, 32, 32, 32)).shape == (1, 2, 32, 32, 32)
+
+    out = tmp_path / "metrics.json"
+    scores = evaluate(dataset, path, out, last_n=1, overlap=0.0)
+    metrics = json.loads(out.read_text())
+    assert set(metrics["per_case"]) == {"spleen_3.nii.gz"}
+    assert 0.0 <= scores.mean_dice_original <= 1.0 and 0.0 <= scores.mean_dice_resampled <= 1.0
+    assert metrics["mean_dice_original"] == pytest.approx(scores.mean_dice_original)
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--data", "d", "--run-dir", "r", "--bogus"],
+    ["train", "--data", "d", "--run-dir", "r", "--epoch", "3"],  # no abbreviations
+    ["prepare", "--out", "d", "--optimizer", "adam"],
+    ["export"],
+    ["fit"],
+])
+def test_cli_rejects_unknown_or_missing_options(argv):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+
+
+def test_cli_prepare(tmp_path):
+    assert main(["prepare", "--out", str(tmp_path), "--cases", "1", "--shape", "8", "32", "32",
+                 "--spacing", "10", "12", "12"]) == 0
+    assert (tmp_path / "imagesTr" / "spleen_1.nii.gz").is_file()

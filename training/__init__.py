@@ -1,0 +1,1 @@
+"""Training code that reproduces the project's models."""

@@ -1,0 +1,223 @@
+"""Stage ``train``: the bundle's UNet on an MSD-layout dataset, into a self-describing run folder.
+
+The run folder holds ``config.json`` (resolved settings and the model config), ``environment.json``
+(git commit, package versions, device and precision of each session), ``split.json``,
+``metrics.json`` (per-epoch loss, validation Dice, timing, best), ``train.log`` and
+``checkpoints/{last,best}.pt``. Calling ``train`` again on the same folder resumes from
+``last.pt``; the random crops of each epoch are seeded by (seed, epoch), so a resumed run draws the
+same crops as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.data import CacheDataset, DataLoader
+from monai.losses import DiceCELoss
+from monai.optimizers import Novograd
+from monai.transforms import Compose
+from monai.utils import set_determinism
+
+from operators.model_config import load_model_config
+from training.spleen import data
+from training.spleen.engine import Precision, build_network, choose_device, choose_precision, predict_logits
+from training.spleen.metrics import dice_from_logits
+from training.spleen.provenance import environment, write_json
+from training.spleen.settings import TrainSettings, incompatible_changes, resolve
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    best_val_dice: float | None
+    best_epoch: int | None
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    epochs_done: int
+
+
+@dataclass
+class _State:
+    epoch: int = 0
+    history: list[dict[str, Any]] | None = None
+    best_val_dice: float | None = None
+    best_epoch: int | None = None
+
+
+def train(settings: TrainSettings) -> TrainResult:
+    run_dir = Path(settings.run_dir)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    log_handler = _attach_log_file(run_dir / "train.log")
+    try:
+        return _train(settings, run_dir)
+    finally:
+        logging.getLogger().removeHandler(log_handler)
+        log_handler.close()
+
+
+def _train(settings: TrainSettings, run_dir: Path) -> TrainResult:
+    model_config = load_model_config(settings.model_name)
+    config = resolve(settings, model_config)
+    _check_resumable(run_dir / "config.json", config)
+    write_json(run_dir / "config.json", config)
+
+    set_determinism(seed=settings.seed)
+    device = choose_device(settings.device)
+    precision = choose_precision(device, settings.amp)
+    _record_session(run_dir / "environment.json", device, precision)
+    split = data.split_datalist(data.load_datalist(settings.data_dir), config["val_cases"], settings.train_cases)
+    write_json(run_dir / "split.json", split.as_json())
+    logger.info("run %s: %d train / %d val cases, device %s, precision %s, crop %s x%d", run_dir,
+                len(split.train), len(split.val), device, precision.name, config["crop_size"], config["num_samples"])
+
+    net = build_network(model_config).to(device)
+    optimizer = _optimizer(config, net)
+    scheduler = _scheduler(config, optimizer)
+    scaler = precision.grad_scaler()
+    state = _State(history=[])
+    last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
+    if last_path.is_file():
+        state = _load_checkpoint(last_path, net, optimizer, scheduler, device)
+        logger.info("resumed from %s at epoch %d", last_path, state.epoch)
+    if state.epoch >= settings.epochs:
+        logger.info("nothing to do: %d of %d epochs done", state.epoch, settings.epochs)
+        return _result(run_dir, state, last_path, best_path)
+
+    preprocessing = model_config["preprocessing"]
+    random_part = data.random_transforms(config["crop_size"], config["num_samples"], config["pos"], config["neg"],
+                                         settings.intensity_augmentation)
+    # flat, so that CacheDataset caches everything up to the first random transform (a nested Compose
+    # counts as random); the random transforms are the objects of ``random_part``, reseeded every epoch
+    cached_part = data.deterministic_transforms(preprocessing, pad_to=config["crop_size"], with_indices=True)
+    train_transforms = Compose([*cached_part.transforms, *random_part.transforms])
+    started = time.monotonic()
+    # copy_cache=False: the random transforms make new crops and never modify the cached volumes
+    train_ds = CacheDataset(split.train, transform=train_transforms, cache_rate=1.0, copy_cache=False,
+                            num_workers=settings.cache_workers, progress=False)
+    val_ds = CacheDataset(split.val, transform=data.deterministic_transforms(preprocessing), cache_rate=1.0,
+                          num_workers=settings.cache_workers, progress=False)
+    logger.info("cached %d + %d cases in %.0f s", len(train_ds), len(val_ds), time.monotonic() - started)
+
+    # as the model-zoo bundle: Dice over the whole batch, so crops without spleen still steer it
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True, batch=True)
+    for epoch in range(state.epoch, settings.epochs):
+        epoch_started = time.monotonic()
+        random_part.set_random_state(seed=settings.seed * 1000 + epoch)
+        loader = DataLoader(train_ds, batch_size=settings.batch_size, shuffle=True, num_workers=0,
+                            generator=torch.Generator().manual_seed(settings.seed * 1000 + epoch))
+        net.train()
+        losses = []
+        for batch in loader:
+            optimizer.zero_grad(set_to_none=True)
+            with precision.autocast():
+                logits = net(batch["image"].to(device))
+            loss = loss_fn(logits.float(), batch["label"].to(device))
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(float(loss.detach()))
+        scheduler.step()
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": sum(losses) / len(losses), "steps": len(losses),
+                                  "lr": optimizer.param_groups[0]["lr"],
+                                  "train_seconds": round(time.monotonic() - epoch_started, 2)}
+        if (epoch + 1) % settings.val_interval == 0 or epoch + 1 == settings.epochs:
+            record.update(_validate(net, val_ds, model_config["inference"], precision, config["val_overlap"]))
+            if state.best_val_dice is None or record["val_dice"] > state.best_val_dice:
+                state.best_val_dice, state.best_epoch = record["val_dice"], epoch + 1
+                _save_checkpoint(best_path, net, optimizer, scheduler, state, epoch + 1)
+        state.epoch = epoch + 1
+        state.history.append(record)
+        _save_checkpoint(last_path, net, optimizer, scheduler, state, epoch + 1)
+        _write_metrics(run_dir / "metrics.json", state)
+        logger.info("epoch %d/%d %s", epoch + 1, settings.epochs,
+                    " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+                             if k not in ("epoch", "val_per_case")))
+    return _result(run_dir, state, last_path, best_path)
+
+
+def _validate(net: torch.nn.Module, val_ds: CacheDataset, inference: dict[str, Any], precision: Precision,
+              overlap: float) -> dict[str, Any]:
+    started = time.monotonic()
+    net.eval()
+    per_case = {}
+    for item in val_ds:
+        logits = predict_logits(net, item["image"][None], inference, precision, overlap=overlap)
+        per_case[Path(item["image"].meta["filename_or_obj"]).name] = dice_from_logits(logits, item["label"][None])
+    net.train()
+    mean = sum(per_case.values()) / len(per_case)
+    return {"val_dice": mean, "val_seconds": round(time.monotonic() - started, 2), "val_per_case": per_case}
+
+
+def _optimizer(config: dict[str, Any], net: torch.nn.Module) -> torch.optim.Optimizer:
+    if config["optimizer"] == "novograd":
+        return Novograd(net.parameters(), lr=config["learning_rate"])
+    return torch.optim.Adam(net.parameters(), lr=config["learning_rate"])
+
+
+def _scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer):
+    if config["lr_schedule"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config["epochs"],
+                                                          eta_min=config["learning_rate"] * 0.01)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def _save_checkpoint(path: Path, net, optimizer, scheduler, state: _State, epoch: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "epoch": epoch, "history": state.history, "best_val_dice": state.best_val_dice,
+                "best_epoch": state.best_epoch}, tmp)
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path, net, optimizer, scheduler, device: torch.device) -> _State:
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    net.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    return _State(epoch=checkpoint["epoch"], history=list(checkpoint["history"]),
+                  best_val_dice=checkpoint["best_val_dice"], best_epoch=checkpoint["best_epoch"])
+
+
+def _check_resumable(config_path: Path, config: dict[str, Any]) -> None:
+    if not config_path.is_file():
+        return
+    changed = incompatible_changes(json.loads(config_path.read_text()), json.loads(json.dumps(config)))
+    if changed:
+        raise ValueError(f"{config_path.parent} holds a run with different settings ({', '.join(changed)}); "
+                         "use a new run folder")
+
+
+def _record_session(path: Path, device: torch.device, precision: Precision) -> None:
+    sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []
+    sessions.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(device),
+                     "precision": precision.name, **environment()})
+    write_json(path, {"sessions": sessions})
+
+
+def _write_metrics(path: Path, state: _State) -> None:
+    write_json(path, {"best_val_dice": state.best_val_dice, "best_epoch": state.best_epoch,
+                      "epochs_done": state.epoch,
+                      "train_seconds": round(sum(r["train_seconds"] + r.get("val_seconds", 0.0)
+                                                 for r in state.history), 1),
+                      "epochs": state.history})
+
+
+def _result(run_dir: Path, state: _State, last_path: Path, best_path: Path) -> TrainResult:
+    return TrainResult(run_dir=run_dir, best_val_dice=state.best_val_dice, best_epoch=state.best_epoch,
+                       last_checkpoint=last_path, best_checkpoint=best_path if best_path.is_file() else None,
+                       epochs_done=state.epoch)
+
+
+def _attach_log_file(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler

@@ -1,0 +1,1 @@
+"""Synthetic data: CT phantoms, DICOM CT series and MSD-layout datasets."""
