@@ -115,17 +115,21 @@ def _train(settings: TrainSettings, run_dir: Path) -> TrainResult:
                             generator=torch.Generator().manual_seed(settings.seed * 1000 + epoch))
         net.train()
         losses = []
+        skipped = 0
         for batch in loader:
             optimizer.zero_grad(set_to_none=True)
             with precision.autocast():
                 logits = net(batch["image"].to(device))
             loss = loss_fn(logits.float(), batch["label"].to(device))
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            if not _finite_step(loss, net, optimizer, scaler):
+                skipped += 1
+                continue
             losses.append(float(loss.detach()))
         scheduler.step()
-        record: dict[str, Any] = {"epoch": epoch + 1, "loss": sum(losses) / len(losses), "steps": len(losses),
+        if skipped:
+            logger.warning("epoch %d: skipped %d step(s) with a non-finite loss or gradient", epoch + 1, skipped)
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": sum(losses) / len(losses) if losses else float("nan"),
+                                  "steps": len(losses), "skipped_steps": skipped,
                                   "lr": optimizer.param_groups[0]["lr"],
                                   "train_seconds": round(time.monotonic() - epoch_started, 2)}
         if (epoch + 1) % settings.val_interval == 0 or epoch + 1 == settings.epochs:
@@ -141,6 +145,26 @@ def _train(settings: TrainSettings, run_dir: Path) -> TrainResult:
                     " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
                              if k not in ("epoch", "val_per_case")))
     return _result(run_dir, state, last_path, best_path)
+
+
+def _finite_step(loss: torch.Tensor, net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> bool:
+    """Backpropagate and step, unless the loss or a gradient is not finite (then nothing changes).
+
+    One non-finite step would turn every weight into NaN for the rest of the run; the fp16
+    GradScaler skips such steps for the same reason, and this does it for bf16 and fp32 too.
+    """
+    if not torch.isfinite(loss):
+        return False
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    if not all(torch.isfinite(g).all() for g in grads):
+        optimizer.zero_grad(set_to_none=True)
+        scaler.update()
+        return False
+    scaler.step(optimizer)
+    scaler.update()
+    return True
 
 
 def _validate(net: torch.nn.Module, val_ds: CacheDataset, inference: dict[str, Any], precision: Precision,
