@@ -5,9 +5,12 @@ training in :mod:`operators.ct_preprocessing`); sliding-window inference; softma
 spatial transforms back to the source grid (bilinear on probabilities, as the bundle's Invertd);
 argmax.
 
-Two measured departures from the bundle's code path, both optional, neither changing the model:
+Two measured departures from the bundle's code path, both optional:
 - only the body's bounding box (plus a margin) is run through the sliding window: voxels outside
-  it are air, which the window maps to 0 and the bundle's own training crops away;
+  it are air, which the window maps to 0 and the bundle's own training crops away. The box is
+  tiled with its own window grid, so where window borders fall changes, and with it the output of
+  a model sensitive to them (benchmarks/README.md measures this against the stock pipeline);
+  ``--no-body-crop`` reproduces the bundle's tiling exactly;
 - with two classes only the foreground probability is resampled, and argmax becomes p > 0.5
   (identical, since p0 = 1 - p1 and linear interpolation preserves that sum), halving the
   largest resampling of the run.
