@@ -69,6 +69,21 @@ def with_empty_type2_attributes(datasets: Sequence[Dataset]) -> list[Dataset]:
     return completed
 
 
+def new_seg_series_arguments(equipment: EquipmentSpec, series_number: int) -> dict[str, object]:
+    """highdicom Segmentation arguments shared by every SEG the apps write: new series and instance
+    UIDs, the series number, and the writing application's equipment (all Type 1 in a SEG)."""
+    return {
+        "series_instance_uid": hd.UID(),
+        "series_number": series_number,
+        "sop_instance_uid": hd.UID(),
+        "instance_number": 1,
+        "manufacturer": equipment.manufacturer,
+        "manufacturer_model_name": equipment.model_name,
+        "software_versions": equipment.software_version,
+        "device_serial_number": equipment.device_serial_number,
+    }
+
+
 def seg_series_description(label: str) -> str:
     """SeriesDescription of a SEG: the segment and the clinical-use warning, within the 64-char VR limit."""
     return f"{label} segmentation - {NOT_FOR_CLINICAL_USE}"[:64]
@@ -108,14 +123,7 @@ def build_binary_seg(
         pixel_array=(mask_zyx > 0).astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[description],
-        series_instance_uid=hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=equipment.manufacturer,
-        manufacturer_model_name=equipment.model_name,
-        software_versions=equipment.software_version,
-        device_serial_number=equipment.device_serial_number,
+        **new_seg_series_arguments(equipment, series_number),
         series_description=seg_series_description(segment.label),
         content_description=f"{segment.label} by {segment.algorithm_name} {segment.algorithm_version}"[:64],
         content_label=segment.label.upper().replace(" ", "_")[:16],

@@ -28,7 +28,14 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from .dicom_seg_writer import EquipmentSpec, SegmentSpec, seg_series_description, segment_description, with_empty_type2_attributes
+from .dicom_seg_writer import (
+    EquipmentSpec,
+    SegmentSpec,
+    new_seg_series_arguments,
+    seg_series_description,
+    segment_description,
+    with_empty_type2_attributes,
+)
 from .wsi_dicom_source import DicomSlideSource
 from .wsi_grid import ProbabilityMap
 from .wsi_map_resampling import map_on_pixel_grid
@@ -149,14 +156,7 @@ def build_fractional_wsi_seg(
         fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
         max_fractional_value=MAX_FRACTIONAL_VALUE,
         segment_descriptions=[segment_description(segment)],
-        series_instance_uid=hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=equipment.manufacturer,
-        manufacturer_model_name=equipment.model_name,
-        software_versions=equipment.software_version,
-        device_serial_number=equipment.device_serial_number,
+        **new_seg_series_arguments(equipment, series_number),
         series_description=seg_series_description(f"{segment.label} probability"),
         content_description=f"{segment.label} probability by {segment.algorithm_name} {segment.algorithm_version}"[:64],
         content_label=segment.label.upper().replace(" ", "_")[:16],
