@@ -6,11 +6,12 @@ spatial transforms back to the source grid (bilinear on probabilities, as the bu
 argmax.
 
 Two measured departures from the bundle's code path, both optional:
-- only the body's bounding box (plus a margin) is run through the sliding window: voxels outside
-  it are air, which the window maps to 0 and the bundle's own training crops away. The box is
-  tiled with its own window grid, so where window borders fall changes, and with it the output of
-  a model sensitive to them (benchmarks/README.md measures this against the stock pipeline);
-  ``--no-body-crop`` reproduces the bundle's tiling exactly;
+- only the windows of the whole image's sliding-window grid that touch the body's bounding box
+  (plus a margin) are run: voxels outside it are air, which the window maps to 0 and the bundle's
+  own training crops away. The crop is snapped to that grid, so every voxel of the body gets the
+  very windows, and the very average, the whole-image run gives it (a crop tiled with its own grid
+  moved window borders, and these weights' output depends on them: benchmarks/README.md);
+  ``--no-body-crop`` runs every window;
 - with two classes only the foreground probability is resampled, and argmax becomes p > 0.5
   (identical, since p0 = 1 - p1 and linear interpolation preserves that sum), halving the
   largest resampling of the run.
@@ -62,12 +63,46 @@ def body_bounding_box(image: torch.Tensor, margin_voxels: int) -> tuple[slice, .
     return tuple(slice(max(int(s), 0), min(int(e), n)) for s, e, n in zip(start, end, shape, strict=True))
 
 
+def window_starts(image_length: int, roi_length: int, overlap: float) -> list[int]:
+    """Start indices of MONAI's sliding windows along one axis of an image at least ``roi_length`` long.
+
+    The rule of ``monai.inferers.sliding_window_inference`` (``_get_scan_interval`` then
+    ``dense_patch_slices``): a step of ``int(roi * (1 - overlap))`` (at least 1), and a last window
+    moved back to end at the image's end.
+    """
+    step = roi_length if roi_length == image_length else max(int(roi_length * (1 - overlap)), 1)
+    starts = [0]
+    while starts[-1] + roi_length < image_length:
+        starts.append(min(starts[-1] + step, image_length - roi_length))
+    return starts
+
+
+def snap_to_window_grid(box: tuple[slice, ...], image_shape: tuple[int, ...], roi_size: tuple[int, ...], overlap: float) -> tuple[slice, ...]:
+    """The smallest union of whole-image windows that covers ``box``, per axis.
+
+    Run with the same roi and overlap, MONAI's sliding window over the returned region visits
+    exactly those windows of the whole-image grid, so inside ``box`` its output equals the
+    whole-image output. An axis no longer than the roi is left whole (MONAI pads it).
+    """
+    snapped = []
+    for axis_box, length, roi in zip(box, image_shape, roi_size, strict=True):
+        if length <= roi:
+            snapped.append(slice(0, length))
+            continue
+        touching = [s for s in window_starts(length, roi, overlap) if s < axis_box.stop and s + roi > axis_box.start]
+        snapped.append(slice(touching[0], touching[-1] + roi))
+    return tuple(snapped)
+
+
 def foreground_probability(image: MetaTensor, model: LoadedModel, settings: SlidingWindowSettings, compute: ComputeDevice) -> torch.Tensor:
     """Spleen probability (1, x, y, z) on the preprocessed grid of ``image`` (1, x, y, z, values 0..1)."""
-    box = body_bounding_box(image, settings.body_margin_voxels) if settings.crop_to_body else tuple(slice(None) for _ in image.shape[1:])
+    shape = tuple(image.shape[1:])
+    box = tuple(slice(0, n) for n in shape)
+    if settings.crop_to_body:
+        box = snap_to_window_grid(body_bounding_box(image, settings.body_margin_voxels), shape, settings.roi_size, settings.overlap)
     region = image.as_tensor()[(slice(None), *box)][None].to(compute.device)
     inferer = SlidingWindowInferer(roi_size=settings.roi_size, sw_batch_size=settings.sw_batch_size, overlap=settings.overlap)
-    logger.info("Sliding window over %s of %s preprocessed voxels", tuple(region.shape[2:]), tuple(image.shape[1:]))
+    logger.info("Sliding window over %s of %s preprocessed voxels", tuple(region.shape[2:]), shape)
     with torch.inference_mode(), compute.autocast():
         logits = inferer(region, model.module)
     probability = torch.softmax(logits.float(), dim=1)[0, 1:2].cpu()

@@ -5,7 +5,18 @@ import pytest
 import torch
 
 from operators.compute_device import ComputeDevice
-from operators.ct_segmentation_inference import SlidingWindowSettings, body_bounding_box, segment_volume
+from monai.data import MetaTensor
+from monai.data.utils import dense_patch_slices
+from monai.inferers.utils import _get_scan_interval
+
+from operators.ct_segmentation_inference import (
+    SlidingWindowSettings,
+    body_bounding_box,
+    foreground_probability,
+    segment_volume,
+    snap_to_window_grid,
+    window_starts,
+)
 from operators.ct_volume import CTVolume
 from operators.model_config import load_model_config
 from operators.model_loader import LoadedModel
@@ -22,6 +33,17 @@ class WindowThreshold(torch.nn.Module):
 
 
 THRESHOLD_MODEL = LoadedModel(torch.jit.script(WindowThreshold()), None, "torchscript", "threshold", "1", "0" * 64)
+
+
+class BorderSensitive(torch.nn.Module):
+    """Logits that depend on where a voxel sits in its window, so any change of tiling changes the output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ramp = torch.linspace(-1.0, 1.0, x.shape[2]).view(1, 1, -1, 1, 1)
+        return torch.cat([0.5 - x, x - 0.5 + ramp], dim=1) * 4.0
+
+
+BORDER_SENSITIVE_MODEL = LoadedModel(torch.jit.script(BorderSensitive()), None, "torchscript", "ramp", "1", "0" * 64)
 
 
 def ellipsoid_volume(affine_lps: np.ndarray, shape_zyx: tuple[int, int, int]) -> tuple[CTVolume, np.ndarray]:
@@ -88,3 +110,38 @@ def test_body_bounding_box(filled, margin, expected):
     if filled is not None:
         image[(slice(None), *filled)] = 0.5
     assert body_bounding_box(image, margin) == expected
+
+
+@pytest.mark.parametrize(
+    ("length", "roi", "overlap"),
+    [(96, 96, 0.5), (100, 96, 0.5), (256, 96, 0.5), (257, 96, 0.25), (500, 96, 0.5), (130, 32, 0.0), (40, 32, 0.9), (33, 32, 0.99)],
+)
+def test_window_starts_match_monai_sliding_window_grid(length, roi, overlap):
+    interval = _get_scan_interval((length,), (roi,), 1, (overlap,))
+    expected = [s[0].start for s in dense_patch_slices((length,), (roi,), interval)]
+    assert window_starts(length, roi, overlap) == expected
+
+
+@pytest.mark.parametrize(
+    ("box", "shape", "expected"),
+    [
+        ((slice(50, 60),), (256,), (slice(0, 144),)),  # windows at 0 and 48 touch 50..60
+        ((slice(100, 110),), (256,), (slice(48, 192),)),
+        ((slice(150, 256),), (256,), (slice(96, 256),)),  # includes the last window, moved back to 160
+        ((slice(0, 256),), (256,), (slice(0, 256),)),
+        ((slice(10, 20),), (80,), (slice(0, 80),)),  # an axis shorter than the roi stays whole
+    ],
+    ids=["start", "middle", "end", "whole", "short-axis"],
+)
+def test_snap_to_window_grid(box, shape, expected):
+    assert snap_to_window_grid(box, shape, (96,), 0.5) == expected
+
+
+def test_body_crop_keeps_the_whole_image_probability_inside_the_body_for_a_tiling_sensitive_model():
+    image = MetaTensor(torch.zeros(1, 150, 140, 60))
+    image[:, 70:110, 40:100, 10:50] = 0.6  # the body, off-centre so an unsnapped crop would re-tile it
+    body = body_bounding_box(image, 4)
+    settings = SlidingWindowSettings(roi_size=(32, 32, 32), overlap=0.5)
+    cropped = foreground_probability(image, BORDER_SENSITIVE_MODEL, settings, CPU_FP32)
+    whole = foreground_probability(image, BORDER_SENSITIVE_MODEL, SlidingWindowSettings(roi_size=(32, 32, 32), crop_to_body=False), CPU_FP32)
+    torch.testing.assert_close(cropped[(slice(None), *body)], whole[(slice(None), *body)], rtol=0, atol=1e-6)
