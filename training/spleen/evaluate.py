@@ -20,10 +20,10 @@ from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, SpatialRe
 
 from operators.ct_preprocessing import spleen_dict_transforms
 from operators.model_config import load_model_config
+from training.provenance import write_json
 from training.spleen import data
 from training.spleen.engine import MODEL_NAME, choose_device, choose_precision, load_model, predict_logits
 from training.spleen.metrics import dice_of_labels
-from training.spleen.provenance import write_json
 
 logger = logging.getLogger(__name__)
 

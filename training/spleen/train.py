@@ -25,11 +25,12 @@ from monai.transforms import Compose
 from monai.utils import set_determinism
 
 from operators.model_config import load_model_config
+from training.provenance import attach_log_file, record_session, write_json
 from training.spleen import data
 from training.spleen.engine import Precision, build_network, choose_device, choose_precision, predict_logits
 from training.spleen.metrics import dice_from_logits
-from training.spleen.provenance import environment, write_json
 from training.spleen.settings import TrainSettings, incompatible_changes, resolve
+from training.steps import finite_step
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class _State:
 def train(settings: TrainSettings) -> TrainResult:
     run_dir = Path(settings.run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    log_handler = _attach_log_file(run_dir / "train.log")
+    log_handler = attach_log_file(run_dir / "train.log")
     try:
         return _train(settings, run_dir)
     finally:
@@ -72,7 +73,7 @@ def _train(settings: TrainSettings, run_dir: Path) -> TrainResult:
     set_determinism(seed=settings.seed)
     device = choose_device(settings.device)
     precision = choose_precision(device, settings.amp)
-    _record_session(run_dir / "environment.json", device, precision)
+    record_session(run_dir / "environment.json", device, precision.name)
     split = data.split_datalist(data.load_datalist(settings.data_dir), config["val_cases"], settings.train_cases)
     write_json(run_dir / "split.json", split.as_json())
     logger.info("run %s: %d train / %d val cases, device %s, precision %s, crop %s x%d", run_dir,
@@ -121,7 +122,7 @@ def _train(settings: TrainSettings, run_dir: Path) -> TrainResult:
             with precision.autocast():
                 logits = net(batch["image"].to(device))
             loss = loss_fn(logits.float(), batch["label"].to(device))
-            if not _finite_step(loss, net, optimizer, scaler):
+            if not finite_step(loss, net, optimizer, scaler):
                 skipped += 1
                 continue
             losses.append(float(loss.detach()))
@@ -145,26 +146,6 @@ def _train(settings: TrainSettings, run_dir: Path) -> TrainResult:
                     " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
                              if k not in ("epoch", "val_per_case")))
     return _result(run_dir, state, last_path, best_path)
-
-
-def _finite_step(loss: torch.Tensor, net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> bool:
-    """Backpropagate and step, unless the loss or a gradient is not finite (then nothing changes).
-
-    One non-finite step would turn every weight into NaN for the rest of the run; the fp16
-    GradScaler skips such steps for the same reason, and this does it for bf16 and fp32 too.
-    """
-    if not torch.isfinite(loss):
-        return False
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    grads = [p.grad for p in net.parameters() if p.grad is not None]
-    if not all(torch.isfinite(g).all() for g in grads):
-        optimizer.zero_grad(set_to_none=True)
-        scaler.update()
-        return False
-    scaler.step(optimizer)
-    scaler.update()
-    return True
 
 
 def _validate(net: torch.nn.Module, val_ds: CacheDataset, inference: dict[str, Any], precision: Precision,
@@ -219,13 +200,6 @@ def _check_resumable(config_path: Path, config: dict[str, Any]) -> None:
                          "use a new run folder")
 
 
-def _record_session(path: Path, device: torch.device, precision: Precision) -> None:
-    sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []
-    sessions.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(device),
-                     "precision": precision.name, **environment()})
-    write_json(path, {"sessions": sessions})
-
-
 def _write_metrics(path: Path, state: _State) -> None:
     write_json(path, {"best_val_dice": state.best_val_dice, "best_epoch": state.best_epoch,
                       "epochs_done": state.epoch,
@@ -238,10 +212,3 @@ def _result(run_dir: Path, state: _State, last_path: Path, best_path: Path) -> T
     return TrainResult(run_dir=run_dir, best_val_dice=state.best_val_dice, best_epoch=state.best_epoch,
                        last_checkpoint=last_path, best_checkpoint=best_path if best_path.is_file() else None,
                        epochs_done=state.epoch)
-
-
-def _attach_log_file(path: Path) -> logging.Handler:
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    return handler
