@@ -1,0 +1,125 @@
+"""Stage an app as a self-contained MAP source folder.
+
+Layout of the staged folder (it becomes /opt/holoscan/app in the image, run as ``python3 /opt/holoscan/app``)::
+
+    __main__.py              the app's own entry point (apps/<app>/__main__.py): it finds operators/ beside
+                             itself and puts this folder on sys.path, so ``apps.*`` and ``operators.*`` resolve
+    app.yaml                 the app's MAP manifest (for ``monai-deploy package -c``)
+    requirements.txt         the project's pinned requirements (the packager pip-installs them)
+    apps/__init__.py, apps/common/, apps/<app>/   the app package and the start-up code it shares
+    operators/               the project's operators and networks
+    model_zoo/<model>/*.json the model configs and cards the app reads at run time (weights come from -m)
+
+Every first-party import in the staged code must resolve inside the folder; staging fails otherwise.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .app_specs import REPO_ROOT, AppSpec
+
+logger = logging.getLogger(__name__)
+
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+MODEL_CONFIG_SUFFIXES = (".json",)  # configs and cards; weights travel separately as the MAP's models
+
+
+class StagingError(RuntimeError):
+    """The app cannot be staged as a self-contained folder."""
+
+
+@dataclass(frozen=True)
+class StageItem:
+    """One file or tree copied from the repository into the staged folder."""
+
+    source: Path
+    target: str  # relative to the staged folder
+    tree: bool = False
+
+
+def stage_plan(spec: AppSpec, repo_root: Path = REPO_ROOT) -> list[StageItem]:
+    """What is copied where, for ``spec``'s app (pure: reads nothing but the model-zoo listing)."""
+    app_dir = repo_root / "apps" / spec.name
+    items = [
+        StageItem(app_dir / "__main__.py", "__main__.py"),
+        StageItem(app_dir / "app.yaml", "app.yaml"),
+        StageItem(repo_root / "requirements.txt", "requirements.txt"),
+        StageItem(repo_root / "apps" / "__init__.py", "apps/__init__.py"),
+        StageItem(repo_root / "apps" / "common", "apps/common", tree=True),
+        StageItem(app_dir, f"apps/{spec.name}", tree=True),
+        StageItem(repo_root / "operators", "operators", tree=True),
+    ]
+    for model in spec.model_names:
+        configs = sorted(p for p in (repo_root / "model_zoo" / model).glob("*") if p.is_file() and p.suffix in MODEL_CONFIG_SUFFIXES)
+        if not configs:
+            raise StagingError(f"model_zoo/{model} has no config ({', '.join(MODEL_CONFIG_SUFFIXES)}) for {spec.name}")
+        items.extend(StageItem(path, f"model_zoo/{model}/{path.name}") for path in configs)
+    return items
+
+
+def first_party_names(repo_root: Path) -> set[str]:
+    """Top-level packages and modules of the repository (what a staged import may need from it)."""
+    names = {p.name for p in repo_root.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    return names | {p.stem for p in repo_root.glob("*.py")}
+
+
+def _imported_modules(path: Path, folder: Path) -> Iterator[tuple[tuple[str, ...], bool]]:
+    """(dotted module path, whether it is an imported *name* that may be a module or an attribute) for each
+    import of a source file, relative imports resolved against ``folder``."""
+    package = path.parent.relative_to(folder).parts
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            yield from ((tuple(alias.name.split(".")), False) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else ()
+            module = (*base, *(node.module.split(".") if node.module else ()))
+            yield module, False
+            yield from (((*module, alias.name), True) for alias in node.names if alias.name != "*")
+
+
+def _resolves(folder: Path, module: tuple[str, ...]) -> bool:
+    target = folder.joinpath(*module)
+    return target.with_suffix(".py").is_file() or (target / "__init__.py").is_file()
+
+
+def unresolved_first_party_imports(folder: Path, repo_root: Path = REPO_ROOT) -> list[str]:
+    """``file: module`` for each first-party module imported in ``folder`` but missing from it.
+
+    In ``from a.b import c``, ``a.b`` must be in the folder, and ``c`` too when the repository has it as a module.
+    """
+    first_party = first_party_names(repo_root)
+    missing = set()
+    for path in sorted(folder.rglob("*.py")):
+        for module, is_name in _imported_modules(path, folder):
+            if not module or module[0] not in first_party or _resolves(folder, module):
+                continue
+            if not is_name or _resolves(repo_root, module):
+                missing.add(f"{path.relative_to(folder)}: {'.'.join(module)}")
+    return sorted(missing)
+
+
+def stage_app(spec: AppSpec, out_dir: Path, repo_root: Path = REPO_ROOT) -> Path:
+    """Write the MAP source folder of ``spec``'s app to ``out_dir`` (absent or empty) and return it."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise StagingError(f"{out_dir} is not empty; stage into a new folder")
+    for item in stage_plan(spec, repo_root):
+        target = out_dir / item.target
+        if not item.source.exists():
+            raise StagingError(f"{item.source} is missing")
+        if item.tree:
+            shutil.copytree(item.source, target, ignore=IGNORED)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(item.source, target)
+    missing = unresolved_first_party_imports(out_dir, repo_root)
+    if missing:
+        raise StagingError("staged code imports project modules that were not staged:\n  " + "\n  ".join(missing))
+    logger.info("Staged %s as a MAP source folder in %s", spec.name, out_dir)
+    return out_dir
