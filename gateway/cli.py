@@ -1,0 +1,120 @@
+"""``python -m gateway serve|jobs|retry --config CONFIG``.
+
+serve: run the DICOM service until SIGTERM/SIGINT. jobs: list the jobs and their state (``--json``
+for tools). retry JOB_ID: give a failed job its attempts back. Exit 2 with one line
+``gateway: error: ...`` on a bad configuration or argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.queue import STATES, Job, JobQueue
+
+logger = logging.getLogger("gateway")
+
+EXIT_ERROR = 2
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="gateway", description="DICOM gateway: PACS-triggered runs of the apps.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the DICOM service until SIGTERM")
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    jobs = commands.add_parser("jobs", help="list jobs and their state")
+    jobs.add_argument("--state", choices=STATES, action="append", help="only jobs in this state (repeatable)")
+    jobs.add_argument("--json", action="store_true", help="one JSON object per job, with its outputs")
+    retry = commands.add_parser("retry", help="run a failed job again")
+    retry.add_argument("job_id", type=int)
+    for sub in (serve, jobs, retry):
+        sub.add_argument("--config", type=Path, required=True, help="the gateway's YAML configuration")
+    return parser.parse_args(argv)
+
+
+def _age(timestamp: float | None, now: float) -> str:
+    return "-" if not timestamp else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def format_jobs(jobs: list[Job], sent: dict[int, tuple[int, int]], now: float) -> str:
+    """A table: one line per job (outputs sent / recorded, first line of its error)."""
+    header = f"{'id':>5}  {'state':<8}  {'route':<16}  {'attempts':>8}  {'outputs':>7}  {'created':<19}  {'finished':<19}  group / error"
+    lines = [header]
+    for job in jobs:
+        done, total = sent.get(job.id, (0, 0))
+        detail = job.group_key + (f"  {job.error.splitlines()[0][:160]}" if job.error else "")
+        lines.append(f"{job.id:>5}  {job.state:<8}  {job.route or '-':<16}  {job.attempts:>8}  {f'{done}/{total}':>7}  "
+                     f"{_age(job.created_at, now):<19}  {_age(job.finished_at, now):<19}  {detail}")
+    return "\n".join(lines) + "\n"
+
+
+def list_jobs(config: GatewayConfig, states: list[str] | None, as_json: bool) -> str:
+    if not config.database.exists():
+        return "" if as_json else f"no jobs yet (no database at {config.database})\n"
+    queue = JobQueue(config.database)
+    try:
+        jobs = queue.jobs(states)
+        outputs = {job.id: queue.outputs(job.id) for job in jobs}
+    finally:
+        queue.close()
+    if as_json:
+        records = []
+        for job in jobs:
+            record = asdict(job)
+            record["outputs"] = [{**asdict(o), "path": str(o.path)} for o in outputs[job.id]]
+            records.append(json.dumps(record))
+        return "".join(line + "\n" for line in records)
+    sent = {job_id: (sum(o.sent_at is not None for o in rows), len(rows)) for job_id, rows in outputs.items()}
+    return format_jobs(jobs, sent, time.time())
+
+
+def serve(config: GatewayConfig) -> int:
+    from gateway.service import Gateway  # pynetdicom only where needed
+
+    gateway = Gateway(config)
+    received: list[int] = []
+
+    def request_stop(signum: int, _frame: object) -> None:  # only sets flags: no logging inside a signal handler
+        received.append(signum)
+        gateway.request_stop()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    gateway.start()
+    gateway.wait()
+    logger.info("Received %s", ", ".join(signal.Signals(s).name for s in received) or "a stop request")
+    gateway.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        sys.stderr.write(f"gateway: error: {error}\n")
+        return EXIT_ERROR
+    if args.command == "serve":
+        logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+        return serve(config)
+    if args.command == "jobs":
+        sys.stdout.write(list_jobs(config, args.state, args.json))
+        return 0
+    queue = JobQueue(config.database)
+    try:
+        job = queue.retry(args.job_id)
+    except (KeyError, ValueError) as error:
+        sys.stderr.write(f"gateway: error: {error.args[0]}\n")
+        return EXIT_ERROR
+    finally:
+        queue.close()
+    sys.stdout.write(f"job {job.id} is {job.state} again\n")
+    return 0

@@ -1,0 +1,200 @@
+"""The gateway's configuration: a YAML file read into frozen dataclasses, checked before anything starts.
+
+Relative paths in the file are relative to the file's own folder.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # the AE VR: 16 characters, no backslash
+GROUPINGS = ("study", "series")
+DESTINATION_TYPES = ("dicom", "dicomweb")
+
+
+class ConfigError(ValueError):
+    """The configuration file is unusable; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """Series whose attributes match ``match`` go to this app (first matching route wins)."""
+
+    name: str
+    match: dict[str, tuple[str, ...]]
+    app: Path | None = None
+    model: Path | None = None
+    args: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()  # instead of ``python app args``: e.g. monai-deploy run / docker, with {input} {output} {model}
+    timeout_s: float = 3600.0
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where every DICOM output goes: a C-STORE SCP, or a DICOMweb STOW-RS base URL."""
+
+    name: str
+    type: str
+    ae_title: str = ""
+    host: str = ""
+    port: int = 0
+    url: str = ""
+    timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    ae_title: str
+    port: int
+    allowed_calling_aets: tuple[str, ...]
+    storage_dir: Path
+    routes: tuple[Route, ...]
+    destinations: tuple[Destination, ...] = ()
+    host: str = "0.0.0.0"
+    grouping: str = "study"
+    quiet_period_s: float = 10.0
+    max_attempts: int = 3
+    retry_delay_s: float = 30.0
+    max_send_attempts: int = 5
+    workers: int = 1
+    python: str = sys.executable  # the interpreter that runs an app folder (python3 in a MAP container)
+    max_associations: int = 10
+    shutdown_grace_s: float = 20.0
+
+    @property
+    def database(self) -> Path:
+        return self.storage_dir / "gateway.sqlite"
+
+    @property
+    def incoming_dir(self) -> Path:
+        return self.storage_dir / "incoming"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.storage_dir / "jobs"
+
+
+def _require(mapping: dict[str, Any], key: str, where: str) -> Any:
+    if key not in mapping or mapping[key] in (None, ""):
+        raise ConfigError(f"{where}: missing '{key}'")
+    return mapping[key]
+
+
+def _ae_title(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not AE_TITLE.match(value.strip()):
+        raise ConfigError(f"{where}: {value!r} is not an AE title (1-16 printable characters, no backslash)")
+    return value.strip()
+
+
+def _positive(value: Any, where: str, kind: type = float) -> Any:
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {value!r} is not a number") from None
+    if number <= 0:
+        raise ConfigError(f"{where}: must be positive, got {value!r}")
+    return number
+
+
+def _path(value: Any, base: Path) -> Path:
+    path = Path(str(value)).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _interpreter(value: Any, base: Path) -> str:
+    if not value:
+        return sys.executable
+    return str(_path(value, base)) if "/" in str(value) else str(value)
+
+
+def parse_route(raw: Any, base: Path, index: int) -> Route:
+    where = f"routes[{index}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    name = str(_require(raw, "name", where))
+    match = _require(raw, "match", where)
+    if not isinstance(match, dict) or not match:
+        raise ConfigError(f"{where} ({name}): 'match' must map DICOM keywords to a value or a list of values")
+    patterns = {str(k): tuple(str(v) for v in (vs if isinstance(vs, list) else [vs])) for k, vs in match.items()}
+    command = tuple(str(part) for part in raw.get("command") or ())
+    if not command and not raw.get("app"):
+        raise ConfigError(f"{where} ({name}): give 'app' (an app folder run with python) or 'command'")
+    app = _path(raw["app"], base) if raw.get("app") else None
+    if app is not None and not command and not app.exists():
+        raise ConfigError(f"{where} ({name}): app folder {app} does not exist")
+    return Route(
+        name=name, match=patterns, app=app, model=_path(raw["model"], base) if raw.get("model") else None,
+        args=tuple(str(a) for a in raw.get("args") or ()), command=command,
+        timeout_s=_positive(raw.get("timeout_s", 3600), f"{where}.timeout_s"),
+        env={str(k): str(v) for k, v in (raw.get("env") or {}).items()},
+    )
+
+
+def parse_destination(raw: Any, index: int) -> Destination:
+    where = f"destinations[{index}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    name = str(_require(raw, "name", where))
+    kind = str(raw.get("type", "dicom"))
+    if kind not in DESTINATION_TYPES:
+        raise ConfigError(f"{where} ({name}): type must be one of {DESTINATION_TYPES}, got {kind!r}")
+    timeout = _positive(raw.get("timeout_s", 60), f"{where}.timeout_s")
+    if kind == "dicomweb":
+        return Destination(name=name, type=kind, url=str(_require(raw, "url", where)).rstrip("/"), timeout_s=timeout)
+    return Destination(name=name, type=kind, ae_title=_ae_title(_require(raw, "ae_title", where), f"{where}.ae_title"),
+                       host=str(_require(raw, "host", where)), port=_positive(_require(raw, "port", where), f"{where}.port", int),
+                       timeout_s=timeout)
+
+
+def parse_config(raw: Any, base: Path) -> GatewayConfig:
+    """The configuration from a parsed YAML document; relative paths against ``base``."""
+    if not isinstance(raw, dict):
+        raise ConfigError("the configuration must be a mapping")
+    allowed = raw.get("allowed_calling_aets")
+    if not isinstance(allowed, list) or not allowed:
+        raise ConfigError("allowed_calling_aets: list the AE titles that may send (at least one)")
+    grouping = str(raw.get("grouping", "study"))
+    if grouping not in GROUPINGS:
+        raise ConfigError(f"grouping: must be one of {GROUPINGS}, got {grouping!r}")
+    routes = raw.get("routes")
+    if not isinstance(routes, list) or not routes:
+        raise ConfigError("routes: give at least one route")
+    parsed_routes = tuple(parse_route(r, base, i) for i, r in enumerate(routes))
+    names = [r.name for r in parsed_routes]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"routes: names must be unique, got {names}")
+    destinations = tuple(parse_destination(d, i) for i, d in enumerate(raw.get("destinations") or ()))
+    return GatewayConfig(
+        ae_title=_ae_title(_require(raw, "ae_title", "config"), "ae_title"),
+        port=_positive(_require(raw, "port", "config"), "port", int),
+        allowed_calling_aets=tuple(_ae_title(a, "allowed_calling_aets") for a in allowed),
+        storage_dir=_path(_require(raw, "storage_dir", "config"), base),
+        routes=parsed_routes, destinations=destinations,
+        host=str(raw.get("host", "0.0.0.0")), grouping=grouping,
+        quiet_period_s=_positive(raw.get("quiet_period_s", 10), "quiet_period_s"),
+        max_attempts=_positive(raw.get("max_attempts", 3), "max_attempts", int),
+        retry_delay_s=float(raw.get("retry_delay_s", 30)),
+        max_send_attempts=_positive(raw.get("max_send_attempts", 5), "max_send_attempts", int),
+        workers=_positive(raw.get("workers", 1), "workers", int),
+        python=_interpreter(raw.get("python"), base),
+        max_associations=_positive(raw.get("max_associations", 10), "max_associations", int),
+        shutdown_grace_s=float(raw.get("shutdown_grace_s", 20)),
+    )
+
+
+def load_config(path: Path) -> GatewayConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+    return parse_config(raw, path.resolve().parent)

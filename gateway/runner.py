@@ -1,0 +1,168 @@
+"""Run an app on a job's input as its MAP runs it: ``python3 <app folder>`` with the HOLOSCAN_* variables
+(or a configured command such as ``monai-deploy run``), output and log in the job's folder.
+
+The app runs in its own process group; on Linux it also gets SIGKILL when the gateway dies, so a
+gateway killed mid-job leaves no orphan writing into a folder the rerun uses.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+
+from gateway.config import Route
+from gateway.storage import link_or_copy
+
+logger = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    root: Path
+
+    @property
+    def input(self) -> Path:
+        return self.root / "input"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    def log(self, attempt: int) -> Path:
+        return self.root / f"attempt-{attempt}.log"
+
+
+@dataclass(frozen=True)
+class AppResult:
+    returncode: int
+    seconds: float
+    error: str | None  # None on success; else the app's last error line, or what stopped it
+    log: Path
+
+
+def job_paths(jobs_dir: Path, job_id: int) -> JobPaths:
+    return JobPaths(Path(jobs_dir) / f"{job_id:06d}")
+
+
+def prepare_input(paths: JobPaths, series_files: Mapping[str, list[Path]]) -> int:
+    """Lay out the job's input as ``input/<SeriesInstanceUID>/<file>`` (hard links to the received files); clear old output."""
+    shutil.rmtree(paths.input, ignore_errors=True)
+    shutil.rmtree(paths.output, ignore_errors=True)
+    count = 0
+    for series_uid, files in series_files.items():
+        for source in files:
+            link_or_copy(source, paths.input / series_uid / source.name)
+            count += 1
+    paths.output.mkdir(parents=True, exist_ok=True)
+    paths.work.mkdir(parents=True, exist_ok=True)
+    return count
+
+
+def build_command(route: Route, python: str, input_dir: Path, output_dir: Path) -> list[str]:
+    """The app's command line: the route's ``command`` with {input} {output} {model} filled in, else ``python APP ARGS``."""
+    values = {"input": str(input_dir), "output": str(output_dir), "model": str(route.model or "")}
+    if route.command:
+        return [part.format(**values) for part in route.command]
+    return [python, str(route.app), *(arg.format(**values) for arg in route.args)]
+
+
+def build_env(route: Route, base_env: Mapping[str, str], paths: JobPaths) -> dict[str, str]:
+    """The environment a MAP container gives its app: HOLOSCAN_INPUT_PATH, _OUTPUT_PATH, _MODEL_PATH, _WORKDIR."""
+    env = {**base_env, **route.env, "HOLOSCAN_INPUT_PATH": str(paths.input), "HOLOSCAN_OUTPUT_PATH": str(paths.output),
+           "HOLOSCAN_WORKDIR": str(paths.work)}
+    if route.model is not None:
+        env["HOLOSCAN_MODEL_PATH"] = str(route.model)
+    return env
+
+
+def last_error_line(log_text: str, limit: int = 500) -> str:
+    """The line that says why an app failed: its ``<app>: error:`` line, else its last non-empty line."""
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    errors = [line for line in lines if ": error:" in line]
+    line = (errors or lines or ["(no output)"])[-1]
+    return line[:limit]
+
+
+def _die_with_parent() -> None:
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def run_app(command: list[str], env: Mapping[str, str], log_path: Path, timeout_s: float, stop: threading.Event,
+            cwd: Path | None = None, on_start: Callable[[int], None] | None = None, grace_s: float = 10.0) -> AppResult:
+    """Run the command to completion (or until ``timeout_s``, or ``stop``): output to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with log_path.open("ab") as log:
+        log.write(f"$ {' '.join(command)}\n".encode())
+        log.flush()
+        try:
+            process = subprocess.Popen(command, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True, preexec_fn=_die_with_parent)
+        except OSError as error:
+            return AppResult(-1, 0.0, f"cannot start {command[0]}: {error.strerror}", log_path)
+        if on_start:
+            on_start(process.pid)
+        stopped_by = None
+        while process.poll() is None:
+            if stop.wait(0.2):
+                stopped_by = "gateway shutdown"
+            elif time.monotonic() - started > timeout_s:
+                stopped_by = f"timeout after {timeout_s:.0f} s"
+            if stopped_by:
+                _terminate(process, grace_s)
+                break
+    seconds = time.monotonic() - started
+    if stopped_by:
+        return AppResult(process.returncode, seconds, f"stopped: {stopped_by}", log_path)
+    if process.returncode != 0:
+        return AppResult(process.returncode, seconds, f"exit {process.returncode}: {last_error_line(log_path.read_text(errors='replace'))}", log_path)
+    return AppResult(0, seconds, None, log_path)
+
+
+def _terminate(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM to the app's process group, SIGKILL if it has not gone after ``grace_s``."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def dicom_outputs(output_dir: Path) -> dict[Path, str]:
+    """Every DICOM file in the output tree (SEG, SR, ...) with its SOP Instance UID; other files are not sent."""
+    found: dict[Path, str] = {}
+    for path in sorted(Path(output_dir).rglob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        try:
+            ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "SOPClassUID"])
+        except (InvalidDicomError, OSError, EOFError, ValueError):
+            continue
+        if "SOPInstanceUID" in ds and "SOPClassUID" in ds:
+            found[path] = str(ds.SOPInstanceUID)
+    return found

@@ -1,0 +1,223 @@
+"""The running gateway: the SCP, a dispatcher turning quiet groups into jobs, and workers running them.
+
+Start-up first makes the database agree with the disk: temporary files of interrupted writes are
+deleted, stored files the database does not know (a crash between rename and commit) are recorded,
+and jobs a crash left running are queued again. ``stop()`` (SIGTERM) stops accepting associations,
+stops a running app (its attempt does not count; it runs again after restart) and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from pydicom import dcmread
+
+from gateway.config import GatewayConfig, Route
+from gateway.grouping import group_key, quiet_groups
+from gateway.queue import FAILED, RUNNING, Job, JobQueue, ReceivedInstance
+from gateway.routing import choose_route, describe, routing_attributes
+from gateway.runner import build_command, build_env, dicom_outputs, job_paths, prepare_input, run_app
+from gateway.scp import start_scp
+from gateway.sender import send_files
+from gateway.storage import remove_temp_files, stored_files
+
+logger = logging.getLogger(__name__)
+
+ALWAYS_DESCRIBED = ("Modality", "SOPClassUID")
+
+
+def job_log(job_dir: Path, message: str) -> None:
+    """Append a timestamped line to the job's own log (``jobs/<id>/job.log``), besides the gateway log."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    with (job_dir / "job.log").open("a") as handle:
+        handle.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}\n")
+
+
+def register_orphan_files(config: GatewayConfig, queue: JobQueue) -> int:
+    """Record stored files the database does not know (written, but the gateway died before recording them)."""
+    known = queue.known_paths()
+    added = 0
+    for path in stored_files(config.incoming_dir):
+        if str(path) in known:
+            continue
+        try:
+            ds = dcmread(path, stop_before_pixels=True)
+            study, series = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+            queue.record_instance(ReceivedInstance(str(ds.SOPInstanceUID), str(ds.SOPClassUID), study, series,
+                                                   group_key(config.grouping, study, series), path, "(recovered)"))
+            added += 1
+        except Exception as error:  # noqa: BLE001 - keep the file, report it
+            logger.error("Stored file %s is not readable (%s); left in place", path, error)
+    return added
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.queue = JobQueue(config.database)
+        self._stop = threading.Event()
+        self._busy: set[int] = set()
+        self._busy_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._server = None
+        self._routes = {route.name: route for route in config.routes}
+        self._keywords = sorted({*ALWAYS_DESCRIBED, *(k for route in config.routes for k in route.match)})
+
+    # --- life cycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self.config.incoming_dir.mkdir(parents=True, exist_ok=True)
+        self.config.jobs_dir.mkdir(parents=True, exist_ok=True)
+        removed = remove_temp_files(self.config.incoming_dir)
+        if removed:
+            logger.warning("Deleted %d partly written files left by an interrupted reception", removed)
+        recovered = register_orphan_files(self.config, self.queue)
+        if recovered:
+            logger.warning("Recorded %d stored files the database did not know", recovered)
+        for job in self.queue.recover(self.config.max_attempts):
+            state = self.queue.job(job.id).state
+            logger.warning("Job %d was interrupted while running (attempt %d): now %s", job.id, job.attempts, state)
+            job_log(job_paths(self.config.jobs_dir, job.id).root, f"interrupted during attempt {job.attempts} (gateway restarted): {state}")
+        self._server = start_scp(self.config, self.queue)
+        self._threads = [threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True)]
+        self._threads += [threading.Thread(target=self._work_loop, name=f"worker-{i}", daemon=True) for i in range(self.config.workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        logger.info("Stopping: no new associations; a running app is stopped and will run again after restart")
+        if self._server is not None:
+            self._server.shutdown()
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(self.config.shutdown_grace_s + 15)
+        self.queue.close()
+        logger.info("Stopped")
+
+    def request_stop(self) -> None:
+        """Ask the service to stop (safe from a signal handler); ``wait()`` then returns."""
+        self._stop.set()
+
+    def wait(self) -> None:
+        while not self._stop.wait(1.0):
+            pass
+
+    # --- grouping and routing -----------------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        interval = min(1.0, self.config.quiet_period_s / 4)
+        while not self._stop.wait(interval):
+            try:
+                self.dispatch_ready(time.time())
+            except Exception:  # noqa: BLE001 - log and keep going; the instances wait in the database
+                logger.exception("Dispatching failed; will try again")
+
+    def dispatch_ready(self, now: float) -> list[int]:
+        """Route every group that has been quiet for the quiet period; returns the new job ids."""
+        created: list[int] = []
+        for key in quiet_groups(self.queue.waiting_groups(), now, self.config.quiet_period_s):
+            routed: dict[str, list[str]] = {}
+            unrouted: dict[str, str] = {}
+            for series_uid, sample in self.queue.waiting_series(key).items():
+                attributes = routing_attributes(sample, self._keywords)
+                route = choose_route(self.config.routes, attributes)
+                if route is None:
+                    unrouted[series_uid] = f"no route matches series {series_uid} ({describe(attributes)})"
+                else:
+                    routed.setdefault(route.name, []).append(series_uid)
+            cutoff = now - self.config.quiet_period_s
+            ids = self.queue.dispatch_group(key, cutoff, routed, unrouted, now)
+            created += ids
+            for job_id in ids:
+                job = self.queue.job(job_id)
+                if job.route is None:
+                    logger.warning("Group %s: %s; its files are kept in %s", key, job.error, self.config.incoming_dir)
+                else:
+                    logger.info("Group %s: job %d for route %s on %d series", key, job.id, job.route, len(job.series_uids))
+                job_log(job_paths(self.config.jobs_dir, job_id).root, f"created for group {key}: route {job.route}, series {', '.join(job.series_uids)}"
+                        + (f"; {job.error}" if job.error else ""))
+        return created
+
+    # --- running and sending ------------------------------------------------------------------
+    def _work_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._busy_lock:
+                job = self.queue.claim(self._busy)
+                if job is not None:
+                    self._busy.add(job.id)
+            if job is None:
+                self._stop.wait(0.5)
+                continue
+            try:
+                self.process(job)
+            except Exception as error:  # noqa: BLE001 - a bug must not kill the worker; the job fails with it
+                logger.exception("Job %d: unexpected error", job.id)
+                if self.queue.job(job.id).state == RUNNING:
+                    self.queue.app_failed(job.id, f"gateway error: {type(error).__name__}: {error}", self.config.max_attempts,
+                                          self.config.retry_delay_s)
+            finally:
+                with self._busy_lock:
+                    self._busy.discard(job.id)
+
+    def process(self, job: Job) -> None:
+        if job.state == RUNNING:
+            if not self._run(job, self._routes[job.route]):
+                return
+        self._send(job.id)
+
+    def _run(self, job: Job, route: Route) -> bool:
+        paths = job_paths(self.config.jobs_dir, job.id)
+        count = prepare_input(paths, self.queue.series_files(job.series_uids))
+        command = build_command(route, self.config.python, paths.input, paths.output)
+        message = f"attempt {job.attempts}/{self.config.max_attempts}: route {route.name} on {count} instances: {' '.join(command)}"
+        logger.info("Job %d %s", job.id, message)
+        job_log(paths.root, message)
+        result = run_app(command, build_env(route, os.environ, paths), paths.log(job.attempts), route.timeout_s, self._stop,
+                         cwd=paths.work, grace_s=self.config.shutdown_grace_s)
+        if result.error is None:
+            outputs = dicom_outputs(paths.output)
+            self.queue.app_succeeded(job.id, outputs, [d.name for d in self.config.destinations])
+            message = f"app finished in {result.seconds:.1f} s: {len(outputs)} DICOM outputs"
+            logger.info("Job %d %s", job.id, message)
+            job_log(paths.root, message)
+            return True
+        if self._stop.is_set() and result.error.startswith("stopped: gateway shutdown"):
+            self.queue.interrupted(job.id)
+            logger.warning("Job %d stopped by the shutdown; it runs again after restart", job.id)
+            job_log(paths.root, "stopped by the gateway's shutdown; runs again after restart")
+            return False
+        state = self.queue.app_failed(job.id, result.error, self.config.max_attempts, self.config.retry_delay_s)
+        level = logging.ERROR if state == FAILED else logging.WARNING
+        logger.log(level, "Job %d attempt %d failed after %.1f s (%s): now %s; log %s", job.id, job.attempts, result.seconds,
+                   result.error, state, result.log)
+        job_log(paths.root, f"attempt {job.attempts} failed ({result.error}): {state}")
+        return False
+
+    def _send(self, job_id: int) -> None:
+        paths = job_paths(self.config.jobs_dir, job_id)
+        errors: list[str] = []
+        for destination in self.config.destinations:
+            pending = [o.path for o in self.queue.outputs(job_id, unsent_only=True) if o.destination == destination.name]
+            if not pending:
+                continue
+            results = send_files(pending, destination, self.config.ae_title)
+            for path, error in results.items():
+                if error is None:
+                    self.queue.output_sent(job_id, path, destination.name)
+                else:
+                    self.queue.output_failed(job_id, path, destination.name, error)
+                    errors.append(f"{destination.name}: {path.name}: {error}")
+            sent = sum(error is None for error in results.values())
+            message = f"sent {sent}/{len(results)} outputs to {destination.name}"
+            logger.info("Job %d %s", job_id, message)
+            job_log(paths.root, message)
+        if errors:
+            state = self.queue.sending_failed(job_id, "; ".join(errors)[:2000], self.config.max_send_attempts, self.config.retry_delay_s)
+            logger.log(logging.ERROR if state == FAILED else logging.WARNING, "Job %d: sending failed (%s): now %s", job_id, errors[0], state)
+            job_log(paths.root, f"sending failed ({errors[0]}): {state}")
+            return
+        self.queue.sending_done(job_id)
+        logger.info("Job %d done", job_id)
+        job_log(paths.root, "done")
