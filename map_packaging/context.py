@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,12 @@ class BuildContext:
         return self.root / "models"
 
 
+def pinned_holoscan_cuda(requirements: str) -> int | None:
+    """The CUDA major version of the holoscan wheel pinned in a requirements text (holoscan-cuNN), if any."""
+    match = re.search(r"^\s*holoscan-cu(\d+)\s*==", requirements, re.MULTILINE | re.IGNORECASE)
+    return int(match.group(1)) if match else None
+
+
 def read_context(root: Path, image_tag: str = "") -> BuildContext:
     """Parse the manifests and Dockerfile of a build context folder."""
     root = Path(root)
@@ -84,6 +91,11 @@ def build_context(request: PackageRequest, out_dir: Path) -> BuildContext:
     from holoscan_cli.packager.arguments import PackagingArguments
     from holoscan_cli.packager.container_builder import PythonAppBuilder
 
+    requirements = request.app_dir / "requirements.txt"
+    pinned = pinned_holoscan_cuda(requirements.read_text()) if requirements.is_file() else None
+    if pinned is not None and pinned != request.cuda:
+        raise ValueError(f"--cuda {request.cuda} does not match holoscan-cu{pinned} pinned in {requirements}; "
+                         "a CUDA major mismatch between the image and the wheel breaks the app at run time")
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} is not empty; write the build context into a new folder")

@@ -1,0 +1,85 @@
+"""Staging an app as a self-contained MAP source folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from map_packaging.app_specs import APPS, REPO_ROOT, app_spec
+from map_packaging.stage import StagingError, stage_app, unresolved_first_party_imports
+
+
+@pytest.mark.parametrize("app", sorted(APPS))
+def test_staged_folder_holds_entry_point_manifest_requirements_code_and_model_configs_but_no_weights(app: str, tmp_path: Path):
+    staged = stage_app(app_spec(app), tmp_path / "staged")
+    assert (staged / "__main__.py").read_bytes() == (REPO_ROOT / "apps" / app / "__main__.py").read_bytes()
+    assert (staged / "app.yaml").read_bytes() == (REPO_ROOT / "apps" / app / "app.yaml").read_bytes()
+    assert (staged / "requirements.txt").read_bytes() == (REPO_ROOT / "requirements.txt").read_bytes()
+    for module in ("apps/__init__.py", "apps/common/entrypoint.py", f"apps/{app}/app.py", "operators/networks.py", "operators/model_loader.py"):
+        assert (staged / module).is_file(), module
+    for model in app_spec(app).model_names:
+        assert (staged / "model_zoo" / model / "config.json").is_file()
+    assert not [p for p in staged.rglob("*") if p.suffix in (".ts", ".pt", ".pth", ".pyc") or p.name == "__pycache__"]
+
+
+@pytest.mark.parametrize("app", sorted(APPS))
+def test_every_project_import_of_the_staged_code_resolves_inside_the_staged_folder(app: str, tmp_path: Path):
+    staged = stage_app(app_spec(app), tmp_path / "staged")
+    assert unresolved_first_party_imports(staged) == []
+
+
+def test_import_check_names_a_project_module_missing_from_the_folder(tmp_path: Path):
+    staged = stage_app(app_spec("spleen_seg_app"), tmp_path / "staged")
+    (staged / "operators" / "networks.py").unlink()
+    (staged / "operators" / "extra.py").write_text("from training.spleen import settings\nfrom .timing import StageTimings\n")
+    missing = unresolved_first_party_imports(staged)
+    assert "apps/spleen_seg_app/app.py: operators.networks" in missing
+    assert "operators/extra.py: training.spleen" in missing
+    assert not [m for m in missing if m.endswith("operators.timing")]
+
+
+def test_staging_refuses_a_folder_that_is_not_empty(tmp_path: Path):
+    (tmp_path / "old.txt").write_text("stale")
+    with pytest.raises(StagingError, match="not empty"):
+        stage_app(app_spec("spleen_seg_app"), tmp_path)
+
+
+def test_unknown_app_is_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match="spleen_seg_app"):
+        app_spec("no_such_app")
+
+
+IMPORT_PROBE = """
+import json, runpy, sys
+runpy.run_path(sys.argv[1], run_name="staged_app")
+print(json.dumps({name: module.__file__ for name, module in sys.modules.items()
+                  if name.split(".")[0] in ("apps", "operators") and getattr(module, "__file__", None)}))
+"""
+
+
+def _stack_32mib() -> None:  # as `ulimit -s 32768`: the entry point then has no reason to re-execute itself
+    resource.setrlimit(resource.RLIMIT_STACK, (32 * 1024 * 1024, resource.getrlimit(resource.RLIMIT_STACK)[1]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("app", sorted(APPS))
+def test_staged_copy_imports_only_its_own_code_from_elsewhere_without_pythonpath(app: str, tmp_path: Path):
+    staged = stage_app(app_spec(app), tmp_path / "staged")
+    copy = shutil.copytree(staged, tmp_path / "copy" / "app")
+    shutil.rmtree(staged)
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", IMPORT_PROBE, str(copy)], cwd=elsewhere, env=env, capture_output=True, text=True,
+                            timeout=300, check=False, preexec_fn=_stack_32mib)
+    assert result.returncode == 0, result.stderr[-3000:]
+    modules = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"apps.common.entrypoint", f"apps.{app}.app", "operators.networks", "operators.model_loader"} <= set(modules)
+    assert all(Path(path).is_relative_to(copy) for path in modules.values()), modules
