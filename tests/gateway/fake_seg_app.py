@@ -1,0 +1,56 @@
+"""A stand-in app for the gateway's fault tests: run as the gateway runs an app folder, it writes a real DICOM SEG.
+
+Reads the CT series under HOLOSCAN_INPUT_PATH, appends ``start <pid>`` to $FAKE_APP_RUNS, sleeps
+$FAKE_APP_SECONDS (so a test can kill the gateway mid-job), writes HOLOSCAN_OUTPUT_PATH/seg.dcm
+(highdicom, a threshold mask referencing the source series), then appends ``finish <pid>``.
+With $FAKE_APP_FAIL it exits 2 with one ``fake_seg_app: error:`` line, as the real apps do on bad input.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+from pydicom import dcmread
+
+
+def note(event: str) -> None:
+    runs = os.environ.get("FAKE_APP_RUNS")
+    if runs:
+        with open(runs, "a") as handle:
+            handle.write(f"{event} {os.getpid()}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def main() -> int:
+    note("start")
+    if os.environ.get("FAKE_APP_FAIL"):
+        sys.stderr.write(f"fake_seg_app: error: {os.environ['FAKE_APP_FAIL']}\n")
+        return 2
+    time.sleep(float(os.environ.get("FAKE_APP_SECONDS", "0")))
+    sources = sorted((dcmread(p) for p in Path(os.environ["HOLOSCAN_INPUT_PATH"]).rglob("*.dcm")), key=lambda ds: float(ds.ImagePositionPatient[2]))
+    mask = np.stack([ds.pixel_array > 1050 for ds in sources]).astype(np.uint8)
+    segment = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="Blob", segmented_property_category=hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure"),
+        segmented_property_type=hd.sr.CodedConcept("78961009", "SCT", "Spleen"), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(name="fake", version="0", family=hd.sr.CodedConcept("123109", "DCM", "Manual Processing")),
+    )
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=mask, segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[segment],
+        series_instance_uid=hd.UID(), series_number=99, sop_instance_uid=hd.UID(), instance_number=1, manufacturer="tests",
+        manufacturer_model_name="fake_seg_app", software_versions="0", device_serial_number="0",
+    )
+    output = Path(os.environ["HOLOSCAN_OUTPUT_PATH"])
+    seg.save_as(output / "seg.dcm")
+    (output / "summary.json").write_text("{}")  # not DICOM: must not be sent
+    note("finish")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

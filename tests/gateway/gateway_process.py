@@ -1,0 +1,113 @@
+"""The gateway as its users run it, ``python -m gateway serve --config CONFIG``, in a subprocess; small SCU helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, Verification
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCU_AET = "TEST_SCU"
+GATEWAY_AET = "GATEWAY"
+
+
+def write_config(folder: Path, port: int, routes: list[dict], destinations: list[dict] | None = None, **settings: object) -> Path:
+    config = {"ae_title": GATEWAY_AET, "host": "127.0.0.1", "port": port, "allowed_calling_aets": [SCU_AET, "ORTHANC"],
+              "storage_dir": str(folder / "gateway-data"), "quiet_period_s": 1, "retry_delay_s": 0.5, "routes": routes,
+              "destinations": destinations or [], **settings}
+    path = folder / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def echo(port: int, calling_aet: str = SCU_AET) -> int | None:
+    """C-ECHO status, or None when no association (refused, rejected or nobody listening)."""
+    ae = AE(ae_title=calling_aet)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title=GATEWAY_AET)
+    if not assoc.is_established:
+        return None
+    status = assoc.send_c_echo()
+    assoc.release()
+    return getattr(status, "Status", None)
+
+
+def store(port: int, items: list[Dataset | Path], calling_aet: str = SCU_AET) -> list[int | None]:
+    """C-STORE each item over one association (a Path is sent as its raw file bytes); the statuses."""
+    ae = AE(ae_title=calling_aet)
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", port, ae_title=GATEWAY_AET)
+    assert assoc.is_established, f"no association with the gateway on port {port}"
+    statuses = []
+    try:
+        for item in items:
+            status = assoc.send_c_store(item)
+            statuses.append(getattr(status, "Status", None))
+    finally:
+        assoc.release()
+    return statuses
+
+
+class GatewayProcess:
+    def __init__(self, config: Path, port: int, log: Path) -> None:
+        self.config, self.port, self.log = config, port, log
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 30) -> GatewayProcess:
+        handle = self.log.open("ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(self.config)], cwd=REPO_ROOT,
+                                        stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "HOLOSCAN_LOG_LEVEL": "WARN"})
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log_text()[-3000:]}")
+            if echo(self.port) == 0:
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"gateway did not answer C-ECHO within {timeout_s} s:\n{self.log_text()[-3000:]}")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def terminate(self, timeout_s: float = 60) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+    def jobs(self) -> list[dict]:
+        result = subprocess.run([sys.executable, "-m", "gateway", "jobs", "--json", "--config", str(self.config)], cwd=REPO_ROOT,
+                                capture_output=True, text=True, timeout=60, check=True)
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    def wait_for_jobs(self, states: set[str], count: int = 1, timeout_s: float = 120) -> list[dict]:
+        """Poll ``gateway jobs`` until ``count`` jobs are in ``states`` (all of them finished), or fail with the log."""
+        deadline = time.monotonic() + timeout_s
+        jobs: list[dict] = []
+        while time.monotonic() < deadline:
+            jobs = self.jobs()
+            if len([j for j in jobs if j["state"] in states]) >= count:
+                return jobs
+            if self.process is not None and self.process.poll() is not None:
+                break
+            time.sleep(0.5)
+        raise AssertionError(f"jobs did not reach {states}: {jobs}\n{self.log_text()[-4000:]}")

@@ -1,0 +1,58 @@
+"""What the SCP refuses: truncated data sets, missing or malformed UIDs (they also name files)."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.filereader import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom.dsutils import encode
+
+from gateway.validation import is_uid, storage_problem, truncation_problem
+from tests.gateway.samples import ct_series
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian])
+def test_whole_data_set_passes_and_every_truncation_is_caught(syntax):
+    ds = ct_series(1)[0]
+    encoded = encode(ds, syntax == ImplicitVRLittleEndian, True)
+    assert truncation_problem(encoded, syntax) is None
+    element_ends = set()  # cutting exactly between two elements leaves a shorter but whole data set
+    offset = 0
+    for elem in ds:
+        offset += len(encode(type(ds)({elem.tag: elem}), syntax == ImplicitVRLittleEndian, True))
+        element_ends.add(offset)
+    for cut in range(1, len(encoded)):
+        if cut not in element_ends:
+            assert truncation_problem(encoded[:cut], syntax), cut
+
+
+@pytest.mark.parametrize("name", ["JPEG2000.dcm", "SC_rgb_rle.dcm", "rtplan.dcm"])
+def test_encapsulated_pixel_data_and_nested_sequences_walk_whole_and_truncated(name):
+    path = get_testdata_file(name)
+    ds = dcmread(path)
+    body = encode(ds, ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian, True)
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    assert truncation_problem(body, syntax) is None
+    assert "truncated" in truncation_problem(body[:-3], syntax)
+
+
+def test_missing_sop_instance_uid_is_refused():
+    ds = ct_series(1)[0]
+    del ds.SOPInstanceUID
+    encoded = encode(ds, False, True)
+    assert storage_problem(ds, encoded, ExplicitVRLittleEndian, None) == "missing or invalid SOPInstanceUID"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("uid", ["../../etc", "1.2.3/4", "", "1." + "2" * 70, "01.2"])
+def test_uids_that_are_not_uids_are_refused_so_they_never_name_a_file(uid):
+    assert not is_uid(uid)
+    ds = ct_series(1)[0]
+    ds.SeriesInstanceUID = uid
+    assert "SeriesInstanceUID" in storage_problem(ds, encode(ds, False, True), ExplicitVRLittleEndian, None)
+
+
+def test_sop_instance_uid_differing_from_the_request_is_refused():
+    ds = ct_series(1)[0]
+    assert "differs" in storage_problem(ds, encode(ds, False, True), ExplicitVRLittleEndian, "1.2.3")
