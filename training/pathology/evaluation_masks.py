@@ -97,6 +97,9 @@ def label_evaluation_mask(tumor: np.ndarray, mpp: float, level: int) -> np.ndarr
         raise ValueError(f"tumor mask must be 2-D (h, w), got shape {tumor.shape}")
     labels = np.zeros(tumor.shape, np.int32)
     if not tumor.any():
+        # Not replicated: on a mask without tumour scipy's distance_transform_edt (no zero pixel)
+        # measures from a point just outside the top-left corner, so the official code finds a
+        # phantom region of radius ~4.8 px at (0, 0) (an ITC: detections there are ignored).
         return labels
     radius = growth_radius_px(mpp, level)
     margin = int(math.ceil(radius)) + 1
