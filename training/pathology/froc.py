@@ -151,6 +151,11 @@ def froc_curve(fp_probabilities: np.ndarray, lesion_probabilities: np.ndarray, n
     where the lesion maxima are float32, so numpy compares them with t cast to float32 (also under
     NumPy 1's value-based casting). Then the point (0 FPs, 0 sensitivity) is appended; FPs are divided
     by ``n_slides`` and TPs by ``n_lesions``.
+
+    The thresholds are in numeric order, as the official ``sorted(set(...))`` gave on NumPy 1 (the
+    challenge's). Run as it is on NumPy 2, that sort compares float32 with Python floats in float32
+    (NEP 50): float32(0.7) == 0.7 while both stay in the set, the sort is no longer an order and the
+    curve can come out non-monotonic; that artefact is not reproduced.
     """
     if n_lesions <= 0:
         raise ValueError("no lesions (ITCs excluded) in the ground truth: sensitivity is undefined")

@@ -47,7 +47,11 @@ def froc(fp_lists: list[list[float]], tp_lists: list[np.ndarray], n_tumors: list
     all_fps = [p for sub in fp_lists for p in sub]
     all_tps = [p for sub in tp_lists for p in sub]
     fps, tps = [], []
-    for t in sorted(set(all_fps + all_tps))[1:]:
+    # float(): the official code ran on NumPy 1, which compares a float32 scalar with a Python float in
+    # float64, so sorted(set(...)) is in numeric order. NumPy 2 (NEP 50) compares them in float32, where
+    # float32(0.7) == 0.7 although both stay in the set: the sort of the mixed list is then not an order.
+    # Sorting Python floats of the same values gives NumPy 1's result; the counts below are unchanged.
+    for t in sorted(set(all_fps + [float(p) for p in all_tps]))[1:]:
         fps.append((np.asarray(all_fps) >= t).sum())
         tps.append((np.asarray(all_tps) >= t).sum())
     fps.append(0)
