@@ -89,13 +89,18 @@ def _unwrap_state_dict(checkpoint: Any, path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in checkpoint.items()}
 
 
-def _load_state_dict_model(path: Path, build_network: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The network weights of a PyTorch checkpoint (plain, wrapped or DDP-prefixed), on the CPU."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ModelLoadError(f"{path} is neither a TorchScript model nor a PyTorch checkpoint ({type(error).__name__}: {error})") from None
+    return _unwrap_state_dict(checkpoint, path)
+
+
+def _load_state_dict_model(path: Path, build_network: Callable[[], torch.nn.Module]) -> torch.nn.Module:
     network = build_network()
-    state_dict = _unwrap_state_dict(checkpoint, path)
+    state_dict = load_state_dict(path)
     expected = network.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))

@@ -3,12 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from operators.compute_device import ComputeDevice
 from monai.data import MetaTensor
 from monai.data.utils import dense_patch_slices
 from monai.inferers.utils import _get_scan_interval
 
+from operators.compute_device import ComputeDevice
 from operators.ct_segmentation_inference import (
     SlidingWindowSettings,
     body_bounding_box,

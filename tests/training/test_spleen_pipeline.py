@@ -65,6 +65,18 @@ def test_training_resumes_from_its_last_checkpoint(trained):
         train(TrainSettings(**{**settings.__dict__, "epochs": 8, "optimizer": "novograd"}))
 
 
+def test_fine_tuning_starts_from_the_given_weights_and_records_them(trained, tmp_path):
+    settings, result = trained
+    start = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)["model"]
+    tuned = train(TrainSettings(**{**settings.__dict__, "run_dir": tmp_path / "tuned", "epochs": 1, "learning_rate": 1e-9,
+                                   "init_weights": result.best_checkpoint}))
+    weights = torch.load(tuned.last_checkpoint, map_location="cpu", weights_only=True)["model"]
+    conv = "model.0.conv.unit0.conv.weight"
+    torch.testing.assert_close(weights[conv], start[conv], rtol=0, atol=1e-6)
+    config = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert config["init_weights"] == str(result.best_checkpoint) and len(config["init_weights_sha256"]) == 64
+
+
 def test_export_embeds_the_model_card_and_evaluate_scores_it(trained, dataset, tmp_path):
     settings, result = trained
     path = export(result.best_checkpoint, tmp_path / "model")

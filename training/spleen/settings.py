@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from operators.model_loader import sha256_of
 from training.spleen.engine import MODEL_NAME
 
 OPTIMIZERS = ("novograd", "adam")
@@ -36,6 +37,7 @@ class TrainSettings:
     device: str = "auto"
     intensity_augmentation: bool = True
     cache_workers: int = 2
+    init_weights: Path | None = None  # a checkpoint or state dict to start from (fine-tuning)
     model_name: str = MODEL_NAME
 
     def __post_init__(self) -> None:
@@ -62,6 +64,8 @@ def resolve(settings: TrainSettings, model_config: dict[str, Any]) -> dict[str, 
         model_config["inference"]["overlap"])
     resolved["loss"] = "DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True, batch=True)"
     resolved["model_config"] = model_config
+    if settings.init_weights is not None:
+        resolved["init_weights_sha256"] = sha256_of(Path(settings.init_weights))
     return resolved
 
 

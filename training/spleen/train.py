@@ -25,6 +25,7 @@ from monai.transforms import Compose
 from monai.utils import set_determinism
 
 from operators.model_config import load_model_config
+from operators.model_loader import load_state_dict
 from training.provenance import attach_log_file, record_session, write_json
 from training.spleen import data
 from training.spleen.engine import Precision, build_network, choose_device, choose_precision, predict_logits
@@ -88,6 +89,9 @@ def _train(settings: TrainSettings, run_dir: Path) -> TrainResult:
     if last_path.is_file():
         state = _load_checkpoint(last_path, net, optimizer, scheduler, device)
         logger.info("resumed from %s at epoch %d", last_path, state.epoch)
+    elif settings.init_weights is not None:
+        net.load_state_dict(load_state_dict(Path(settings.init_weights)))
+        logger.info("fine-tuning from the weights in %s", settings.init_weights)
     if state.epoch >= settings.epochs:
         logger.info("nothing to do: %d of %d epochs done", state.epoch, settings.epochs)
         return _result(run_dir, state, last_path, best_path)
