@@ -1,7 +1,7 @@
 """A stand-in app for the gateway's fault tests: run as the gateway runs an app folder, it writes a real DICOM SEG.
 
-Reads the CT series under HOLOSCAN_INPUT_PATH, appends ``start <pid>`` to $FAKE_APP_RUNS, sleeps
-$FAKE_APP_SECONDS (so a test can kill the gateway mid-job), writes HOLOSCAN_OUTPUT_PATH/seg.dcm
+Reads the CT series under HOLOSCAN_INPUT_PATH, appends ``start <pid>`` to $FAKE_APP_RUNS, waits
+while the file $FAKE_APP_HOLD exists (so a test can kill the gateway mid-job), writes HOLOSCAN_OUTPUT_PATH/seg.dcm
 (highdicom, a threshold mask referencing the source series), then appends ``finish <pid>``.
 With $FAKE_APP_FAIL it exits 2 with one ``fake_seg_app: error:`` line, as the real apps do on bad input.
 """
@@ -32,7 +32,10 @@ def main() -> int:
     if os.environ.get("FAKE_APP_FAIL"):
         sys.stderr.write(f"fake_seg_app: error: {os.environ['FAKE_APP_FAIL']}\n")
         return 2
-    time.sleep(float(os.environ.get("FAKE_APP_SECONDS", "0")))
+    hold = os.environ.get("FAKE_APP_HOLD")
+    deadline = time.monotonic() + 120
+    while hold and os.path.exists(hold) and time.monotonic() < deadline:
+        time.sleep(0.1)
     sources = sorted((dcmread(p) for p in Path(os.environ["HOLOSCAN_INPUT_PATH"]).rglob("*.dcm")), key=lambda ds: float(ds.ImagePositionPatient[2]))
     mask = np.stack([ds.pixel_array > 1050 for ds in sources]).astype(np.uint8)
     segment = hd.seg.SegmentDescription(

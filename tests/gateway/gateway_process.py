@@ -12,8 +12,9 @@ from pathlib import Path
 
 import yaml
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage, Verification
+from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCU_AET = "TEST_SCU"
@@ -44,7 +45,9 @@ def echo(port: int, calling_aet: str = SCU_AET) -> int | None:
 def store(port: int, items: list[Dataset | Path], calling_aet: str = SCU_AET) -> list[int | None]:
     """C-STORE each item over one association (a Path is sent as its raw file bytes); the statuses."""
     ae = AE(ae_title=calling_aet)
-    ae.add_requested_context(CTImageStorage)
+    for sop_class in (CTImageStorage, MRImageStorage):
+        for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):  # one context each: an SCP accepts one syntax per context
+            ae.add_requested_context(sop_class, syntax)
     assoc = ae.associate("127.0.0.1", port, ae_title=GATEWAY_AET)
     assert assoc.is_established, f"no association with the gateway on port {port}"
     statuses = []

@@ -1,0 +1,61 @@
+"""Concurrent C-STORE load on the gateway: K associations in threads, N small instances in all."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from tests.gateway.gateway_process import store
+from tests.gateway.samples import ct_series
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    sent_uids: list[str]
+    failed_statuses: list[int | None]
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return len(self.sent_uids) / self.seconds
+
+
+def make_load(instances: int, associations: int) -> list[list[Dataset]]:
+    """One series per association, in one study, ``instances`` in all."""
+    study = ct_series(1)[0].StudyInstanceUID
+    sizes = [instances // associations + (i < instances % associations) for i in range(associations)]
+    return [ct_series(n, study_uid=study) for n in sizes]
+
+
+def send_concurrently(port: int, batches: list[list[Dataset]]) -> LoadResult:
+    statuses: list[list[int | None]] = [[] for _ in batches]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(batches) + 1)
+
+    def send(index: int) -> None:
+        start.wait()
+        try:
+            statuses[index] = store(port, batches[index])
+        except BaseException as error:  # noqa: BLE001 - reported by the caller
+            errors.append(error)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(batches))]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.monotonic()
+    for thread in threads:
+        thread.join()
+    seconds = time.monotonic() - began
+    if errors:
+        raise errors[0]
+    failed = [s for batch in statuses for s in batch if s != 0x0000]
+    return LoadResult([str(ds.SOPInstanceUID) for batch in batches for ds in batch], failed, seconds)
+
+
+def stored_uids(storage_dir: Path) -> list[str]:
+    return [path.stem for path in (storage_dir / "incoming").glob("*/*/*.dcm")]

@@ -1,0 +1,103 @@
+"""Bad callers and malformed objects get a rejection or a failure status and a log line; the gateway keeps serving."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pynetdicom import _config as pynetdicom_config
+
+from tests.gateway.gateway_process import GATEWAY_AET, SCU_AET, GatewayProcess, echo, store, write_config
+from tests.gateway.orthanc import apt_install
+from tests.gateway.samples import ct_series, write_series
+
+STORESCU = "/usr/bin/storescu"  # dcmtk's, not pynetdicom's of the same name in the venv
+ROUTES = [{"name": "none", "match": {"Modality": "NOTHING"}, "command": ["true"]}]
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, gateway_port: int):
+    process = GatewayProcess(write_config(tmp_path, gateway_port, ROUTES), gateway_port, tmp_path / "gateway.log").start()
+    yield process
+    assert process.terminate() == 0
+
+
+@pytest.fixture
+def dcmtk() -> str:
+    if not Path(STORESCU).exists():
+        problem = apt_install("dcmtk")
+        if problem:
+            pytest.skip(problem)
+    return STORESCU
+
+
+def stored_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "gateway-data" / "incoming").glob("*/*/*.dcm"))
+
+
+def test_unknown_calling_ae_title_is_rejected_at_association_by_dcmtk_storescu(gateway, dcmtk, tmp_path: Path):
+    [path] = write_series(ct_series(1), tmp_path / "in")
+    result = subprocess.run([dcmtk, "-aet", "STRANGER", "-aec", GATEWAY_AET, "127.0.0.1", str(gateway.port), str(path)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    assert "Calling AE Title Not Recognized" in result.stderr + result.stdout
+    assert stored_files(tmp_path) == []
+    assert "calling AE title 'STRANGER' (not in allowed_calling_aets)" in gateway.log_text()
+    accepted = subprocess.run([dcmtk, "-aet", SCU_AET, "-aec", GATEWAY_AET, "127.0.0.1", str(gateway.port), str(path)],
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert accepted.returncode == 0, accepted.stderr
+    assert [p.name for p in stored_files(tmp_path)] == [path.name]
+
+
+def test_unknown_calling_ae_title_gets_no_association_from_pynetdicom(gateway):
+    assert echo(gateway.port, calling_aet="STRANGER") is None
+    assert echo(gateway.port) == 0
+
+
+@pytest.fixture
+def raw_file_sending():
+    """pynetdicom sends a file path as its bytes, undecoded: the only way a malformed object reaches the wire."""
+    previous = pynetdicom_config.STORE_SEND_CHUNKED_DATASET
+    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
+    yield
+    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = previous
+
+
+def truncated_copy(good: Path, folder: Path) -> Path:
+    data = good.read_bytes()
+    target = folder / "truncated.dcm"
+    target.write_bytes(data[: len(data) - 60])  # ends inside the pixel data
+    return target
+
+
+def without_sop_instance_uid(good: Path, folder: Path) -> Path:
+    ds = dcmread(good)
+    del ds.SOPInstanceUID  # the file meta still names it, so it can be sent
+    target = folder / "no_sop_uid.dcm"
+    ds.save_as(target)
+    return target
+
+
+@pytest.mark.parametrize(("make", "status", "logged"), [
+    (truncated_copy, 0xC000, "truncated: (7FE0,0010) needs 128 bytes, 68 left"),
+    (without_sop_instance_uid, 0xA900, "missing or invalid SOPInstanceUID"),
+], ids=["truncated", "missing-sop-instance-uid"])
+def test_malformed_object_gets_a_failure_status_and_a_log_line_and_the_gateway_keeps_serving(
+        gateway, raw_file_sending, tmp_path: Path, make, status, logged):
+    good, spare = write_series(ct_series(2), tmp_path / "in")
+    bad = make(good, tmp_path)
+    assert store(gateway.port, [bad, spare]) == [status, 0x0000]  # the same association goes on
+    assert f"Refused C-STORE from {SCU_AET}" in gateway.log_text() and logged in gateway.log_text()
+    assert echo(gateway.port) == 0
+    assert store(gateway.port, [good]) == [0x0000]
+    assert sorted(p.name for p in stored_files(tmp_path)) == sorted([good.name, spare.name])
+    assert not list((tmp_path / "gateway-data" / "incoming").rglob(".incoming-*"))
+
+
+def test_received_file_holds_the_sent_data_set_unchanged(gateway, raw_file_sending, tmp_path: Path):
+    [sent] = write_series(ct_series(1), tmp_path / "in")
+    assert store(gateway.port, [sent]) == [0x0000]
+    [kept] = stored_files(tmp_path)
+    assert dcmread(kept) == dcmread(sent)

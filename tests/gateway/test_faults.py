@@ -1,0 +1,146 @@
+"""Crashes, shutdowns and failing apps: each job completes exactly once, and its result reaches the PACS once.
+
+The app here is tests/gateway/fake_seg_app.py (a real DICOM SEG in about a second), run as the
+gateway runs an app folder; the real apps' PACS round trips are in test_pacs_round_trip.py.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+from pydicom import dcmread
+
+from tests.gateway.gateway_process import GATEWAY_AET, GatewayProcess, store, write_config
+from tests.gateway.orthanc import Orthanc
+from tests.gateway.samples import ct_series, write_series
+
+FAKE_APP = Path(__file__).with_name("fake_seg_app.py")
+
+
+def fake_route(tmp_path: Path, **env: str) -> dict:
+    return {"name": "fake-seg", "match": {"Modality": "CT"}, "app": str(FAKE_APP),
+            "env": {"FAKE_APP_RUNS": str(tmp_path / "runs.txt"), "FAKE_APP_HOLD": str(tmp_path / "hold"), **env}}
+
+
+def runs(tmp_path: Path) -> list[tuple[str, int]]:
+    path = tmp_path / "runs.txt"
+    return [(event, int(pid)) for event, pid in (line.split() for line in path.read_text().splitlines())] if path.exists() else []
+
+
+def wait_until(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def segs_in_orthanc(orthanc: Orthanc, study_uid: str) -> list[str]:
+    series = orthanc.find("Series", {"StudyInstanceUID": study_uid, "Modality": "SEG"})
+    return [instance for s in series for instance in orthanc.series_instances(s)]
+
+
+def test_gateway_killed_mid_job_reruns_it_once_and_the_seg_reaches_orthanc_once(tmp_path: Path, gateway_port: int, orthanc: Orthanc):
+    orthanc.add_modality("gateway", GATEWAY_AET, gateway_port)
+    destination = {"name": "orthanc", "type": "dicom", "ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
+    config = write_config(tmp_path, gateway_port, [fake_route(tmp_path)], [destination])
+    gateway = GatewayProcess(config, gateway_port, tmp_path / "gateway.log").start()
+    series = ct_series(4)
+    study_uid, series_uid = str(series[0].StudyInstanceUID), str(series[0].SeriesInstanceUID)
+    uploaded = orthanc.upload(write_series(series, tmp_path / "ct"))
+    (tmp_path / "hold").touch()
+    orthanc.store_to("gateway", [uploaded[0]["ParentSeries"]])  # Orthanc sends the series to the gateway by C-STORE
+
+    wait_until(lambda: runs(tmp_path), 30, "the app to start")
+    [(_, first_pid)] = runs(tmp_path)
+    gateway.kill()  # SIGKILL: no chance to clean up
+    wait_until(lambda: not alive(first_pid), 10, "the app to die with the gateway")
+    [job] = gateway.jobs()
+    assert (job["state"], job["attempts"]) == ("running", 1)
+
+    (tmp_path / "hold").unlink()
+    gateway.start()
+    [job] = gateway.wait_for_jobs({"done", "failed"})
+    assert (job["state"], job["attempts"], job["error"]) == ("done", 2, None)
+    assert [event for event, _ in runs(tmp_path)] == ["start", "start", "finish"]
+    assert [(o["destination"], o["sent_at"] is not None, o["send_count"]) for o in job["outputs"]] == [("orthanc", True, 1)]
+    assert "Job 1 was interrupted while running (attempt 1): now pending" in gateway.log_text()
+
+    gateway.terminate()
+    gateway.start()  # a finished job never runs again
+    time.sleep(3)
+    assert [event for event, _ in runs(tmp_path)] == ["start", "start", "finish"]
+    assert [j["state"] for j in gateway.jobs()] == ["done"]
+    assert gateway.terminate() == 0
+
+    [seg_id] = segs_in_orthanc(orthanc, study_uid)
+    seg = dcmread(io.BytesIO(orthanc.instance_file(seg_id)))
+    assert seg.SOPInstanceUID == job["outputs"][0]["sop_instance_uid"]
+    assert [item.SeriesInstanceUID for item in seg.ReferencedSeriesSequence] == [series_uid]
+
+
+def test_sigterm_stops_the_running_app_and_the_job_runs_after_restart_without_using_an_attempt(tmp_path: Path, gateway_port: int):
+    config = write_config(tmp_path, gateway_port, [fake_route(tmp_path)], max_attempts=1)
+    gateway = GatewayProcess(config, gateway_port, tmp_path / "gateway.log").start()
+    (tmp_path / "hold").touch()
+    assert store(gateway_port, ct_series(3)) == [0, 0, 0]
+    wait_until(lambda: runs(tmp_path), 30, "the app to start")
+    began = time.monotonic()
+    assert gateway.terminate() == 0
+    assert time.monotonic() - began < 15
+    [(_, pid)] = runs(tmp_path)
+    assert not alive(pid)
+    [job] = gateway.jobs()
+    assert (job["state"], job["attempts"]) == ("pending", 0)
+    (tmp_path / "hold").unlink()
+    gateway.start()
+    [job] = gateway.wait_for_jobs({"done", "failed"})
+    assert (job["state"], job["attempts"]) == ("done", 1)
+    assert gateway.terminate() == 0
+
+
+def test_failing_app_is_retried_then_kept_failed_with_its_error_inputs_and_logs(tmp_path: Path, gateway_port: int):
+    route = fake_route(tmp_path, FAKE_APP_FAIL="no CT series with at least 16 slices")
+    config = write_config(tmp_path, gateway_port, [route], max_attempts=2)
+    gateway = GatewayProcess(config, gateway_port, tmp_path / "gateway.log").start()
+    series = ct_series(3)
+    assert store(gateway_port, series) == [0, 0, 0]
+    jobs = gateway.wait_for_jobs({"failed"})
+    assert gateway.terminate() == 0
+    [job] = jobs
+    assert (job["state"], job["attempts"]) == ("failed", 2)
+    assert job["error"] == "exit 2: fake_seg_app: error: no CT series with at least 16 slices"
+    job_dir = tmp_path / "gateway-data" / "jobs" / f"{job['id']:06d}"
+    assert sorted(p.name for p in (job_dir / "input").rglob("*.dcm")) == sorted(f"{ds.SOPInstanceUID}.dcm" for ds in series)
+    assert (job_dir / "attempt-1.log").exists() and (job_dir / "attempt-2.log").exists()
+    assert "attempt 2 failed" in (job_dir / "job.log").read_text()
+    assert len(list((tmp_path / "gateway-data" / "incoming").rglob("*.dcm"))) == 3
+    assert [event for event, _ in runs(tmp_path)] == ["start", "start"]
+
+
+def test_series_no_route_takes_is_logged_and_kept_while_the_routed_series_of_its_study_runs(tmp_path: Path, gateway_port: int):
+    config = write_config(tmp_path, gateway_port, [fake_route(tmp_path)])
+    gateway = GatewayProcess(config, gateway_port, tmp_path / "gateway.log").start()
+    ct = ct_series(3)
+    mr = ct_series(2, study_uid=ct[0].StudyInstanceUID, modality="MR")
+    assert store(gateway_port, ct + mr) == [0] * 5
+    jobs = gateway.wait_for_jobs({"done", "failed", "unrouted"}, count=2)
+    assert gateway.terminate() == 0
+    assert sorted((j["state"], j["route"], tuple(j["series_uids"])) for j in jobs) == sorted(
+        [("done", "fake-seg", (ct[0].SeriesInstanceUID,)), ("unrouted", None, (mr[0].SeriesInstanceUID,))])
+    [unrouted] = [j for j in jobs if j["state"] == "unrouted"]
+    assert "Modality=MR" in unrouted["error"] and "Modality=MR" in gateway.log_text()
+    kept = tmp_path / "gateway-data" / "incoming" / ct[0].StudyInstanceUID / mr[0].SeriesInstanceUID
+    assert sorted(p.name for p in kept.glob("*.dcm")) == sorted(f"{ds.SOPInstanceUID}.dcm" for ds in mr)
