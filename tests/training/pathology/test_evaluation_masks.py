@@ -52,6 +52,8 @@ def _disk(shape: tuple[int, int], centre_rc: tuple[float, float], radius: float)
 @pytest.mark.parametrize(("side_px", "is_itc"), [
     (1, True),  # grown to a ~9.6 px disk
     (20, True),  # square 20 + 2 x 4.8 ~ 29.6 -> major axis ~ 33 < 35.37
+    (22, True),  # major axis 34.23
+    (23, False),  # major axis 35.39: just above the limit
     (24, False),  # ~ 33.6 -> major axis ~ 38 > 35.37
     (40, False),
 ])
