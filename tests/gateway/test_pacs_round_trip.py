@@ -1,0 +1,102 @@
+"""PACS round trips with the real apps: Orthanc sends a study to the gateway, the routed app runs as its MAP
+runs it, and its DICOM SEG arrives back in Orthanc referencing the source series (checked over REST).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from pydicom import dcmread
+
+from operators.model_config import load_model_config
+from operators.networks import build_patch_classifier
+from tests.gateway.gateway_process import GATEWAY_AET, REPO_ROOT, GatewayProcess, write_config
+from tests.gateway.orthanc import Orthanc
+from tests.real_slides import real_dicom_wsi
+
+pytestmark = pytest.mark.slow
+logger = logging.getLogger(__name__)
+
+SPLEEN_MODEL = REPO_ROOT / "model_zoo" / "spleen_ct_segmentation" / "model.ts"
+SPLEEN_ROUTE = {"name": "spleen-ct", "match": {"Modality": "CT"}, "app": str(REPO_ROOT / "apps" / "spleen_seg_app"),
+                "model": str(SPLEEN_MODEL), "timeout_s": 900}
+
+
+def wsi_route(model: Path) -> dict:
+    # --mpp: a finer scan than the slide's 0.499 um/px, so about 16x fewer windows on 2 cores (as the app's tests do)
+    return {"name": "wsi-metastasis", "match": {"Modality": "SM"}, "app": str(REPO_ROOT / "apps" / "wsi_metastasis_app"),
+            "model": str(model), "args": ["--mpp", "0.1215", "--workers", "2"], "timeout_s": 900}
+
+
+def random_classifier(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.save({"model": build_patch_classifier(load_model_config("pathology_tumor_detection")["network"]).state_dict()}, folder / "model.pt")
+    (folder / "metadata.json").write_text(json.dumps({"name": "Tumor patch classifier (random test weights)", "version": "0.0.1"}))
+    return folder / "model.pt"
+
+
+def round_trip(orthanc: Orthanc, tmp_path: Path, port: int, route: dict, files: list[Path]) -> tuple[object, dict, float]:
+    """Upload ``files`` to Orthanc, have Orthanc send their study to the gateway, wait for the SEG to come back."""
+    orthanc.add_modality("gateway", GATEWAY_AET, port)
+    destination = {"name": "orthanc", "type": "dicom", "ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
+    gateway = GatewayProcess(write_config(tmp_path, port, [route], [destination], quiet_period_s=2), port, tmp_path / "gateway.log").start()
+    try:
+        uploaded = orthanc.upload(files)
+        study_id = uploaded[0]["ParentStudy"]
+        study_uid = orthanc.request("GET", f"/studies/{study_id}")["MainDicomTags"]["StudyInstanceUID"]
+        began = time.monotonic()
+        orthanc.store_to("gateway", [study_id])
+        deadline = began + 900
+        segs: list[str] = []
+        while time.monotonic() < deadline and not segs:
+            segs = orthanc.find("Series", {"StudyInstanceUID": study_uid, "Modality": "SEG"})
+            if gateway.process.poll() is not None or any(j["state"] == "failed" for j in gateway.jobs()):
+                break
+            time.sleep(1)
+        seconds = time.monotonic() - began
+        [job] = gateway.wait_for_jobs({"done", "failed"}, timeout_s=60)
+        assert job["state"] == "done", (job, gateway.log_text()[-4000:])
+    finally:
+        assert gateway.terminate() == 0
+    [seg_series] = segs
+    [seg_id] = orthanc.series_instances(seg_series)
+    return dcmread(io.BytesIO(orthanc.instance_file(seg_id))), job, seconds
+
+
+def test_ct_study_from_orthanc_runs_the_spleen_app_and_its_seg_comes_back_referencing_the_series(
+        orthanc: Orthanc, demo_ct, tmp_path: Path, gateway_port: int):
+    files = sorted(demo_ct.dicom_dir.glob("*.dcm"))
+    source = [dcmread(f, stop_before_pixels=True) for f in files]
+    seg, job, seconds = round_trip(orthanc, tmp_path, gateway_port, SPLEEN_ROUTE, files)
+    logger.info("spleen round trip (Orthanc -> gateway -> app -> Orthanc): %.1f s for %d slices", seconds, len(files))
+    assert job["route"] == "spleen-ct" and job["attempts"] == 1
+    assert [(o["destination"], o["send_count"]) for o in job["outputs"]] == [("orthanc", 1)]  # the SEG only: STL, PNG, JSON stay
+    assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4" and seg.StudyInstanceUID == source[0].StudyInstanceUID
+    [referenced] = seg.ReferencedSeriesSequence
+    assert referenced.SeriesInstanceUID == source[0].SeriesInstanceUID
+    assert {r.ReferencedSOPInstanceUID for r in referenced.ReferencedInstanceSequence} == {ds.SOPInstanceUID for ds in source}
+    assert seg.SegmentSequence[0].SegmentLabel == "Spleen"
+
+
+def test_dicom_whole_slide_image_from_orthanc_runs_the_wsi_app_and_its_seg_comes_back_referencing_the_slide(
+        orthanc: Orthanc, tmp_path: Path, gateway_port: int):
+    slide = real_dicom_wsi()
+    files = sorted(slide.glob("*.dcm"))
+    source = [dcmread(f, stop_before_pixels=True) for f in files]
+    seg, job, seconds = round_trip(orthanc, tmp_path, gateway_port, wsi_route(random_classifier(tmp_path / "model")), files)
+    logger.info("WSI round trip (Orthanc -> gateway -> app -> Orthanc): %.1f s for %d instances", seconds, len(files))
+    assert job["route"] == "wsi-metastasis" and job["attempts"] == 1
+    assert [(o["destination"], o["send_count"]) for o in job["outputs"]] == [("orthanc", 1)]
+    assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4" and seg.SegmentationType == "FRACTIONAL"
+    assert seg.StudyInstanceUID == source[0].StudyInstanceUID
+    [referenced] = seg.ReferencedSeriesSequence
+    assert referenced.SeriesInstanceUID == source[0].SeriesInstanceUID
+    level_uids = {ds.SOPInstanceUID for ds in source if "VOLUME" in ds.ImageType}
+    assert {r.ReferencedSOPInstanceUID for r in referenced.ReferencedInstanceSequence} <= level_uids
