@@ -13,21 +13,9 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from tests.gateway.gateway_process import GATEWAY_AET, GatewayProcess, store, write_config
+from tests.gateway.gateway_process import GATEWAY_AET, GatewayProcess, fake_route, runs, store, write_config
 from tests.gateway.orthanc import Orthanc
 from tests.gateway.samples import ct_series, write_series
-
-FAKE_APP = Path(__file__).with_name("fake_seg_app.py")
-
-
-def fake_route(tmp_path: Path, **env: str) -> dict:
-    return {"name": "fake-seg", "match": {"Modality": "CT"}, "app": str(FAKE_APP),
-            "env": {"FAKE_APP_RUNS": str(tmp_path / "runs.txt"), "FAKE_APP_HOLD": str(tmp_path / "hold"), **env}}
-
-
-def runs(tmp_path: Path) -> list[tuple[str, int]]:
-    path = tmp_path / "runs.txt"
-    return [(event, int(pid)) for event, pid in (line.split() for line in path.read_text().splitlines())] if path.exists() else []
 
 
 def wait_until(condition, timeout_s: float, what: str) -> None:
