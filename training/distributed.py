@@ -1,0 +1,98 @@
+"""torchrun (DDP) process groups for the training pipelines: NCCL on GPUs, gloo on CPUs.
+
+Without torchrun (no ``WORLD_SIZE`` > 1 in the environment) everything runs in one process and the
+collective helpers return their input.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(requested_device: str = "auto") -> Distributed:
+    """Join torchrun's process group (if any) and pick this process's device.
+
+    ``requested_device``: ``auto`` (CUDA when present, rank r on GPU LOCAL_RANK), ``cpu``, ``cuda``
+    or ``cuda:N`` (single process only).
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    wants_cuda = requested_device.startswith("cuda") or (requested_device == "auto" and torch.cuda.is_available())
+    if world_size > 1:
+        device = torch.device("cuda", local_rank) if wants_cuda else torch.device("cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        logger.info("rank %d of %d (local %d) on %s, backend %s", rank, world_size, local_rank, device, dist.get_backend())
+    else:
+        device = torch.device("cuda" if requested_device == "auto" and wants_cuda else "cpu" if requested_device == "auto"
+                              else requested_device)
+    return Distributed(rank, world_size, local_rank, device)
+
+
+def shutdown(ctx: Distributed) -> None:
+    if ctx.active and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: Distributed) -> None:
+    if ctx.active:
+        dist.barrier()
+
+
+def all_true(ctx: Distributed, flag: bool) -> bool:
+    """Whether ``flag`` holds on every rank."""
+    if not ctx.active:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item() > 0)
+
+
+def mean_over_ranks(ctx: Distributed, value: float) -> float:
+    if not ctx.active:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(tensor)
+    return float(tensor.item()) / ctx.world_size
+
+
+def gather_objects(ctx: Distributed, value: Any) -> list[Any]:
+    """``value`` of every rank, in rank order."""
+    if not ctx.active:
+        return [value]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, value)
+    return out
+
+
+def broadcast_buffers(ctx: Distributed, module: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (batch-norm running statistics, which DDP does not keep equal after a step)."""
+    if ctx.active:
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)

@@ -1,0 +1,153 @@
+"""Stage ``evaluate``: the app's own inference on the test slides, then Camelyon16 FROC and AUC.
+
+For each test slide, the WSI app's pure functions in the app's order and with its defaults (model
+config): tissue mask (:func:`operators.wsi_tissue_mask.compute_slide_tissue`), probability map
+(:func:`operators.wsi_inference.slide_probability_map`, dense or patch mode), lesion detections by the
+paper's NMS (:func:`operators.wsi_nms.detect_lesions`); the model is loaded by the app's loader
+(a training checkpoint or the exported ``model.pt``). Written into ``OUT``::
+
+    detections/<slide>.csv        probability,x,y (level-0 px), the Camelyon16 submission format
+    probability_maps/<slide>.npy  the map (float32) on the app's grid
+    slide_scores.csv              image,score,type (score: the map's maximum)
+    froc_official.json            level 5, all slides (Camelyon16)
+    froc_bundle.json              level 6, tumor slides only (the model-zoo bundle's variant)
+    metrics.json                  both FROCs and their six sensitivities, AUC with its bootstrap
+                                  interval, held-out patch accuracy, timings
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from operators.compute_device import ComputeDevice, choose_compute_device
+from operators.model_config import load_model_config
+from operators.model_loader import load_model
+from operators.networks import build_patch_classifier
+from operators.wsi_classifier import PatchClassifier, prepare_classifier
+from operators.wsi_inference import InferenceSettings, slide_probability_map
+from operators.wsi_nms import detect_lesions
+from operators.wsi_slide_sources import SlideSource
+from operators.wsi_tissue_mask import compute_slide_tissue
+from training.pathology import froc
+from training.pathology.auc import bootstrap_auc_interval
+from training.pathology.candidates import read_prepare_layout, read_split
+from training.pathology.heldout import heldout_accuracy
+from training.pathology.settings import MODEL_NAME
+from training.provenance import environment, write_json
+
+logger = logging.getLogger(__name__)
+
+FROC_VARIANTS = {"official": {"level": 5, "tumor_slides_only": False}, "bundle": {"level": 6, "tumor_slides_only": True}}
+SUMMARY_KEYS = ("froc", "sensitivity_at_fp_rates", "variant", "level", "n_slides", "n_tumor_slides", "n_normal_slides", "n_lesions",
+                "n_itc", "n_lesions_detected", "n_false_positives")
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    prep_dir: Path  # test slides (split.json), held-out patches, and the dataset layout (prepare.json)
+    model_path: Path  # a training checkpoint (.pt) or the exported model.pt
+    out_dir: Path
+    ground_truth_dir: Path | None = None  # default: the layout's test reference folder
+    mode: str | None = None  # dense / patch; None: the model config's
+    tta: bool = False
+    nms_threshold: float | None = None
+    nms_radius_um: float | None = None
+    batch_size: int | None = None
+    workers: int = 2
+    amp: bool = True
+    device: str | None = None
+    backend: str = "auto"
+    max_slides: int | None = None
+    heldout_limit: int | None = None
+    n_bootstrap: int = 2000
+    seed: int = 0
+    model_name: str = MODEL_NAME
+
+
+def write_detections_csv(path: Path, detections: list[tuple[float, int, int]]) -> None:
+    """Camelyon16 submission rows ``probability,x,y`` (level-0 px), no header."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as stream:
+        csv.writer(stream).writerows((f"{p:.6f}", int(x), int(y)) for p, x, y in detections)
+
+
+def evaluate_slide(name: str, path: Path, classifier: PatchClassifier, compute: ComputeDevice, config: dict[str, Any], settings: EvaluateSettings) -> dict[str, Any]:
+    """The app's tissue mask, probability map and NMS on one slide; writes its CSV and map, returns its summary."""
+    started = time.monotonic()
+    preprocessing, inference, post = config["preprocessing"], config["inference"], config["postprocessing"]
+    tissue = compute_slide_tissue(SlideSource(name, path), preprocessing["model_mpp"], config["tissue_mask"]["mask_downsample"],
+                                  preprocessing["patch_size_px"], backend=settings.backend)
+    inference_settings = InferenceSettings(mode=settings.mode or inference["mode"], batch_size=settings.batch_size or inference["batch_size"],
+                                           tile_windows=inference["dense_tile_windows"], tta=settings.tta, workers=settings.workers)
+    probability = slide_probability_map(tissue, classifier, compute, inference_settings, inference["dense_stride_px"], None, settings.backend)
+    threshold = post["nms_threshold"] if settings.nms_threshold is None else settings.nms_threshold
+    result = detect_lesions(probability, settings.nms_radius_um or post["nms_radius_um"], threshold)
+    write_detections_csv(settings.out_dir / "detections" / f"{name}.csv", [(d.probability, d.x, d.y) for d in result.detections])
+    maps = settings.out_dir / "probability_maps"
+    maps.mkdir(parents=True, exist_ok=True)
+    np.save(maps / f"{name}.npy", probability.probability_map.probabilities)
+    seconds = time.monotonic() - started
+    logger.info("%s: score %.4f, %d detections, %s mode, %.0f s", name, result.slide_score, len(result.detections), probability.mode, seconds)
+    return {"score": result.slide_score, "detections": len(result.detections), "mode": probability.mode,
+            "windows_per_s": round(probability.windows_per_s, 1), "seconds": round(seconds, 1)}
+
+
+def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
+    """Run the app on the test slides and score them (module docstring); returns metrics.json's content."""
+    started = time.monotonic()
+    out_dir = Path(settings.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = load_model_config(settings.model_name)
+    compute = choose_compute_device(amp=settings.amp, device=settings.device)
+    model = load_model(Path(settings.model_path), lambda: build_patch_classifier(config["network"]), compute.device)
+    classifier = prepare_classifier(model, compute.device, amp=compute.amp_dtype is not None)
+    split = read_split(settings.prep_dir)
+    test = list(split["test"].items())[: settings.max_slides]
+    if not test:
+        raise ValueError(f"no test slides in {Path(settings.prep_dir) / 'split.json'}")
+    per_slide = {name: {**evaluate_slide(name, Path(entry["path"]), classifier, compute, config, settings), "type": entry["type"]}
+                 for name, entry in test}
+    with (out_dir / "slide_scores.csv").open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["image", "score", "type"])
+        writer.writerows((name, f"{s['score']:.6f}", s["type"]) for name, s in per_slide.items())
+
+    gt_dir = settings.ground_truth_dir or Path(read_prepare_layout(settings.prep_dir)["test_reference_dir"])
+    slides_dir = Path(test[0][1]["path"]).parent
+    froc_reports = {}
+    for variant, options in FROC_VARIANTS.items():
+        report = froc.evaluate(gt_dir, out_dir / "detections", slides_dir=slides_dir, **options)
+        write_json(out_dir / f"froc_{variant}.json", report)
+        froc_reports[variant] = {key: report[key] for key in SUMMARY_KEYS}
+        logger.info("FROC %s (level %d): %.4f %s", variant, options["level"], report["froc"], report["sensitivity_at_fp_rates"])
+    metrics = {"model": model.identity(), "device": compute.describe(), "settings": _json(asdict(settings)),
+               "froc": froc_reports["official"]["froc"], "froc_official": froc_reports["official"], "froc_bundle": froc_reports["bundle"],
+               "auc": slide_auc(per_slide, settings.n_bootstrap, settings.seed),
+               "patch_accuracy": heldout_accuracy(model.module, Path(settings.prep_dir), config["preprocessing"]["model_mpp"],
+                                                  config["preprocessing"]["patch_size_px"], compute, settings.heldout_limit),
+               "slides": per_slide, "seconds": round(time.monotonic() - started, 1), "environment": environment()}
+    write_json(out_dir / "metrics.json", metrics)
+    logger.info("FROC %.4f (official), %.4f (bundle); AUC %s; patch accuracy %s -> %s", metrics["froc"], metrics["froc_bundle"]["froc"],
+                metrics["auc"].get("auc"), metrics["patch_accuracy"]["accuracy"], out_dir / "metrics.json")
+    return metrics
+
+
+def slide_auc(per_slide: dict[str, dict[str, Any]], n_bootstrap: int, seed: int) -> dict[str, Any]:
+    """Slide-level AUC (score = map maximum) with its stratified bootstrap 95% interval; None when one class is missing."""
+    labels = np.array([s["type"] == "Tumor" for s in per_slide.values()])
+    if labels.all() or not labels.any():
+        return {"auc": None, "reason": f"{int(labels.sum())} tumor and {int((~labels).sum())} normal test slides: AUC needs both"}
+    result = bootstrap_auc_interval([s["score"] for s in per_slide.values()], labels, n_bootstrap, 0.95, seed)
+    return {"auc": result.auc, "ci_low": result.ci_low, "ci_high": result.ci_high, "confidence": result.confidence,
+            "n_bootstrap": result.n_bootstrap, "seed": result.seed, "n_tumor": result.n_tumor, "n_normal": result.n_normal}
+
+
+def _json(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
