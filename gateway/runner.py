@@ -127,7 +127,7 @@ def run_app(command: list[str], env: Mapping[str, str], log_path: Path, timeout_
             if stop.wait(0.2):
                 stopped_by = "gateway shutdown"
             elif time.monotonic() - started > timeout_s:
-                stopped_by = f"timeout after {timeout_s:.0f} s"
+                stopped_by = f"timeout after {timeout_s:g} s"
             if stopped_by:
                 _terminate(process, grace_s)
                 break

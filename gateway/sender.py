@@ -39,8 +39,9 @@ def cstore_files(files: Sequence[Path], destination: Destination, calling_ae_tit
         ae.add_requested_context(sop_class, syntaxes)
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
     if not assoc.is_established:
-        reason = "association rejected" if assoc.is_rejected else "association aborted" if assoc.is_aborted else "no association"
-        return dict.fromkeys(files, f"{reason} by {destination.ae_title}@{destination.host}:{destination.port}")
+        where = f"{destination.ae_title}@{destination.host}:{destination.port}"
+        reason = f"association rejected by {where}" if assoc.is_rejected else f"no association with {where} (refused, aborted or timed out)"
+        return dict.fromkeys(files, reason)
     results: dict[Path, str | None] = {}
     try:
         for path, ds in datasets.items():

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from pydicom import dcmread
 
-from tests.gateway.gateway_process import GATEWAY_AET, GatewayProcess, fake_route, runs, store, write_config
-from tests.gateway.orthanc import Orthanc
+from tests.gateway.gateway_process import GATEWAY_AET, REPO_ROOT, GatewayProcess, fake_route, runs, store, write_config
+from tests.gateway.orthanc import Orthanc, free_port
 from tests.gateway.samples import ct_series, write_series
 
 
@@ -132,3 +134,30 @@ def test_series_no_route_takes_is_logged_and_kept_while_the_routed_series_of_its
     assert "Modality=MR" in unrouted["error"] and "Modality=MR" in gateway.log_text()
     kept = tmp_path / "gateway-data" / "incoming" / ct[0].StudyInstanceUID / mr[0].SeriesInstanceUID
     assert sorted(p.name for p in kept.glob("*.dcm")) == sorted(f"{ds.SOPInstanceUID}.dcm" for ds in mr)
+
+
+def test_unreachable_destination_keeps_the_outputs_unsent_and_retry_resends_without_rerunning_the_app(
+        tmp_path: Path, gateway_port: int, orthanc: Orthanc):
+    closed_port = free_port()
+    destination = {"name": "pacs", "type": "dicom", "ae_title": orthanc.aet, "host": "127.0.0.1", "port": closed_port, "timeout_s": 5}
+    config = write_config(tmp_path, gateway_port, [fake_route(tmp_path)], [destination], max_send_attempts=2)
+    gateway = GatewayProcess(config, gateway_port, tmp_path / "gateway.log").start()
+    series = ct_series(3)
+    assert store(gateway_port, series) == [0, 0, 0]
+    [job] = gateway.wait_for_jobs({"failed", "done"})
+    assert gateway.terminate() == 0
+    assert (job["state"], job["attempts"], job["send_attempts"]) == ("failed", 1, 2)
+    assert "pacs: seg.dcm: no association" in job["error"]
+    [output] = job["outputs"]
+    assert output["sent_at"] is None and Path(output["path"]).exists()
+
+    # the PACS is back (the operator fixes the destination), and the job is retried by hand
+    config.write_text(config.read_text().replace(f"port: {closed_port}", f"port: {orthanc.dicom_port}"))
+    retried = subprocess.run([sys.executable, "-m", "gateway", "retry", str(job["id"]), "--config", str(config)], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert retried.returncode == 0 and retried.stdout == f"job {job['id']} is sending again\n"
+    gateway.start()
+    [job] = gateway.wait_for_jobs({"failed", "done"})
+    assert gateway.terminate() == 0
+    assert job["state"] == "done" and [event for event, _ in runs(tmp_path)] == ["start", "finish"]
+    assert len(segs_in_orthanc(orthanc, series[0].StudyInstanceUID)) == 1
