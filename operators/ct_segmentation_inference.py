@@ -28,6 +28,7 @@ import torch
 from monai.data import MetaTensor
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 from monai.inferers import SlidingWindowInferer
+from monai.transforms import Compose
 from monai.transforms.utils import generate_spatial_bounding_box
 
 from .compute_device import ComputeDevice
@@ -94,8 +95,11 @@ def snap_to_window_grid(box: tuple[slice, ...], image_shape: tuple[int, ...], ro
     return tuple(snapped)
 
 
-def foreground_probability(image: MetaTensor, model: LoadedModel, settings: SlidingWindowSettings, compute: ComputeDevice) -> torch.Tensor:
-    """Spleen probability (1, x, y, z) on the preprocessed grid of ``image`` (1, x, y, z, values 0..1)."""
+def foreground_probability(image: MetaTensor, network: torch.nn.Module, settings: SlidingWindowSettings, compute: ComputeDevice) -> torch.Tensor:
+    """Spleen probability (1, x, y, z) on the preprocessed grid of ``image`` (1, x, y, z, values 0..1).
+
+    ``network`` maps (N, 1, *roi) to two-class logits and is in eval mode.
+    """
     shape = tuple(image.shape[1:])
     box = tuple(slice(0, n) for n in shape)
     if settings.crop_to_body:
@@ -104,21 +108,30 @@ def foreground_probability(image: MetaTensor, model: LoadedModel, settings: Slid
     inferer = SlidingWindowInferer(roi_size=settings.roi_size, sw_batch_size=settings.sw_batch_size, overlap=settings.overlap)
     logger.info("Sliding window over %s of %s preprocessed voxels", tuple(region.shape[2:]), shape)
     with torch.inference_mode(), compute.autocast():
-        logits = inferer(region, model.module)
+        logits = inferer(region, network)
     probability = torch.softmax(logits.float(), dim=1)[0, 1:2].cpu()
     full = torch.zeros(image.shape, dtype=torch.float32)
     full[(slice(None), *box)] = probability
     return full
 
 
+def preprocess_ct(hu_zyx: np.ndarray, affine_lps: np.ndarray, preprocessing: dict[str, Any]) -> tuple[MetaTensor, Compose]:
+    """The network's input (1, x, y, z) and the transforms that made it (whose ``inverse`` undoes them)."""
+    transforms = spleen_image_transforms(preprocessing)
+    return transforms(volume_to_metatensor(hu_zyx, affine_lps)), transforms
+
+
+def probability_to_source_mask(probability: torch.Tensor, image: MetaTensor, transforms: Compose) -> np.ndarray:
+    """Binary mask (uint8, z, y, x) on the source grid, from a probability on the grid of ``image``."""
+    on_grid = MetaTensor(probability, affine=image.affine)
+    on_grid.applied_operations = image.applied_operations
+    return (metatensor_to_volume(transforms.inverse(on_grid)) > 0.5).astype(np.uint8)
+
+
 def segment_volume(volume: CTVolume, model: LoadedModel, preprocessing: dict[str, Any], settings: SlidingWindowSettings, compute: ComputeDevice) -> np.ndarray:
     """Binary spleen mask (uint8, z, y, x) on the source grid of ``volume``."""
-    transforms = spleen_image_transforms(preprocessing)
-    image = transforms(volume_to_metatensor(volume.hu_zyx, volume.affine_lps))
-    probability = MetaTensor(foreground_probability(image, model, settings, compute), affine=image.affine)
-    probability.applied_operations = image.applied_operations
-    on_source = transforms.inverse(probability)
-    return (metatensor_to_volume(on_source) > 0.5).astype(np.uint8)
+    image, transforms = preprocess_ct(volume.hu_zyx, volume.affine_lps, preprocessing)
+    return probability_to_source_mask(foreground_probability(image, model.module, settings, compute), image, transforms)
 
 
 class CTSegmentationInferenceOperator(Operator):

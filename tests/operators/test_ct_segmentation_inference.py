@@ -141,6 +141,6 @@ def test_body_crop_keeps_the_whole_image_probability_inside_the_body_for_a_tilin
     image[:, 70:110, 40:100, 10:50] = 0.6  # the body, off-centre so an unsnapped crop would re-tile it
     body = body_bounding_box(image, 4)
     settings = SlidingWindowSettings(roi_size=(32, 32, 32), overlap=0.5)
-    cropped = foreground_probability(image, BORDER_SENSITIVE_MODEL, settings, CPU_FP32)
-    whole = foreground_probability(image, BORDER_SENSITIVE_MODEL, SlidingWindowSettings(roi_size=(32, 32, 32), crop_to_body=False), CPU_FP32)
+    cropped = foreground_probability(image, BORDER_SENSITIVE_MODEL.module, settings, CPU_FP32)
+    whole = foreground_probability(image, BORDER_SENSITIVE_MODEL.module, SlidingWindowSettings(roi_size=(32, 32, 32), crop_to_body=False), CPU_FP32)
     torch.testing.assert_close(cropped[(slice(None), *body)], whole[(slice(None), *body)], rtol=0, atol=1e-6)

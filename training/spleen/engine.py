@@ -1,16 +1,15 @@
-"""Device, mixed precision, network and sliding-window inference shared by the training stages."""
+"""Device, mixed precision and network shared by the training stages."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from monai.inferers import sliding_window_inference
 
+from operators.compute_device import ComputeDevice
 from operators.networks import build_spleen_unet
 
 logger = logging.getLogger(__name__)
@@ -34,6 +33,10 @@ class Precision:
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def compute_device(self) -> ComputeDevice:
+        """The same device and autocast type, as the app's inference functions take them."""
+        return ComputeDevice(self.device, self.dtype)
 
     def grad_scaler(self) -> torch.amp.GradScaler:
         return torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
@@ -66,30 +69,3 @@ def choose_precision(device: torch.device, amp: str = "auto") -> Precision:
 
 def build_network(model_config: dict[str, Any]) -> torch.nn.Module:
     return build_spleen_unet(model_config["network"])
-
-
-def load_model(path: Path, model_config: dict[str, Any], device: torch.device) -> torch.nn.Module:
-    """A network in eval mode from a TorchScript file (``.ts``) or a training checkpoint (``.pt``)."""
-    path = Path(path)
-    if path.suffix == ".ts":
-        net = torch.jit.load(str(path), map_location=device)
-    else:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-        net = build_network(model_config).to(device)
-        net.load_state_dict(checkpoint["model"])
-    return net.eval()
-
-
-def predict_logits(net: torch.nn.Module, image: torch.Tensor, inference: dict[str, Any], precision: Precision,
-                   overlap: float | None = None) -> torch.Tensor:
-    """Sliding-window logits (fp32) of a (B, 1, X, Y, Z) image with the config's window settings."""
-    with torch.no_grad(), precision.autocast():
-        logits = sliding_window_inference(
-            image.to(precision.device),
-            roi_size=tuple(inference["roi_size"]),
-            sw_batch_size=int(inference["sw_batch_size"]),
-            predictor=net,
-            overlap=float(inference["overlap"] if overlap is None else overlap),
-            mode="constant",
-        )
-    return logits.float()

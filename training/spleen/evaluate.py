@@ -1,9 +1,10 @@
-"""Stage ``evaluate``: sliding-window Dice per case and mean, as the bundle computes it and as the app sees it.
+"""Stage ``evaluate``: Dice per case and mean, computed by the app's own inference functions.
 
-For each case the image goes through the shared preprocessing (RAS, 1.5x1.5x2 mm, HU window),
-the config's sliding window (roi, sw_batch_size, overlap), softmax argmax. ``dice_resampled`` compares
-with the label under the same spatial transforms (the bundle's validation metric);
-``dice_original`` resamples the prediction back onto the label's own grid (what the app delivers).
+For each case the image goes through exactly what the spleen app runs
+(:mod:`operators.ct_segmentation_inference`: the shared preprocessing, the config's sliding window,
+softmax, back to the source grid). ``dice_resampled`` compares the probability > 0.5 with the label
+under the same spatial transforms (the bundle's validation metric); ``dice_original`` compares the
+mask the app would deliver, on the image's own grid, with the label as stored.
 """
 
 from __future__ import annotations
@@ -15,14 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.data import MetaTensor
-from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, SpatialResample
+from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
-from operators.ct_preprocessing import spleen_dict_transforms
+from operators.ct_preprocessing import LPS_TO_RAS, metatensor_to_volume, spleen_dict_transforms
+from operators.ct_segmentation_inference import (
+    SlidingWindowSettings,
+    foreground_probability,
+    preprocess_ct,
+    probability_to_source_mask,
+)
 from operators.model_config import load_model_config
+from operators.model_loader import load_model
 from training.provenance import write_json
 from training.spleen import data
-from training.spleen.engine import MODEL_NAME, choose_device, choose_precision, load_model, predict_logits
+from training.spleen.engine import MODEL_NAME, build_network, choose_device, choose_precision
 from training.spleen.metrics import dice_of_labels
 
 logger = logging.getLogger(__name__)
@@ -50,21 +57,25 @@ def evaluate(data_dir: Path, model_path: Path, metrics_path: Path | None = None,
     if last_n is not None:
         items = items[-last_n:]
     torch_device = choose_device(device)
-    precision = choose_precision(torch_device, amp)
-    net = load_model(Path(model_path), model_config, torch_device)
+    compute = choose_precision(torch_device, amp).compute_device()
+    model = load_model(Path(model_path), lambda: build_network(model_config), torch_device)
+    settings = SlidingWindowSettings.from_config(inference, overlap=overlap)
     load = Compose([LoadImaged(keys=data.KEYS, image_only=True), EnsureChannelFirstd(keys=data.KEYS)])
-    preprocess = Compose(spleen_dict_transforms(model_config["preprocessing"]))
+    label_on_model_grid = Compose(spleen_dict_transforms(model_config["preprocessing"]))
 
     per_case: dict[str, dict[str, float]] = {}
     for item in items:
         started = time.monotonic()
         original = load(item)
-        prepared = preprocess(dict(original))
-        logits = predict_logits(net, prepared["image"].as_tensor()[None], inference, precision, overlap=overlap)
-        pred = torch.argmax(logits, dim=1).cpu()  # (1, X, Y, Z)
-        dice_resampled = dice_of_labels(pred[None], prepared["label"].as_tensor()[None])
-        pred_original = _resample_to(pred, prepared["image"].affine, original["label"])
-        dice_original = dice_of_labels(pred_original[None], original["label"].as_tensor()[None])
+        hu_zyx = metatensor_to_volume(original["image"]).astype("float32")
+        affine_lps = LPS_TO_RAS @ original["image"].affine.numpy()  # the flip is its own inverse
+        image, transforms = preprocess_ct(hu_zyx, affine_lps, model_config["preprocessing"])
+        probability = foreground_probability(image, model.module, settings, compute)
+        label = label_on_model_grid(dict(original))["label"].as_tensor()
+        dice_resampled = dice_of_labels((probability > 0.5).long()[None], label[None])
+        mask_zyx = probability_to_source_mask(probability, image, transforms)
+        label_zyx = metatensor_to_volume(original["label"]) > 0
+        dice_original = dice_of_labels(torch.from_numpy(mask_zyx)[None, None], torch.from_numpy(label_zyx)[None, None])
         name = Path(item["image"]).name
         per_case[name] = {"dice_resampled": dice_resampled, "dice_original": dice_original,
                           "seconds": round(time.monotonic() - started, 2)}
@@ -75,26 +86,17 @@ def evaluate(data_dir: Path, model_path: Path, metrics_path: Path | None = None,
         mean_dice_original=sum(c["dice_original"] for c in per_case.values()) / len(per_case),
         per_case=per_case, metrics_path=Path(metrics_path) if metrics_path else None)
     if metrics_path is not None:
-        write_json(Path(metrics_path), _metrics_json(result, data_dir, model_path, inference, overlap, precision.name))
+        write_json(Path(metrics_path), _metrics_json(result, data_dir, model, settings, compute.describe()))
     logger.info("mean Dice %.4f (resampled) %.4f (original grid) over %d cases", result.mean_dice_resampled,
                 result.mean_dice_original, len(per_case))
     return result
 
 
-def _resample_to(pred: torch.Tensor, pred_affine: torch.Tensor, reference: MetaTensor) -> torch.Tensor:
-    """Nearest-neighbour resampling of a (1, X, Y, Z) label map onto the grid of ``reference``."""
-    moved = SpatialResample(mode="nearest", padding_mode="zeros")(
-        MetaTensor(pred.float(), affine=pred_affine), dst_affine=reference.affine,
-        spatial_size=reference.shape[1:])
-    return torch.as_tensor(moved).round().long()
-
-
-def _metrics_json(result: EvalResult, data_dir, model_path, inference: dict[str, Any], overlap: float,
-                  precision: str) -> dict[str, Any]:
+def _metrics_json(result: EvalResult, data_dir, model, settings: SlidingWindowSettings, precision: str) -> dict[str, Any]:
     return {
-        "model": str(model_path), "data_dir": str(data_dir), "cases": len(result.per_case),
-        "roi_size": inference["roi_size"], "sw_batch_size": inference["sw_batch_size"], "overlap": overlap,
-        "precision": precision,
+        "model": model.identity(), "data_dir": str(data_dir), "cases": len(result.per_case),
+        "roi_size": list(settings.roi_size), "sw_batch_size": settings.sw_batch_size, "overlap": settings.overlap,
+        "crop_to_body": settings.crop_to_body, "precision": precision,
         "mean_dice_resampled": result.mean_dice_resampled, "mean_dice_original": result.mean_dice_original,
         "per_case": result.per_case,
     }

@@ -1,4 +1,4 @@
-"""Dice of sliding-window predictions, as the bundle measures it (foreground only, argmax of softmax)."""
+"""Dice as the bundle measures it: foreground only, on integer label maps."""
 
 from __future__ import annotations
 
@@ -12,9 +12,3 @@ def dice_of_labels(pred_label: torch.Tensor, true_label: torch.Tensor, num_class
     metric = DiceMetric(include_background=False, reduction="mean", ignore_empty=False)
     metric(one_hot(pred_label.long(), num_classes), one_hot(true_label.long(), num_classes))
     return float(metric.aggregate().item())
-
-
-def dice_from_logits(logits: torch.Tensor, true_label: torch.Tensor) -> float:
-    """Dice of ``argmax(softmax(logits))`` (same as argmax of the logits) against the label."""
-    pred = torch.argmax(logits, dim=1, keepdim=True)
-    return dice_of_labels(pred.cpu(), true_label.cpu(), num_classes=logits.shape[1])

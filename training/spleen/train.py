@@ -24,12 +24,13 @@ from monai.optimizers import Novograd
 from monai.transforms import Compose
 from monai.utils import set_determinism
 
+from operators.ct_segmentation_inference import SlidingWindowSettings, foreground_probability
 from operators.model_config import load_model_config
 from operators.model_loader import load_state_dict
 from training.provenance import attach_log_file, record_session, write_json
 from training.spleen import data
-from training.spleen.engine import Precision, build_network, choose_device, choose_precision, predict_logits
-from training.spleen.metrics import dice_from_logits
+from training.spleen.engine import Precision, build_network, choose_device, choose_precision
+from training.spleen.metrics import dice_of_labels
 from training.spleen.settings import TrainSettings, incompatible_changes, resolve
 from training.steps import finite_step
 
@@ -157,9 +158,11 @@ def _validate(net: torch.nn.Module, val_ds: CacheDataset, inference: dict[str, A
     started = time.monotonic()
     net.eval()
     per_case = {}
+    settings = SlidingWindowSettings.from_config(inference, overlap=overlap)
     for item in val_ds:
-        logits = predict_logits(net, item["image"][None], inference, precision, overlap=overlap)
-        per_case[Path(item["image"].meta["filename_or_obj"]).name] = dice_from_logits(logits, item["label"][None])
+        probability = foreground_probability(item["image"], net, settings, precision.compute_device())
+        per_case[Path(item["image"].meta["filename_or_obj"]).name] = dice_of_labels(
+            (probability > 0.5).long()[None], item["label"].as_tensor()[None])
     net.train()
     mean = sum(per_case.values()) / len(per_case)
     return {"val_dice": mean, "val_seconds": round(time.monotonic() - started, 2), "val_per_case": per_case}
