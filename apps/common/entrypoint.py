@@ -10,6 +10,7 @@ import logging
 import os
 import resource
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -36,6 +37,20 @@ def ensure_stack_size() -> None:
     resource.setrlimit(resource.RLIMIT_STACK, (HOLOSCAN_STACK_BYTES, hard))
     os.environ[_RELAUNCHED] = "1"
     os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
+def ensure_writable_cupy_cache() -> None:
+    """Give CuPy a writable kernel cache when the home folder is not writable, before anything imports it.
+
+    ``import cupy`` (``monai.deploy.operators`` imports it) creates ``~/.cupy/kernel_cache`` and fails
+    when it cannot; a MAP started by ``monai-deploy run`` under a uid the image does not know has HOME=/.
+    """
+    if os.environ.get("CUPY_CACHE_DIR"):
+        return
+    try:
+        os.makedirs(os.path.join(os.path.expanduser("~"), ".cupy", "kernel_cache"), exist_ok=True)
+    except OSError:
+        os.environ["CUPY_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"cupy-kernel-cache-{os.getuid()}")
 
 
 def with_default_model(sdk_argv: list[str], default_model: Path) -> list[str]:

@@ -17,9 +17,10 @@ for _root in (_APP_DIR, _APP_DIR.parent.parent):  # packaged MAP app folder, or 
         sys.path.insert(0, str(_root))
         break
 
-from apps.common.entrypoint import ensure_stack_size, run_app, with_default_model  # noqa: E402
+from apps.common.entrypoint import ensure_stack_size, ensure_writable_cupy_cache, run_app, with_default_model  # noqa: E402
 
 ensure_stack_size()  # before Holoscan is imported: it may start this process again
+ensure_writable_cupy_cache()
 
 from apps.spleen_seg_app.app import DEFAULT_MODEL_PATH, SpleenAppOptions, SpleenSegApp  # noqa: E402
 

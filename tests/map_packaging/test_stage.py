@@ -99,8 +99,6 @@ def test_staged_copy_imports_only_its_own_code_from_elsewhere_without_pythonpath
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="cupy creates ~/.cupy at import; the app's entry point does not yet set CUPY_CACHE_DIR "
-                   "when HOME is not writable (fix proposed for apps/common/entrypoint.py)")
 def test_staged_app_imports_when_home_is_not_writable(tmp_path: Path):
     staged = stage_app(app_spec("spleen_seg_app"), tmp_path / "staged")
     (tmp_path / "home").write_text("not a folder")
