@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -73,6 +74,13 @@ def store(port: int, items: list[Dataset | Path], calling_aet: str = SCU_AET) ->
     return statuses
 
 
+def port_open(port: int) -> bool:
+    """Whether something accepts TCP connections on the loopback port (checked before C-ECHO, to keep pynetdicom quiet)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 class GatewayProcess:
     def __init__(self, config: Path, port: int, log: Path) -> None:
         self.config, self.port, self.log = config, port, log
@@ -86,7 +94,7 @@ class GatewayProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log_text()[-3000:]}")
-            if echo(self.port) == 0:
+            if port_open(self.port) and echo(self.port) == 0:
                 return self
             time.sleep(0.2)
         raise RuntimeError(f"gateway did not answer C-ECHO within {timeout_s} s:\n{self.log_text()[-3000:]}")

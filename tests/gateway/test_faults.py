@@ -13,11 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 
 from tests.gateway.gateway_process import GATEWAY_AET, REPO_ROOT, GatewayProcess, fake_route, runs, store, write_config
 from tests.gateway.orthanc import Orthanc, free_port
 from tests.gateway.samples import ct_series, write_series
+
+pytestmark = pytest.mark.slow  # each starts the gateway and runs an app (5-15 s)
 
 
 def wait_until(condition, timeout_s: float, what: str) -> None:

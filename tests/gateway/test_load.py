@@ -7,9 +7,12 @@ import sqlite3
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tests.gateway.gateway_process import GatewayProcess, write_config
 from tests.gateway.load import make_load, send_concurrently, stored_uids
 
+pytestmark = pytest.mark.slow
 logger = logging.getLogger(__name__)
 
 INSTANCES, ASSOCIATIONS = 2000, 4

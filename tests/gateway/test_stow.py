@@ -42,6 +42,7 @@ def test_stow_to_an_unreachable_server_reports_every_file_unsent(tmp_path: Path)
     assert list(results) == files and all("STOW-RS" in error for error in results.values())
 
 
+@pytest.mark.slow
 def test_gateway_sends_the_app_seg_to_orthanc_by_stow_rs(tmp_path: Path, gateway_port: int, orthanc_dicomweb: Orthanc):
     web = {"name": "orthanc-web", "type": "dicomweb", "url": f"{orthanc_dicomweb.url}/dicom-web"}
     gateway = GatewayProcess(write_config(tmp_path, gateway_port, [fake_route(tmp_path)], [web]), gateway_port, tmp_path / "gateway.log").start()
