@@ -1,8 +1,10 @@
 """Run an app on a job's input as its MAP runs it: ``python3 <app folder>`` with the HOLOSCAN_* variables
 (or a configured command such as ``monai-deploy run``), output and log in the job's folder.
 
-The app runs in its own process group; on Linux it also gets SIGKILL when the gateway dies, so a
-gateway killed mid-job leaves no orphan writing into a folder the rerun uses.
+The app runs in its own process group; on Linux it also gets SIGKILL when the gateway dies
+(PR_SET_PDEATHSIG; it fires when the worker thread that started it ends, and that thread waits for
+it), so a gateway killed mid-job leaves no orphan writing into the folder the rerun uses. Processes
+the app itself starts are not covered.
 """
 
 from __future__ import annotations
