@@ -66,4 +66,4 @@ def augment_patch(patch_rgb: np.ndarray, jitter: ColorJitter | None, rng: np.ran
     if jitter is None:
         return np.ascontiguousarray(oriented)
     jittered = jitter_colors(oriented.astype(np.float32) / 255.0, jitter, rng)
-    return np.rint(jittered * 255.0).astype(np.uint8)
+    return np.ascontiguousarray(np.rint(jittered * 255.0).astype(np.uint8))

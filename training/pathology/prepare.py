@@ -53,7 +53,7 @@ def split_slides(names: list[str], val_fraction: float, seed: int, salt: int) ->
     return ([n for i, n in enumerate(names) if i not in chosen], [n for i, n in enumerate(names) if i in chosen])
 
 
-def test_slide_types(layout: CamelyonLayout, test_names: list[str]) -> dict[str, str]:
+def types_of_test_slides(layout: CamelyonLayout, test_names: list[str]) -> dict[str, str]:
     """"Tumor" / "Normal" per test slide: from the reference CSV when there is one, else Tumor when it has ground truth."""
     csv_path = layout.test_reference_csv
     if csv_path is not None and Path(csv_path).is_file():
@@ -119,7 +119,7 @@ def prepare(settings: PrepareSettings) -> dict[str, Any]:
     entries.update({name: prepare_slide(name, path, None, settings, model_config) for name, path in normal.items()})
     test = slides_in(layout.test_images_dir)
     split = {"train": {"tumor": train_tumor, "normal": train_normal}, "val": {"tumor": val_tumor, "normal": val_normal},
-             "test": {name: {"path": str(path), "type": kind} for (name, path), kind in zip(test.items(), test_slide_types(layout, list(test)).values(), strict=True)},
+             "test": {name: {"path": str(path), "type": kind} for (name, path), kind in zip(test.items(), types_of_test_slides(layout, list(test)).values(), strict=True)},
              "normal_patches_excluded": {n: e["normal_patches_excluded"] for n, e in entries.items() if e["normal_patches_excluded"]},
              "slides": {name: entry["path"] for name, entry in entries.items()}}
     write_json(prep_dir / "split.json", split)
