@@ -15,11 +15,23 @@ if $with_test_tools; then
   [[ -f /usr/share/doc/invesalius-examples/examples/Cranium.inv3 ]] || missing+=(invesalius-examples)
   command -v vips >/dev/null || missing+=(libvips-tools)
   ldconfig -p | grep -q libturbojpeg.so.0 || missing+=(libturbojpeg0)
+  # dcmtk's storescu (not `command -v`: the venv has pynetdicom's); Orthanc, a real PACS, with DICOMweb.
+  [[ -x /usr/bin/storescu ]] || missing+=(dcmtk)
+  [[ -x /usr/sbin/Orthanc ]] || missing+=(orthanc)
+  [[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]] || missing+=(orthanc-dicomweb)
   if ((${#missing[@]})); then
     echo "setup: installing Debian packages: ${missing[*]}"
     SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
     $SUDO apt-get update -qq >/dev/null
+    # Orthanc's package starts a system service on install: a policy-rc.d that refuses keeps it stopped
+    # (the tests start their own Orthanc on loopback ports).
+    placed_policy=false
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+      printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+      $SUDO chmod 755 /usr/sbin/policy-rc.d; placed_policy=true
+    fi
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    if $placed_policy; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
   fi
 fi
 
