@@ -4,7 +4,7 @@ For each test slide, the WSI app's pure functions in the app's order and with it
 config): tissue mask (:func:`operators.wsi_tissue_mask.compute_slide_tissue`), probability map
 (:func:`operators.wsi_inference.slide_probability_map`, dense or patch mode), lesion detections by the
 paper's NMS (:func:`operators.wsi_nms.detect_lesions`); the model is loaded by the app's loader
-(a training checkpoint or the exported ``model.pt``). Written into ``OUT``::
+(a training checkpoint or the exported ``model.pt``); detections are written by the app's writer. Written into ``OUT``::
 
     detections/<slide>.csv        probability,x,y (level-0 px), the Camelyon16 submission format
     probability_maps/<slide>.npy  the map (float32) on the app's grid
@@ -33,6 +33,7 @@ from operators.networks import build_patch_classifier
 from operators.wsi_classifier import PatchClassifier, prepare_classifier
 from operators.wsi_inference import InferenceSettings, slide_probability_map
 from operators.wsi_nms import detect_lesions
+from operators.wsi_outputs import write_detections_csv
 from operators.wsi_slide_sources import SlideSource
 from operators.wsi_tissue_mask import compute_slide_tissue
 from training.pathology import froc
@@ -71,13 +72,6 @@ class EvaluateSettings:
     model_name: str = MODEL_NAME
 
 
-def write_detections_csv(path: Path, detections: list[tuple[float, int, int]]) -> None:
-    """Camelyon16 submission rows ``probability,x,y`` (level-0 px), no header."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as stream:
-        csv.writer(stream).writerows((f"{p:.6f}", int(x), int(y)) for p, x, y in detections)
-
-
 def evaluate_slide(name: str, path: Path, classifier: PatchClassifier, compute: ComputeDevice, config: dict[str, Any], settings: EvaluateSettings) -> dict[str, Any]:
     """The app's tissue mask, probability map and NMS on one slide; writes its CSV and map, returns its summary."""
     started = time.monotonic()
@@ -89,9 +83,10 @@ def evaluate_slide(name: str, path: Path, classifier: PatchClassifier, compute: 
     probability = slide_probability_map(tissue, classifier, compute, inference_settings, inference["dense_stride_px"], None, settings.backend)
     threshold = post["nms_threshold"] if settings.nms_threshold is None else settings.nms_threshold
     result = detect_lesions(probability, settings.nms_radius_um or post["nms_radius_um"], threshold)
-    write_detections_csv(settings.out_dir / "detections" / f"{name}.csv", [(d.probability, d.x, d.y) for d in result.detections])
     maps = settings.out_dir / "probability_maps"
     maps.mkdir(parents=True, exist_ok=True)
+    (settings.out_dir / "detections").mkdir(parents=True, exist_ok=True)
+    write_detections_csv(result.detections, settings.out_dir / "detections" / f"{name}.csv")
     np.save(maps / f"{name}.npy", probability.probability_map.probabilities)
     seconds = time.monotonic() - started
     logger.info("%s: score %.4f, %d detections, %s mode, %.0f s", name, result.slide_score, len(result.detections), probability.mode, seconds)

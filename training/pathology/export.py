@@ -139,7 +139,9 @@ def _training_info(checkpoint: Path) -> dict[str, Any]:
 def _card_metrics(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
     if metrics is None:
         return None
-    return {"test_data": "synthetic Camelyon16-like test split", "test_slides": len(metrics.get("slides", {})),
+    official = metrics["froc_official"]
+    return {"test_data": "synthetic Camelyon16-like test split", "test_slides": official["n_slides"],
+            "test_tumor_slides": official["n_tumor_slides"], "test_lesions": official["n_lesions"], "test_itc": official["n_itc"],
             "froc_official_level5_all_slides": metrics["froc_official"]["froc"],
             "froc_bundle_level6_tumor_slides": metrics["froc_bundle"]["froc"],
             "sensitivity_at_fp_rates_official": metrics["froc_official"]["sensitivity_at_fp_rates"],
