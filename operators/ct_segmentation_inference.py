@@ -124,7 +124,7 @@ def preprocess_ct(hu_zyx: np.ndarray, affine_lps: np.ndarray, preprocessing: dic
 def probability_to_source_mask(probability: torch.Tensor, image: MetaTensor, transforms: Compose) -> np.ndarray:
     """Binary mask (uint8, z, y, x) on the source grid, from a probability on the grid of ``image``."""
     on_grid = MetaTensor(probability, affine=image.affine)
-    on_grid.applied_operations = image.applied_operations
+    on_grid.applied_operations = list(image.applied_operations)  # inverse pops from it; keep image's intact
     return (metatensor_to_volume(transforms.inverse(on_grid)) > 0.5).astype(np.uint8)
 
 
