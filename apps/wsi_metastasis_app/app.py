@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 APP_DIR = Path(__file__).resolve().parent
 MODEL_NAME = "pathology_tumor_detection"
-DEFAULT_MODEL_PATH = model_dir(MODEL_NAME) / "model.ts"
+DEFAULT_MODEL_PATH = model_dir(MODEL_NAME)  # the folder: model.pt (bundle layout) or model.ts
 MANUFACTURER = "clinical-ai-apps"
 
 
