@@ -77,6 +77,7 @@ def _export_parser(stages) -> None:
     export.add_argument("--out", type=Path, help="folder (default: model_zoo/pathology_tumor_detection)")
     export.add_argument("--metrics", type=Path, help="evaluate's metrics.json, copied into the model card")
     export.add_argument("--version", default="0.1.0", help="model card version")
+    export.add_argument("--float16", action="store_true", help="store the weights as float16 (half the file size)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,5 +121,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.stage == "export":
         from training.pathology.export import export
 
-        export(args.checkpoint, args.out, args.metrics, args.version)
+        export(args.checkpoint, args.out, args.metrics, args.version, float16=args.float16)
     return 0

@@ -84,13 +84,30 @@ def model_card(version: str, training: dict[str, Any], metrics: dict[str, Any] |
     }
 
 
-def export(checkpoint: Path, out_dir: Path | None = None, metrics_path: Path | None = None, version: str = CARD_VERSION) -> Path:
-    """Write ``model.pt`` and ``metadata.json`` into ``out_dir`` (default: the model zoo) and check them; returns model.pt."""
+def round_to_float16(net: torch.nn.Module) -> None:
+    """Round the network's floating-point weights and buffers to float16 values, in place (kept float32)."""
+    with torch.no_grad():
+        for tensor in net.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+
+
+def export(checkpoint: Path, out_dir: Path | None = None, metrics_path: Path | None = None, version: str = CARD_VERSION,
+           float16: bool = False) -> Path:
+    """Write ``model.pt`` and ``metadata.json`` into ``out_dir`` (default: the model zoo) and check them; returns model.pt.
+
+    ``float16`` stores the floating-point tensors as float16 (half the size; the app loads them into its
+    float32 network); the check then compares with the checkpoint's weights rounded the same way, and
+    metrics belong to the exported file only if ``evaluate`` ran on it.
+    """
     checkpoint = Path(checkpoint)
     out_dir = Path(out_dir) if out_dir is not None else model_dir(MODEL_NAME)
     out_dir.mkdir(parents=True, exist_ok=True)
     net = checkpoint_network(checkpoint)
-    state_dict = {key: value.detach().clone().contiguous() for key, value in net.state_dict().items()}
+    if float16:
+        round_to_float16(net)
+    state_dict = {key: (value.half() if float16 and value.is_floating_point() else value).detach().clone().contiguous()
+                  for key, value in net.state_dict().items()}
     if list(state_dict) != bundle_state_dict_keys():
         raise ValueError("the network's state dict does not have the bundle's key layout")
     path = out_dir / "model.pt"

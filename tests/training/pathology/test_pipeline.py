@@ -22,7 +22,7 @@ from training.pathology.candidates import load_heldout
 from training.pathology.cli import main
 from training.pathology.dataset import PatchDataset, SlidePatches
 from training.pathology.evaluate import EvaluateSettings, evaluate
-from training.pathology.export import bundle_state_dict_keys, checkpoint_network, export
+from training.pathology.export import bundle_state_dict_keys, checkpoint_network, export, round_to_float16
 from training.pathology.settings import TrainSettings
 from training.pathology.train import train, train_step
 from training.synthetic.camelyon_layout import write_camelyon_like_dataset
@@ -121,6 +121,21 @@ def test_export_has_the_bundle_layout_loads_in_the_app_and_evaluate_scores_it(tr
     assert written["auc"]["n_bootstrap"] == 200 and written["auc"]["ci_low"] <= written["auc"]["auc"] <= written["auc"]["ci_high"]
     assert written["patch_accuracy"]["patches"] == 8 and written["model"]["name"] == "pathology_tumor_detection"
     assert sorted(p.name for p in (out / "detections").iterdir()) == sorted(f"{name}.csv" for name in written["slides"])
+
+
+def test_float16_export_halves_the_file_and_loads_as_the_rounded_checkpoint(trained, tmp_path):
+    _, result = trained
+    full = export(result.best_checkpoint, tmp_path / "full")
+    half = export(result.best_checkpoint, tmp_path / "half", float16=True)
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    state = torch.load(half, weights_only=True)
+    assert state["fc.weight"].dtype == torch.float16 and state["features.1.num_batches_tracked"].dtype == torch.int64
+    loaded = load_model(tmp_path / "half", lambda: build_patch_classifier(CONFIG["network"]), torch.device("cpu"))
+    rounded = checkpoint_network(result.best_checkpoint)
+    round_to_float16(rounded)
+    probe = torch.rand(1, 3, 224, 224) * 2 - 1
+    with torch.inference_mode():
+        assert torch.equal(loaded.module(probe), rounded(probe))
 
 
 def test_two_process_ddp_training_ends_with_identical_weights_on_both_ranks(prep, tmp_path):
