@@ -134,3 +134,36 @@ def test_weights_of_another_network_are_refused_before_any_slide_is_read(tmp_pat
     assert result.returncode == 2
     assert "do not fit the network" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "out" / "cmu_small_region").exists()
+
+
+@pytest.fixture(scope="module")
+def tumor_and_normal_slides(tmp_path_factory) -> tuple[Path, Path]:
+    """A 6144 px synthetic node with a 600 um metastasis, a normal one, and their ground truth."""
+    from training.synthetic.camelyon_layout import write_ground_truth
+    from training.synthetic.wsi_scene import make_slide_scene
+    from training.synthetic.wsi_tiff import write_slide
+
+    root = tmp_path_factory.mktemp("golden")
+    (root / "slides").mkdir()
+    for name, tumor_sizes_um, seed in (("tumor_slide", (600.0,), 11), ("normal_slide", (), 12)):
+        scene = make_slide_scene((6144, 6144), seed, tumor_sizes_um)
+        write_slide(scene, root / "slides" / f"{name}.tif")
+        write_ground_truth(scene, root / "truth" / f"{name}.xml", root / "truth" / f"{name}.tif")
+    return root / "slides", root / "truth"
+
+
+def test_default_model_finds_the_metastasis_and_scores_the_tumor_slide_above_the_normal_one(tumor_and_normal_slides, tmp_path: Path):
+    from training.pathology.evaluation_masks import CAMELYON16_MPP, OFFICIAL_LEVEL, find_ground_truth
+    from training.pathology.froc import SlidePlan, evaluate_slide
+
+    slides, truth = tumor_and_normal_slides
+    result = run_app(APP, ["-i", str(slides), "-o", str(tmp_path), "--workers", "2"])  # the default model, its own settings
+    assert result.returncode == 0, result.stderr[-3000:]
+    tumor, normal = summary_of(tmp_path / "tumor_slide"), summary_of(tmp_path / "normal_slide")
+    assert tumor["model"]["name"] == "pathology_tumor_detection" and tumor["probability_map"]["mode"] == "dense"
+    assert tumor["slide"]["mpp"] == pytest.approx(0.243, abs=1e-3)
+    assert tumor["slide_score"] > 0.9 and tumor["slide_score"] > normal["slide_score"]
+    report = evaluate_slide(SlidePlan("tumor_slide", tmp_path / "tumor_slide" / "detections.csv", find_ground_truth(truth)["tumor_slide"]),
+                            OFFICIAL_LEVEL, CAMELYON16_MPP)
+    lesions = [lesion for lesion in report.lesions if not lesion.is_itc]
+    assert len(lesions) == 1 and lesions[0].label in report.outcome.best_detection  # the metastasis is hit (Camelyon16 rules)
