@@ -6,6 +6,7 @@ collective helpers return their input.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -96,3 +97,12 @@ def broadcast_buffers(ctx: Distributed, module: torch.nn.Module) -> None:
     if ctx.active:
         for buffer in module.buffers():
             dist.broadcast(buffer.data, src=0)
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer of ``module``, in state-dict order."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

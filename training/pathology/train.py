@@ -16,7 +16,6 @@ resumed run draws the patches an uninterrupted one would.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -41,6 +40,7 @@ from training.distributed import (
     init_distributed,
     mean_over_ranks,
     shutdown,
+    weights_sha256,
 )
 from training.pathology.augment import ColorJitter
 from training.pathology.candidates import load_pools, read_split
@@ -81,15 +81,6 @@ def cosine_lr(step: int, total_steps: int, base_lr: float, floor_fraction: float
     """Learning rate at ``step`` of a cosine decay from ``base_lr`` to ``floor_fraction * base_lr``."""
     progress = min(max(step / max(total_steps, 1), 0.0), 1.0)
     return base_lr * (floor_fraction + (1 - floor_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def weights_sha256(module: torch.nn.Module) -> str:
-    """SHA-256 of every parameter and buffer of ``module``, in state-dict order."""
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def train_step(model: torch.nn.Module, images_nhwc: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
