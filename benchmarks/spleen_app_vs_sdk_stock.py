@@ -29,10 +29,8 @@ import hashlib
 import json
 import logging
 import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,13 +44,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.process_metrics import run_measured  # noqa: E402
+
 logger = logging.getLogger("spleen_app_vs_sdk_stock")
 
 APP_DIR = REPO_ROOT / "apps" / "spleen_seg_app"
 STOCK_APP = REPO_ROOT / "benchmarks" / "sdk_stock_spleen_app.py"
 DEFAULT_MODEL = REPO_ROOT / "model_zoo" / "spleen_ct_segmentation" / "model.ts"
 DEFAULT_WORK_DIR = Path(tempfile.gettempdir()) / "spleen_app_vs_sdk_stock"
-STACK_BYTES = 32 * 1024 * 1024  # Holoscan asks for a 32 MiB stack
 GENERATOR_SOURCES = ("training/synthetic/ct_phantom.py", "training/synthetic/dicom_series.py")
 OUR_SEG_FILE, OUR_SUMMARY_FILE, STOCK_TIMINGS_FILE = "spleen_seg.dcm", "summary.json", "stock_timings.json"
 STOCK = "sdk-stock"
@@ -200,34 +199,6 @@ def prepare_input(spec: InputSpec, work_dir: Path) -> PreparedInput:
 # Running one pipeline in its own process
 
 
-def raise_stack_limit() -> None:
-    """In the child before exec: the 32 MiB stack Holoscan wants (as ``ulimit -s 32768``)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
-    if soft != resource.RLIM_INFINITY and soft < STACK_BYTES and (hard == resource.RLIM_INFINITY or hard >= STACK_BYTES):
-        resource.setrlimit(resource.RLIMIT_STACK, (STACK_BYTES, hard))
-
-
-def run_measured(command: list[str], log_path: Path, timeout_s: float) -> tuple[int, float, float, float]:
-    """Run ``command``; return (exit code, wall s, peak RSS MiB, CPU s) of that child (and its own children)."""
-    with open(log_path, "wb") as log:
-        start = time.perf_counter()
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, preexec_fn=raise_stack_limit)
-        deadline = start + timeout_s
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid == process.pid:
-                break
-            if time.perf_counter() > deadline:
-                process.kill()
-                pid, status, usage = os.wait4(process.pid, 0)
-                logger.error("Killed %s after %.0f s", command, timeout_s)
-                break
-            time.sleep(0.05)
-        wall = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from waiting again
-    return process.returncode, wall, usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime
-
-
 def pipeline_command(pipeline: Pipeline, dicom_dir: Path, output_dir: Path, model: Path) -> list[str]:
     return [sys.executable, str(pipeline.script), "-i", str(dicom_dir), "-o", str(output_dir), "-m", str(model), *pipeline.extra_args]
 
@@ -274,9 +245,9 @@ def run_pipeline(pipeline: Pipeline, prepared: PreparedInput, model: Path, run_d
     output_dir.mkdir(parents=True)
     command = pipeline_command(pipeline, prepared.dicom_dir, output_dir, model)
     logger.info("[%s r%d] %s", prepared.spec.name, repeat, " ".join(command))
-    load_before = os.getloadavg()[0]
-    code, wall, rss, cpu = run_measured(command, output_dir.parent / f"{slug}_r{repeat}.log", timeout_s)
-    load = (round(load_before, 2), round(os.getloadavg()[0], 2))
+    measured = run_measured(command, output_dir.parent / f"{slug}_r{repeat}.log", timeout_s, cwd=REPO_ROOT)
+    code, wall, rss, cpu = measured.returncode, measured.wall_s, measured.peak_rss_mib, measured.cpu_s
+    load = (measured.load_before, measured.load_after)
     seg = find_seg(pipeline, output_dir)
     logger.info(
         "[%s r%d] %s: exit %d, %.1f s, %.0f MiB peak RSS, %.1f CPU s, load %s",

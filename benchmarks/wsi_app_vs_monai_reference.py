@@ -47,8 +47,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.process_metrics import ProcessMeasurement, run_measured  # noqa: E402
 from benchmarks.wsi_bench_inputs import SlideSpec, describe_model, make_calibrated_random_model, parse_size, prepare_slide  # noqa: E402
-from benchmarks.wsi_process_metrics import ProcessMeasurement, run_measured  # noqa: E402
 
 logger = logging.getLogger("wsi_app_vs_monai_reference")
 
