@@ -15,4 +15,4 @@ echo "== spleen_seg_app on the demo abdomen phantom (default model: model_zoo/sp
 .venv/bin/python -m apps.spleen_seg_app.report "$out/spleen_seg_app" --truth .demo/spleen_ct/spleen_truth.npy
 echo "== wsi_metastasis_app on the demo lymph-node slide (default model: model_zoo/pathology_tumor_detection/model.pt)"
 .venv/bin/python apps/wsi_metastasis_app -i .demo/wsi/demo_slide.tif -o "$out/wsi_metastasis_app" -l WARN
-.venv/bin/python -m apps.wsi_metastasis_app.report "$out/wsi_metastasis_app/demo_slide" --ground-truth .demo/wsi/ground_truth
+.venv/bin/python -m training.pathology.slide_report "$out/wsi_metastasis_app/demo_slide" --ground-truth .demo/wsi/ground_truth

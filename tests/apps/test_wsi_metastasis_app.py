@@ -155,6 +155,7 @@ def tumor_and_normal_slides(tmp_path_factory) -> tuple[Path, Path]:
 def test_default_model_finds_the_metastasis_and_scores_the_tumor_slide_above_the_normal_one(tumor_and_normal_slides, tmp_path: Path):
     from training.pathology.evaluation_masks import CAMELYON16_MPP, OFFICIAL_LEVEL, find_ground_truth
     from training.pathology.froc import SlidePlan, evaluate_slide
+    from training.pathology.slide_report import lesion_lines
 
     slides, truth = tumor_and_normal_slides
     result = run_app(APP, ["-i", str(slides), "-o", str(tmp_path), "--workers", "2"])  # the default model, its own settings
@@ -167,3 +168,5 @@ def test_default_model_finds_the_metastasis_and_scores_the_tumor_slide_above_the
                             OFFICIAL_LEVEL, CAMELYON16_MPP)
     lesions = [lesion for lesion in report.lesions if not lesion.is_itc]
     assert len(lesions) == 1 and lesions[0].label in report.outcome.best_detection  # the metastasis is hit (Camelyon16 rules)
+    lines = lesion_lines(tmp_path / "tumor_slide", "tumor_slide", truth)  # what the demo prints
+    assert lines[0].startswith("  lesion ") and lines[0].endswith(f"found, p={tumor['slide_score']:.3f}")

@@ -1,6 +1,6 @@
 """Print where a slide's outputs are and, given its ground truth, which lesions the detections found.
 
-``python -m apps.wsi_metastasis_app.report SLIDE_OUTPUT_FOLDER [--ground-truth GT_DIR]``
+``python -m training.pathology.slide_report SLIDE_OUTPUT_FOLDER [--ground-truth GT_DIR]``
 
 GT_DIR holds ``<slide>.tif`` (tumour mask) or ``<slide>.xml`` (ASAP), as for
 ``python -m training.pathology.froc``; lesions are scored by the official Camelyon16 rules at level 5.
