@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -114,3 +118,20 @@ def test_cli_prepare(tmp_path):
     assert main(["prepare", "--out", str(tmp_path), "--cases", "1", "--shape", "8", "32", "32",
                  "--spacing", "10", "12", "12"]) == 0
     assert (tmp_path / "imagesTr" / "spleen_1.nii.gz").is_file()
+
+
+def test_two_process_ddp_training_shares_the_cases_and_ends_with_identical_weights(dataset, tmp_path):
+    run = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training.spleen",
+               "train", "--data", str(dataset), "--run-dir", str(run), "--epochs", "2", "--optimizer", "adam", "--lr", "1e-3",
+               "--crop-size", "32", "32", "32", "--num-samples", "2", "--val-cases", "1", "--val-interval", "2",
+               "--val-overlap", "0", "--cache-workers", "0", "--device", "cpu", "--amp", "off"]
+    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[2], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    digests = metrics["weights_sha256_per_rank"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert metrics["epochs_done"] == 2 and metrics["epochs"][-1]["val_dice"] is not None
+    assert [epoch["steps"] for epoch in metrics["epochs"]] == [1, 1]  # one of the two training cases per rank
+    assert "(1 on rank 0 of 2)" in done.stderr and "(1 on rank 1 of 2)" in done.stderr
