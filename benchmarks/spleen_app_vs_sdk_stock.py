@@ -45,6 +45,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.process_metrics import run_measured  # noqa: E402
+from training.synthetic.stamp import generator_stamp  # noqa: E402
 
 logger = logging.getLogger("spleen_app_vs_sdk_stock")
 
@@ -52,7 +53,7 @@ APP_DIR = REPO_ROOT / "apps" / "spleen_seg_app"
 STOCK_APP = REPO_ROOT / "benchmarks" / "sdk_stock_spleen_app.py"
 DEFAULT_MODEL = REPO_ROOT / "model_zoo" / "spleen_ct_segmentation" / "model.ts"
 DEFAULT_WORK_DIR = Path(tempfile.gettempdir()) / "spleen_app_vs_sdk_stock"
-GENERATOR_SOURCES = ("training/synthetic/ct_phantom.py", "training/synthetic/dicom_series.py")
+GENERATOR_SOURCES = ("ct_phantom.py", "dicom_series.py")  # in training/synthetic
 OUR_SEG_FILE, OUR_SUMMARY_FILE, STOCK_TIMINGS_FILE = "spleen_seg.dcm", "summary.json", "stock_timings.json"
 STOCK = "sdk-stock"
 
@@ -119,10 +120,7 @@ class RunResult:
 
 def generator_fingerprint(spec: InputSpec) -> str:
     """Changes when the input spec or the phantom / DICOM writer sources change."""
-    digest = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode())
-    for relative in GENERATOR_SOURCES:
-        digest.update((REPO_ROOT / relative).read_bytes())
-    return digest.hexdigest()[:16]
+    return generator_stamp(GENERATOR_SOURCES, asdict(spec))[:16]
 
 
 def read_source_slices(dicom_dir: Path, with_pixels: bool) -> list[Any]:

@@ -28,12 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from training.synthetic.stamp import generator_stamp
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_SOURCES = ("training/synthetic/wsi_slide.py", "training/synthetic/wsi_scene.py", "training/synthetic/wsi_texture.py",
-                     "training/synthetic/wsi_tiff.py")
+GENERATOR_SOURCES = ("wsi_slide.py", "wsi_scene.py", "wsi_texture.py", "wsi_tiff.py")  # in training/synthetic
 MIN_LEVELS = 7  # levels 0..6: the bundle's mask level 6 must exist
 LOGIT_STD = 2.0
 CALIBRATION_PATCHES = 96
@@ -56,10 +57,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def _fingerprint(spec: SlideSpec) -> str:
-    digest = hashlib.sha256(json.dumps(asdict(spec) | {"min_levels": MIN_LEVELS}, sort_keys=True).encode())
-    for relative in GENERATOR_SOURCES:
-        digest.update((REPO_ROOT / relative).read_bytes())
-    return digest.hexdigest()[:16]
+    return generator_stamp(GENERATOR_SOURCES, asdict(spec) | {"min_levels": MIN_LEVELS})[:16]
 
 
 def prepare_slide(spec: SlideSpec, work_dir: Path) -> Path:

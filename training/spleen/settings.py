@@ -12,7 +12,7 @@ from training.spleen.engine import MODEL_NAME
 OPTIMIZERS = ("novograd", "adam")
 LR_SCHEDULES = ("constant", "cosine")
 # Settings that may change when a run is resumed (more epochs, different validation cadence, ...).
-RESUMABLE_CHANGES = {"epochs", "val_interval", "val_overlap", "cache_workers", "run_dir", "data_dir"}
+RESUMABLE_CHANGES = frozenset({"epochs", "val_interval", "val_overlap", "cache_workers", "run_dir", "data_dir"})
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,3 @@ def resolve(settings: TrainSettings, model_config: dict[str, Any]) -> dict[str, 
     if settings.init_weights is not None:
         resolved["init_weights_sha256"] = sha256_of(Path(settings.init_weights))
     return resolved
-
-
-def incompatible_changes(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Keys whose change makes resuming a run from its checkpoint meaningless."""
-    keys = set(previous) | set(current)
-    return sorted(k for k in keys - RESUMABLE_CHANGES if previous.get(k) != current.get(k))

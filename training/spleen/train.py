@@ -15,7 +15,6 @@ records the weights' SHA-256 on every rank at the end.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -44,11 +43,11 @@ from training.distributed import (
     shutdown,
     weights_sha256,
 )
-from training.provenance import attach_log_file, record_session, write_json
+from training.provenance import attach_log_file, check_resumable, record_session, write_json
 from training.spleen import data
 from training.spleen.engine import Precision, build_network, choose_precision
 from training.spleen.metrics import dice_of_labels
-from training.spleen.settings import TrainSettings, incompatible_changes, resolve
+from training.spleen.settings import RESUMABLE_CHANGES, TrainSettings, resolve
 from training.steps import finite_step
 
 logger = logging.getLogger(__name__)
@@ -92,7 +91,7 @@ def train(settings: TrainSettings) -> TrainResult:
 def _train(settings: TrainSettings, run_dir: Path, ctx: Distributed) -> TrainResult:
     model_config = load_model_config(settings.model_name)
     config = resolve(settings, model_config)
-    _check_resumable(run_dir / "config.json", config)  # every rank, so that all of them stop
+    check_resumable(run_dir / "config.json", config, RESUMABLE_CHANGES)  # every rank, so that all of them stop
     set_determinism(seed=settings.seed)
     device = ctx.device
     precision = choose_precision(device, settings.amp)
@@ -235,15 +234,6 @@ def _load_checkpoint(path: Path, net, optimizer, scheduler, device: torch.device
     scheduler.load_state_dict(checkpoint["scheduler"])
     return _State(epoch=checkpoint["epoch"], history=list(checkpoint["history"]),
                   best_val_dice=checkpoint["best_val_dice"], best_epoch=checkpoint["best_epoch"])
-
-
-def _check_resumable(config_path: Path, config: dict[str, Any]) -> None:
-    if not config_path.is_file():
-        return
-    changed = incompatible_changes(json.loads(config_path.read_text()), json.loads(json.dumps(config)))
-    if changed:
-        raise ValueError(f"{config_path.parent} holds a run with different settings ({', '.join(changed)}); "
-                         "use a new run folder")
 
 
 def _write_metrics(path: Path, state: _State, weights_sha256_per_rank: list[str] | None = None) -> None:

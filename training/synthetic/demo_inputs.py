@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import shutil
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 from .camelyon_layout import write_ground_truth
 from .ct_phantom import make_abdomen_phantom
 from .dicom_series import write_ct_series
+from .stamp import generator_stamp
 from .wsi_scene import make_slide_scene
 from .wsi_tiff import write_slide
 
@@ -41,18 +41,9 @@ DEMO_SLIDE_SIZE_XY = (12288, 9216)
 DEMO_SLIDE_TUMOR_SIZES_UM = (1200.0, 500.0, 250.0, 80.0)  # a macro-, two micro-metastases and an ITC
 
 
-_HERE = Path(__file__).resolve().parent
 CT_GENERATOR_SOURCES = ("ct_phantom.py", "dicom_series.py")
 SLIDE_GENERATOR_SOURCES = ("wsi_scene.py", "wsi_texture.py", "wsi_tiff.py", "wsi_annotations.py", "camelyon_layout.py")
 STAMP_FILE = "generator.sha256"
-
-
-def generator_stamp(sources: tuple[str, ...], parameters: object) -> str:
-    """SHA-256 of the generator's source files and the parameters: a demo written by other code is stale."""
-    digest = hashlib.sha256(repr(parameters).encode())
-    for name in sources:
-        digest.update((_HERE / name).read_bytes())
-    return digest.hexdigest()
 
 
 def _fresh(case_dir: Path, stamp: str) -> bool:
