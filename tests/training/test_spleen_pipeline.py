@@ -101,9 +101,33 @@ def test_export_embeds_the_model_card_and_evaluate_scores_it(trained, dataset, t
     assert metrics["mean_dice_original"] == pytest.approx(scores.mean_dice_original)
 
 
+TRAINING_DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.mark.parametrize("device", TRAINING_DEVICES)
+def test_a_cache_on_the_training_device_trains_as_the_host_memory_cache_does(trained, device, tmp_path):
+    settings, _ = trained
+    runs = {}
+    for cache_device in ("cpu", "device"):
+        run = TrainSettings(**{**settings.__dict__, "run_dir": tmp_path / cache_device, "epochs": 2, "val_interval": 2,
+                               "device": device, "amp": "off", "cache_device": cache_device})
+        train(run)
+        runs[cache_device] = json.loads((run.run_dir / "metrics.json").read_text())["epochs"]
+    assert [e["steps"] for e in runs["device"]] == [e["steps"] for e in runs["cpu"]]
+    assert [e["loss"] for e in runs["device"]] == pytest.approx([e["loss"] for e in runs["cpu"]], rel=1e-4)
+    assert runs["device"][-1]["val_dice"] == pytest.approx(runs["cpu"][-1]["val_dice"], abs=1e-4)
+    assert json.loads((tmp_path / "device" / "config.json").read_text())["cache_device"] == "device"
+
+
+def test_an_unknown_cache_device_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="cache_device must be one of"):
+        TrainSettings(data_dir=tmp_path, run_dir=tmp_path, cache_device="gpu")
+
+
 @pytest.mark.parametrize("argv", [
     ["train", "--data", "d", "--run-dir", "r", "--bogus"],
     ["train", "--data", "d", "--run-dir", "r", "--epoch", "3"],  # no abbreviations
+    ["train", "--data", "d", "--run-dir", "r", "--cache-device", "gpu"],
     ["prepare", "--out", "d", "--optimizer", "adam"],
     ["export"],
     ["fit"],

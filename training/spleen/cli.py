@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from training.spleen.engine import AMP_CHOICES
-from training.spleen.settings import LR_SCHEDULES, OPTIMIZERS, TrainSettings
+from training.spleen.settings import CACHE_DEVICES, LR_SCHEDULES, OPTIMIZERS, TrainSettings
 
 logger = logging.getLogger("training.spleen")
 
@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default=TrainSettings.device, help="auto, cpu, cuda, cuda:N")
     train.add_argument("--no-intensity-augmentation", action="store_true")
     train.add_argument("--cache-workers", type=int, default=TrainSettings.cache_workers)
+    train.add_argument("--cache-device", choices=CACHE_DEVICES, default=TrainSettings.cache_device,
+                       help="keep the cached training volumes in host memory (cpu) or on the training device")
     train.add_argument("--init-weights", type=Path, help="start from these weights (a checkpoint or state dict): fine-tuning")
 
     evaluate = stages.add_parser("evaluate", allow_abbrev=False, help="sliding-window Dice per case and mean")
@@ -85,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size, val_cases=args.val_cases, train_cases=args.train_cases,
             val_interval=args.val_interval, val_overlap=args.val_overlap, seed=args.seed, amp=args.amp,
             device=args.device, intensity_augmentation=not args.no_intensity_augmentation,
-            cache_workers=args.cache_workers, init_weights=args.init_weights))
+            cache_workers=args.cache_workers, cache_device=args.cache_device,
+            init_weights=args.init_weights))
         logger.info("done: %d epochs, best validation Dice %s at epoch %s", result.epochs_done,
                     result.best_val_dice, result.best_epoch)
     elif args.stage == "evaluate":

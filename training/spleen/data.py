@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from monai.transforms import (
     Compose,
     CropForegroundd,
@@ -92,8 +93,13 @@ def split_datalist(items: Sequence[dict[str, str]], val_cases: int, train_cases:
 
 
 def deterministic_transforms(preprocessing: dict[str, Any], pad_to: Sequence[int] | None = None,
-                             with_indices: bool = False) -> Compose:
-    """Load, channel first, the shared spleen preprocessing, crop to the body (cached by CacheDataset)."""
+                             with_indices: bool = False, device: torch.device | None = None) -> Compose:
+    """Load, channel first, the shared spleen preprocessing, crop to the body (cached by CacheDataset).
+
+    ``device``: move image and label there last (the crop indices stay NumPy arrays), so that a
+    CacheDataset holds them in that device's memory and the random crops are cut there, as in
+    MONAI's fast-training recipe; ``None`` leaves them on the CPU.
+    """
     transforms = [
         LoadImaged(keys=KEYS, image_only=True),
         EnsureChannelFirstd(keys=KEYS),
@@ -107,6 +113,8 @@ def deterministic_transforms(preprocessing: dict[str, Any], pad_to: Sequence[int
         transforms.append(FgBgToIndicesd(keys="label", fg_postfix="_fg", bg_postfix="_bg", image_key="image",
                                          image_threshold=0.0))
         transforms.append(ThinIndicesd(keys=("label_bg",), max_count=MAX_BACKGROUND_INDICES))
+    if device is not None:
+        transforms.append(EnsureTyped(keys=KEYS, device=device, track_meta=True))
     return Compose(transforms)
 
 

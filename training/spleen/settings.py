@@ -11,8 +11,10 @@ from training.spleen.engine import MODEL_NAME
 
 OPTIMIZERS = ("novograd", "adam")
 LR_SCHEDULES = ("constant", "cosine")
+CACHE_DEVICES = ("cpu", "device")  # where CacheDataset keeps the preprocessed volumes: host memory or the training device
 # Settings that may change when a run is resumed (more epochs, different validation cadence, ...).
-RESUMABLE_CHANGES = frozenset({"epochs", "val_interval", "val_overlap", "cache_workers", "run_dir", "data_dir"})
+RESUMABLE_CHANGES = frozenset({"epochs", "val_interval", "val_overlap", "cache_workers", "cache_device",
+                               "run_dir", "data_dir"})
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class TrainSettings:
     device: str = "auto"
     intensity_augmentation: bool = True
     cache_workers: int = 2
+    cache_device: str = "cpu"  # "device": the cached volumes and their random crops live on the training device
     init_weights: Path | None = None  # a checkpoint or state dict to start from (fine-tuning)
     model_name: str = MODEL_NAME
 
@@ -45,6 +48,8 @@ class TrainSettings:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.cache_device not in CACHE_DEVICES:
+            raise ValueError(f"cache_device must be one of {CACHE_DEVICES}, got {self.cache_device!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.val_interval < 1:
             raise ValueError("epochs, batch_size and val_interval must be at least 1")
         if self.crop_size is not None and (len(self.crop_size) != 3 or min(self.crop_size) < 16):

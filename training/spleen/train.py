@@ -131,7 +131,11 @@ def _train(settings: TrainSettings, run_dir: Path, ctx: Distributed) -> TrainRes
                                          settings.intensity_augmentation)
     # flat, so that CacheDataset caches everything up to the first random transform (a nested Compose
     # counts as random); the random transforms are the objects of ``random_part``, reseeded every epoch
-    cached_part = data.deterministic_transforms(preprocessing, pad_to=config["crop_size"], with_indices=True)
+    # the training cache may live on the device (read every step); validation's stays on the CPU, as
+    # its sliding window moves each body region to the device itself
+    cache_device = device if settings.cache_device == "device" else None
+    cached_part = data.deterministic_transforms(preprocessing, pad_to=config["crop_size"], with_indices=True,
+                                                device=cache_device)
     train_transforms = Compose([*cached_part.transforms, *random_part.transforms])
     started = time.monotonic()
     # copy_cache=False: the random transforms make new crops and never modify the cached volumes
@@ -139,7 +143,8 @@ def _train(settings: TrainSettings, run_dir: Path, ctx: Distributed) -> TrainRes
                             num_workers=settings.cache_workers, progress=False)
     val_ds = CacheDataset(split.val if ctx.is_main else [], transform=data.deterministic_transforms(preprocessing),
                           cache_rate=1.0, num_workers=settings.cache_workers, progress=False)
-    logger.info("cached %d + %d cases in %.0f s", len(train_ds), len(val_ds), time.monotonic() - started)
+    logger.info("cached %d + %d cases in %.0f s (training cases in %s memory)", len(train_ds), len(val_ds),
+                time.monotonic() - started, (cache_device or torch.device("cpu")).type)
 
     # as the model-zoo bundle: Dice over the whole batch, so crops without spleen still steer it
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True, batch=True)
