@@ -48,6 +48,10 @@ class InferenceSettings:
     tile_windows: int = 32  # dense mode: windows per tile side
     tta: bool = False  # average over the 8 orientations (4 rotations x flip)
     workers: int = 2  # region-decoding threads (0: decode in the calling thread)
+    # Patches per network call on the CPU. A batch of 400 224-px patches overflows the CPU caches:
+    # chunks of 16 classify 1.24x faster in float32 (56 vs 45 patches/s) and 1.15x in bf16
+    # (87 vs 76) on the 2-core EPYC here (benchmarks/wsi_app_vs_monai_reference.py shows the effect).
+    cpu_micro_batch: int = 16
 
 
 class _RegionReader:
@@ -73,21 +77,33 @@ class _RegionReader:
 
 def to_network_input(regions_nhwc: torch.Tensor, compute: ComputeDevice) -> torch.Tensor:
     """uint8 (N, H, W, 3) RGB 0..255 -> float (N, 3, H, W) in -1..1, channels-last on the device."""
-    x = regions_nhwc.to(compute.device, non_blocking=True).permute(0, 3, 1, 2).float()
-    return (x / 127.5 - 1.0).contiguous(memory_format=torch.channels_last)
+    # one float copy scaled in place: half the memory traffic of ``x / 127.5 - 1`` (same values)
+    x = regions_nhwc.to(compute.device, non_blocking=True).permute(0, 3, 1, 2)
+    return x.to(torch.float32, memory_format=torch.channels_last, copy=True).div_(127.5).sub_(1.0)
 
 
-def dihedral_average(network: torch.nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
-    """Sigmoid of the network's (N, 1, h, w) logits; with ``tta`` the mean over the 8 orientations,
-    each output mapped back to the input's orientation."""
+def classify_in_chunks(network: torch.nn.Module, regions_nhwc: torch.Tensor, compute: ComputeDevice,
+                       chunk: int | None) -> torch.Tensor:
+    """``network(to_network_input(regions_nhwc))``, converted and run ``chunk`` regions at a time
+    (``None``: all at once), so that a chunk's float input is still in the CPU caches when used."""
+    if chunk is None or len(regions_nhwc) <= chunk:
+        return network(to_network_input(regions_nhwc, compute))
+    return torch.cat([network(to_network_input(part, compute)) for part in regions_nhwc.split(chunk)])
+
+
+def dihedral_average(network: torch.nn.Module, regions_nhwc: torch.Tensor, compute: ComputeDevice, tta: bool,
+                     chunk: int | None = None) -> torch.Tensor:
+    """Sigmoid of the network's (N, 1, h, w) logits for uint8 (N, H, W, 3) regions; with ``tta`` the
+    mean over the 8 orientations, each output mapped back to the input's orientation."""
     if not tta:
-        return torch.sigmoid(network(x).float())
+        return torch.sigmoid(classify_in_chunks(network, regions_nhwc, compute, chunk).float())
     total = torch.zeros(())
     for flip in (False, True):
-        flipped = torch.flip(x, dims=(3,)) if flip else x
+        flipped = torch.flip(regions_nhwc, dims=(2,)) if flip else regions_nhwc
         for quarter_turns in range(4):
-            y = torch.sigmoid(network(torch.rot90(flipped, quarter_turns, dims=(2, 3))).float())
-            if y.ndim == 4:  # a map of windows: turn it back (an (N, 1) patch output has no orientation)
+            turned = torch.rot90(flipped, quarter_turns, dims=(1, 2))
+            y = torch.sigmoid(classify_in_chunks(network, turned, compute, chunk).float())
+            if y.ndim == 4:  # a map of windows (N, 1, h, w): turn it back (an (N, 1) patch output has no orientation)
                 y = torch.rot90(y, -quarter_turns, dims=(2, 3))
                 y = torch.flip(y, dims=(3,)) if flip else y
             total = total + y
@@ -148,9 +164,10 @@ def patch_probability_map(open_slide: SlideOpener, grid: MapGrid, tissue: np.nda
     probabilities = np.zeros(grid.shape_rows_cols, dtype=np.float32)
     progress = _Progress(len(cells))
     reader = _RegionReader(open_slide, origins, grid.window_model_px, grid.level0_px_per_model_px)
+    chunk = settings.cpu_micro_batch if compute.device.type == "cpu" else None
     with torch.inference_mode(), compute.autocast():
         for indices, regions in _batches(reader, settings.batch_size, settings.workers):
-            values = dihedral_average(network, to_network_input(regions, compute), settings.tta).reshape(len(indices), -1)[:, 0]
+            values = dihedral_average(network, regions, compute, settings.tta, chunk).reshape(len(indices), -1)[:, 0]
             chosen = cells[indices]
             probabilities[chosen[:, 0], chosen[:, 1]] = values.cpu().numpy()
             progress.add(len(indices))
@@ -178,7 +195,7 @@ def dense_probability_map(open_slide: SlideOpener, grid: MapGrid, tissue: np.nda
     tiles_per_batch = max(1, settings.batch_size // (k * k))
     with torch.inference_mode(), compute.autocast():
         for indices, regions in _batches(reader, tiles_per_batch, settings.workers):
-            maps = dihedral_average(network, to_network_input(regions, compute), settings.tta)[:, 0, ::step, ::step].cpu().numpy()
+            maps = dihedral_average(network, regions, compute, settings.tta)[:, 0, ::step, ::step].cpu().numpy()
             for index, tile_map in zip(indices.tolist(), maps, strict=True):
                 tr, tc = tiles[index]
                 block = probabilities[tr:tr + k, tc:tc + k]

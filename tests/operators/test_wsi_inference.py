@@ -8,7 +8,15 @@ import torch
 
 from operators.compute_device import ComputeDevice
 from operators.wsi_grid import grid_for_slide, tissue_on_grid
-from operators.wsi_inference import InferenceSettings, dense_probability_map, patch_probability_map, slide_opener
+from operators.wsi_inference import (
+    InferenceSettings,
+    classify_in_chunks,
+    dense_probability_map,
+    dihedral_average,
+    patch_probability_map,
+    slide_opener,
+    to_network_input,
+)
 from tests.wsi_factories import write_pyramid
 
 CPU = ComputeDevice(torch.device("cpu"), None)
@@ -29,6 +37,48 @@ def expected_probability(image: np.ndarray, centre_xy: tuple[float, float]) -> f
     padded = np.pad(image[..., 0].astype(np.float64), WINDOW, constant_values=255)
     red = padded[y0 + WINDOW : y0 + 2 * WINDOW, x0 + WINDOW : x0 + 2 * WINDOW].mean()
     return float(1 / (1 + np.exp(-8 * (red / 127.5 - 1))))
+
+
+class RecordsCallSizes(torch.nn.Module):
+    """A per-sample network (a different logit for each sample) that records its batch sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(len(x))
+        return (x * torch.linspace(-1, 1, x.shape[-1])).mean(dim=(1, 2, 3)).reshape(-1, 1) * 3.0
+
+
+@pytest.mark.parametrize(("samples", "chunk", "expected_calls"), [
+    (10, None, [10]),
+    (10, 16, [10]),
+    (10, 4, [4, 4, 2]),
+    (16, 16, [16]),
+    (17, 16, [16, 1]),
+])
+def test_classify_in_chunks_splits_the_batch_and_keeps_the_order(samples, chunk, expected_calls):
+    regions = torch.randint(0, 256, (samples, 8, 8, 3), dtype=torch.uint8)
+    network = RecordsCallSizes()
+    out = classify_in_chunks(network, regions, CPU, chunk)
+    assert network.calls == expected_calls
+    torch.testing.assert_close(out, RecordsCallSizes()(to_network_input(regions, CPU)))
+
+
+def test_network_input_is_scaled_to_minus_one_one_channels_last_and_leaves_the_regions_alone():
+    regions = torch.tensor([[[[0, 255, 127]]]], dtype=torch.uint8).expand(2, 4, 5, 3).contiguous()
+    x = to_network_input(regions, CPU)
+    assert x.shape == (2, 3, 4, 5) and x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([-1.0, 1.0, 127 / 127.5 - 1.0]))
+    assert regions.dtype == torch.uint8 and int(regions[0, 0, 0, 1]) == 255
+
+
+def test_tta_in_chunks_equals_tta_in_one_call_and_differs_from_one_orientation():
+    regions = torch.randint(0, 256, (7, 8, 8, 3), dtype=torch.uint8)
+    in_chunks = dihedral_average(RecordsCallSizes(), regions, CPU, tta=True, chunk=3)
+    torch.testing.assert_close(in_chunks, dihedral_average(RecordsCallSizes(), regions, CPU, tta=True))
+    assert not torch.allclose(in_chunks, dihedral_average(RecordsCallSizes(), regions, CPU, tta=False))
 
 
 @pytest.fixture(scope="module")
