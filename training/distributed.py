@@ -9,11 +9,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from training.provenance import attach_log_file
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +64,24 @@ def init_distributed(requested_device: str = "auto") -> Distributed:
 def shutdown(ctx: Distributed) -> None:
     if ctx.active and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def training_process(run_dir: Path, requested_device: str) -> Iterator[Distributed]:
+    """One training process's stay in ``run_dir``: joins torchrun's group (if any); on rank 0 creates
+    ``run_dir/checkpoints`` and copies the log to ``run_dir/train.log``; undoes both on exit."""
+    ctx = init_distributed(requested_device)
+    handler = None
+    if ctx.is_main:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        handler = attach_log_file(run_dir / "train.log")
+    try:
+        yield ctx
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        shutdown(ctx)
 
 
 def barrier(ctx: Distributed) -> None:

@@ -61,6 +61,13 @@ def write_json(path: Path, value: Any) -> None:
     tmp.replace(path)
 
 
+def save_torch(path: Path, value: Any) -> None:
+    """``torch.save`` through a temporary file, so that a crash never leaves a half-written checkpoint."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(value, tmp)
+    tmp.replace(path)
+
+
 def record_session(path: Path, device: torch.device, precision: str, **extra: Any) -> None:
     """Append this session (start time, device, precision, :func:`environment`) to ``environment.json``."""
     sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []

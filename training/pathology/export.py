@@ -21,11 +21,11 @@ from typing import Any
 import torch
 
 from operators.model_config import load_model_config, model_dir
-from operators.model_loader import load_model
+from operators.model_loader import load_model, load_state_dict
 from operators.networks import build_patch_classifier
 from operators.wsi_classifier import prepare_classifier
 from training.pathology.settings import MODEL_NAME
-from training.provenance import package_versions, write_json
+from training.provenance import package_versions, save_torch, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +49,8 @@ def bundle_state_dict_keys() -> list[str]:
 
 def checkpoint_network(checkpoint: Path, model_name: str = MODEL_NAME) -> torch.nn.Module:
     """The float32 network (eval mode) of a training checkpoint ({"model": state dict, ...}) or a plain state dict."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     net = build_patch_classifier(load_model_config(model_name)["network"])
-    net.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+    net.load_state_dict(load_state_dict(checkpoint))
     return net.float().eval()
 
 
@@ -111,9 +110,7 @@ def export(checkpoint: Path, out_dir: Path | None = None, metrics_path: Path | N
     if list(state_dict) != bundle_state_dict_keys():
         raise ValueError("the network's state dict does not have the bundle's key layout")
     path = out_dir / "model.pt"
-    tmp = path.with_suffix(".tmp")
-    torch.save(state_dict, tmp)
-    tmp.replace(path)
+    save_torch(path, state_dict)
     metrics = json.loads(Path(metrics_path).read_text()) if metrics_path else None
     write_json(out_dir / "metadata.json", model_card(version, _training_info(checkpoint), _card_metrics(metrics)))
     verify_export(path, net)

@@ -37,9 +37,8 @@ from training.distributed import (
     barrier,
     broadcast_buffers,
     gather_objects,
-    init_distributed,
     mean_over_ranks,
-    shutdown,
+    training_process,
     weights_sha256,
 )
 from training.pathology.augment import ColorJitter
@@ -48,7 +47,7 @@ from training.pathology.dataset import PatchDataset, SlidePatches
 from training.pathology.heldout import heldout_accuracy
 from training.pathology.sampling import draw_balanced
 from training.pathology.settings import RESUMABLE_CHANGES, TrainSettings, resolve_train
-from training.provenance import attach_log_file, check_resumable, record_session, write_json
+from training.provenance import check_resumable, record_session, save_torch, write_json
 from training.spleen.engine import choose_precision
 from training.steps import finite_step
 
@@ -98,18 +97,9 @@ def train_step(model: torch.nn.Module, images_nhwc: torch.Tensor, labels: torch.
 
 
 def train(settings: TrainSettings) -> TrainResult:
-    ctx = init_distributed(settings.device)
     run_dir = Path(settings.run_dir)
-    if ctx.is_main:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    handler = attach_log_file(run_dir / "train.log") if ctx.is_main else None
-    try:
+    with training_process(run_dir, settings.device) as ctx:
         return _train(settings, ctx, run_dir)
-    finally:
-        if handler is not None:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
-        shutdown(ctx)
 
 
 def _train(settings: TrainSettings, ctx: Distributed, run_dir: Path) -> TrainResult:
@@ -201,10 +191,8 @@ def _brief(metrics: dict[str, Any]) -> str:
 
 
 def _save_checkpoint(path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, state: _State) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": state.epoch, "history": state.history,
-                "initial_heldout": state.initial_heldout, "best_accuracy": state.best_accuracy, "best_epoch": state.best_epoch}, tmp)
-    tmp.replace(path)
+    save_torch(path, {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": state.epoch, "history": state.history,
+                      "initial_heldout": state.initial_heldout, "best_accuracy": state.best_accuracy, "best_epoch": state.best_epoch})
 
 
 def _load_checkpoint(path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> _State:

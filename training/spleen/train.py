@@ -38,12 +38,11 @@ from training.distributed import (
     barrier,
     broadcast_buffers,
     gather_objects,
-    init_distributed,
     mean_over_ranks,
-    shutdown,
+    training_process,
     weights_sha256,
 )
-from training.provenance import attach_log_file, check_resumable, record_session, write_json
+from training.provenance import check_resumable, record_session, save_torch, write_json
 from training.spleen import data
 from training.spleen.engine import Precision, build_network, choose_precision
 from training.spleen.metrics import dice_of_labels
@@ -75,17 +74,8 @@ class _State:
 
 def train(settings: TrainSettings) -> TrainResult:
     run_dir = Path(settings.run_dir)
-    ctx = init_distributed(settings.device)
-    if ctx.is_main:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    log_handler = attach_log_file(run_dir / "train.log") if ctx.is_main else None
-    try:
+    with training_process(run_dir, settings.device) as ctx:
         return _train(settings, run_dir, ctx)
-    finally:
-        if log_handler is not None:
-            logging.getLogger().removeHandler(log_handler)
-            log_handler.close()
-        shutdown(ctx)
 
 
 def _train(settings: TrainSettings, run_dir: Path, ctx: Distributed) -> TrainResult:
@@ -225,11 +215,9 @@ def _scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer):
 
 
 def _save_checkpoint(path: Path, net, optimizer, scheduler, state: _State, epoch: int) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch, "history": state.history, "best_val_dice": state.best_val_dice,
-                "best_epoch": state.best_epoch}, tmp)
-    tmp.replace(path)
+    save_torch(path, {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                      "epoch": epoch, "history": state.history, "best_val_dice": state.best_val_dice,
+                      "best_epoch": state.best_epoch})
 
 
 def _load_checkpoint(path: Path, net, optimizer, scheduler, device: torch.device) -> _State:
