@@ -5,6 +5,7 @@ when the maximum falls below threshold t."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from monai.deploy.core import Fragment, Operator, OperatorSpec
@@ -59,6 +60,12 @@ class SlideDetections:
     probability: SlideProbability
     detections: tuple[Detection, ...]
     slide_score: float
+
+
+def nms_parameters(postprocessing: dict[str, Any], radius_um: float | None = None, threshold: float | None = None) -> tuple[float, float]:
+    """(radius in micrometres, threshold): the model config's ``postprocessing`` values unless overridden."""
+    radius = radius_um or postprocessing["nms_radius_um"]
+    return radius, postprocessing["nms_threshold"] if threshold is None else threshold
 
 
 def detect_lesions(probability: SlideProbability, radius_um: float, threshold: float) -> SlideDetections:

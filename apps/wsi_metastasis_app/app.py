@@ -29,7 +29,7 @@ from operators.networks import build_patch_classifier
 from operators.timing import StageTimings
 from operators.wsi_classifier import PatchClassifier, prepare_classifier
 from operators.wsi_inference import InferenceSettings, ProbabilityMapOperator
-from operators.wsi_nms import LesionDetectionOperator
+from operators.wsi_nms import LesionDetectionOperator, nms_parameters
 from operators.wsi_results_writer import WsiResultsWriterOperator
 from operators.wsi_slide_sources import SlideSource, find_slides
 from operators.wsi_tissue_mask import TissueMaskOperator
@@ -79,13 +79,8 @@ class WsiMetastasisApp(Application):
     def compose(self) -> None:
         config, options = self.model_config, self.app_options
         preprocessing, inference, post = config["preprocessing"], config["inference"], config["postprocessing"]
-        settings = InferenceSettings(
-            mode=options.mode or inference["mode"],
-            batch_size=options.batch_size or inference["batch_size"],
-            tile_windows=inference["dense_tile_windows"],
-            tta=options.tta,
-            workers=options.workers,
-        )
+        settings = InferenceSettings.from_config(inference, mode=options.mode, batch_size=options.batch_size, tta=options.tta,
+                                                 workers=options.workers)
         timings = StageTimings()
         manifest = app_manifest()
         run_info = {
@@ -105,9 +100,8 @@ class WsiMetastasisApp(Application):
             self, name="probability_map", classifier=self.classifier, compute=self.compute_device, settings=settings,
             dense_stride_model_px=inference["dense_stride_px"], mpp_override=options.mpp_override, backend=options.backend, timings=timings,
         )
-        threshold = post["nms_threshold"] if options.nms_threshold is None else options.nms_threshold
-        detections = LesionDetectionOperator(self, name="lesion_detection", radius_um=options.nms_radius_um or post["nms_radius_um"],
-                                             threshold=threshold, timings=timings)
+        radius_um, threshold = nms_parameters(post, options.nms_radius_um, options.nms_threshold)
+        detections = LesionDetectionOperator(self, name="lesion_detection", radius_um=radius_um, threshold=threshold, timings=timings)
         writer = WsiResultsWriterOperator(self, name="results_writer", output_dir=self.output_dir, run_info=run_info, threshold=threshold,
                                           timings=timings, mpp_override=options.mpp_override, backend=options.backend)
         self.add_flow(tissue, probability, {("tissue", "tissue")})

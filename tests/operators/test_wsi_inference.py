@@ -148,3 +148,13 @@ def test_tissue_on_a_finer_grid_follows_the_mask_pixel_of_each_window_centre():
     grid = grid_for_slide((256, 256), 0.243, 0.243, 32, WINDOW, origin_model_px=32)  # centres 32, 64, 96, ...
     on_grid = tissue_on_grid(mask, 64, grid)
     assert sorted(map(tuple, np.argwhere(on_grid))) == [(1, 3), (1, 4), (2, 3), (2, 4)]  # centres 64/96 x 128/160
+
+
+@pytest.mark.parametrize(("overrides", "expected_mode", "expected_batch"), [
+    ({}, "dense", 400),
+    ({"mode": "patch"}, "patch", 400),
+    ({"batch_size": 64}, "dense", 64),
+])
+def test_inference_settings_take_the_config_unless_overridden(overrides, expected_mode, expected_batch):
+    settings = InferenceSettings.from_config({"mode": "dense", "batch_size": 400, "dense_tile_windows": 24}, tta=True, workers=0, **overrides)
+    assert (settings.mode, settings.batch_size, settings.tile_windows, settings.tta, settings.workers) == (expected_mode, expected_batch, 24, True, 0)

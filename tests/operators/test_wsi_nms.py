@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from operators.wsi_nms import Detection, non_maximum_suppression
+from operators.wsi_nms import Detection, nms_parameters, non_maximum_suppression
 
 
 def peaks(*cells) -> np.ndarray:
@@ -36,3 +36,16 @@ def test_nms_applies_the_map_origin_and_leaves_the_input_unchanged():
     [detection] = non_maximum_suppression(grid, (112.0, 112.0), 64.0, 100.0)
     assert (detection.x, detection.y) == (112 + 3 * 64, 112 + 2 * 64)
     np.testing.assert_array_equal(grid, before)
+
+
+POSTPROCESSING = {"nms_radius_um": 155.5, "nms_threshold": 0.5}
+
+
+@pytest.mark.parametrize(("radius_um", "threshold", "expected"), [
+    (None, None, (155.5, 0.5)),
+    (100.0, None, (100.0, 0.5)),
+    (None, 0.0, (155.5, 0.0)),  # a zero threshold is an override, not "unset"
+    (80.0, 0.9, (80.0, 0.9)),
+])
+def test_nms_parameters_take_the_config_unless_overridden(radius_um, threshold, expected):
+    assert nms_parameters(POSTPROCESSING, radius_um, threshold) == expected

@@ -32,7 +32,7 @@ from operators.model_loader import load_model
 from operators.networks import build_patch_classifier
 from operators.wsi_classifier import PatchClassifier, prepare_classifier
 from operators.wsi_inference import InferenceSettings, slide_probability_map
-from operators.wsi_nms import detect_lesions
+from operators.wsi_nms import detect_lesions, nms_parameters
 from operators.wsi_outputs import write_detections_csv
 from operators.wsi_slide_sources import SlideSource
 from operators.wsi_tissue_mask import compute_slide_tissue
@@ -78,11 +78,10 @@ def evaluate_slide(name: str, path: Path, classifier: PatchClassifier, compute: 
     preprocessing, inference, post = config["preprocessing"], config["inference"], config["postprocessing"]
     tissue = compute_slide_tissue(SlideSource(name, path), preprocessing["model_mpp"], config["tissue_mask"]["mask_downsample"],
                                   preprocessing["patch_size_px"], backend=settings.backend)
-    inference_settings = InferenceSettings(mode=settings.mode or inference["mode"], batch_size=settings.batch_size or inference["batch_size"],
-                                           tile_windows=inference["dense_tile_windows"], tta=settings.tta, workers=settings.workers)
+    inference_settings = InferenceSettings.from_config(inference, mode=settings.mode, batch_size=settings.batch_size, tta=settings.tta,
+                                                       workers=settings.workers)
     probability = slide_probability_map(tissue, classifier, compute, inference_settings, inference["dense_stride_px"], None, settings.backend)
-    threshold = post["nms_threshold"] if settings.nms_threshold is None else settings.nms_threshold
-    result = detect_lesions(probability, settings.nms_radius_um or post["nms_radius_um"], threshold)
+    result = detect_lesions(probability, *nms_parameters(post, settings.nms_radius_um, settings.nms_threshold))
     maps = settings.out_dir / "probability_maps"
     maps.mkdir(parents=True, exist_ok=True)
     (settings.out_dir / "detections").mkdir(parents=True, exist_ok=True)
