@@ -202,7 +202,7 @@ def dense_tile_costs(tissue: np.ndarray, k: int, window_px: int = PATCH_PX, stri
 
 
 def _model_config() -> dict[str, Any]:
-    from operators.model_config import load_model_config
+    from operators.models.config import load_model_config
 
     return load_model_config("pathology_tumor_detection")
 

@@ -110,8 +110,8 @@ def make_calibrated_random_model(slide_path: Path, out_path: Path, seed: int = 0
     statistics and head calibrated on ``slide_path``'s tissue so that its logits are spread."""
     import torch
 
-    from operators.model_config import load_model_config
-    from operators.networks import build_patch_classifier
+    from operators.models.config import load_model_config
+    from operators.models.networks import build_patch_classifier
 
     torch.manual_seed(seed)
     network = build_patch_classifier(load_model_config("pathology_tumor_detection")["network"])

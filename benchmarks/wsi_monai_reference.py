@@ -17,7 +17,7 @@ The bundle's ``configs/inference.json`` (Project-MONAI/model-zoo), reproduced wi
   float64 map the shape of the mask at ``prob_map[mask_location] = probability``.
 
 The network is the bundle's ``TorchVisionFCModel("resnet18", num_classes=1, use_conv=True)``
-state-dict layout loaded into :class:`operators.networks.ResNet18ConvHead` (the same parameters,
+state-dict layout loaded into :class:`operators.models.networks.ResNet18ConvHead` (the same parameters,
 without torchvision), run eagerly as the bundle does (no freezing, no conv/BN folding).
 
 Run as a script (one process per pipeline, so that its peak memory is its own)::
@@ -57,9 +57,9 @@ def load_reference_network(model_path: Path) -> Any:
     a bundle-layout state dict and a TorchScript classifier both load)."""
     import torch
 
-    from operators.model_config import load_model_config
-    from operators.model_loader import load_model
-    from operators.networks import build_patch_classifier
+    from operators.models.config import load_model_config
+    from operators.models.loader import load_model
+    from operators.models.networks import build_patch_classifier
 
     config = load_model_config("pathology_tumor_detection")
     model = load_model(model_path, lambda: build_patch_classifier(config["network"]), torch.device("cpu"))

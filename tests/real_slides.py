@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from operators.model_loader import sha256_of
+from operators.models.loader import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def real_vips_pyramid() -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Patch-read benchmark (the numbers behind operators.wsi_slide_reader's backend choice)
+# Patch-read benchmark (the numbers behind operators.wsi.slide.reader's backend choice)
 
 
 def benchmark_patch_reads(path: Path, backend: str, patches: int = 1000, size: int = 224, seed: int = 0) -> float:
@@ -209,7 +209,7 @@ def benchmark_patch_reads(path: Path, backend: str, patches: int = 1000, size: i
 
     import numpy as np
 
-    from operators.wsi_slide_reader import open_slide
+    from operators.wsi.slide.reader import open_slide
 
     with open_slide(path, backend=backend) as slide:
         rng = np.random.default_rng(seed)

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from operators.errors import AppInputError
+from operators.core.errors import AppInputError
 
 logger = logging.getLogger(__name__)
 

@@ -19,20 +19,21 @@ from holoscan.conditions import CountCondition
 from monai.deploy.core import Application, init_app_context
 from pydicom.sr.codedict import codes
 
-from operators.compute_device import choose_compute_device
-from operators.ct_segmentation_inference import CTSegmentationInferenceOperator, SlidingWindowSettings
-from operators.ct_series_selector import CTSeriesSelectorOperator, SeriesRules
-from operators.ct_volume import CTVolumeOperator
-from operators.dicom_scan import DicomFolderLoaderOperator
-from operators.dicom_seg_writer import DicomSegWriterOperator, EquipmentSpec, SegmentSpec
-from operators.mask_postprocessing import MaskPostprocessingOperator
-from operators.model_config import load_model_config, model_dir
-from operators.model_loader import check_output_channels, load_model
-from operators.networks import build_spleen_unet
-from operators.overlay_writer import OverlayWriterOperator
-from operators.segmentation_summary import SegmentationSummaryOperator
-from operators.stl_writer import STLWriterOperator
-from operators.timing import StageTimings
+from operators.core.device import choose_compute_device
+from operators.core.timing import StageTimings
+from operators.ct.inference import CTSegmentationInferenceOperator, SlidingWindowSettings
+from operators.ct.overlay_writer import OverlayWriterOperator
+from operators.ct.postprocessing import MaskPostprocessingOperator
+from operators.ct.seg_writer import DicomSegWriterOperator
+from operators.ct.series_selector import CTSeriesSelectorOperator, SeriesRules
+from operators.ct.stl_writer import STLWriterOperator
+from operators.ct.summary import SegmentationSummaryOperator
+from operators.ct.volume import CTVolumeOperator
+from operators.dicom.scan import DicomFolderLoaderOperator
+from operators.dicom.seg import EquipmentSpec, SegmentSpec
+from operators.models.config import load_model_config, model_dir
+from operators.models.loader import check_output_channels, load_model
+from operators.models.networks import build_spleen_unet
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from operators.seg_readback import dice_score, read_seg_on_source
+from operators.dicom.seg_readback import dice_score, read_seg_on_source
 
 logger = logging.getLogger(__name__)
 

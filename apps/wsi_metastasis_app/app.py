@@ -20,19 +20,19 @@ import yaml
 from holoscan.conditions import CountCondition
 from monai.deploy.core import Application, init_app_context
 
-from operators.atomic_io import write_json_atomically
-from operators.compute_device import ComputeDevice, choose_compute_device
-from operators.errors import AppInputError
-from operators.model_config import load_model_config, model_dir
-from operators.model_loader import load_model
-from operators.networks import build_patch_classifier
-from operators.timing import StageTimings
-from operators.wsi_classifier import PatchClassifier, prepare_classifier
-from operators.wsi_inference import InferenceSettings, ProbabilityMapOperator
-from operators.wsi_nms import LesionDetectionOperator, nms_parameters
-from operators.wsi_results_writer import WsiResultsWriterOperator
-from operators.wsi_slide_sources import SlideSource, find_slides
-from operators.wsi_tissue_mask import TissueMaskOperator
+from operators.core.atomic_io import write_json_atomically
+from operators.core.device import ComputeDevice, choose_compute_device
+from operators.core.errors import AppInputError
+from operators.core.timing import StageTimings
+from operators.models.config import load_model_config, model_dir
+from operators.models.loader import load_model
+from operators.models.networks import build_patch_classifier
+from operators.wsi.classifier import PatchClassifier, prepare_classifier
+from operators.wsi.inference import InferenceSettings, ProbabilityMapOperator
+from operators.wsi.nms import LesionDetectionOperator, nms_parameters
+from operators.wsi.outputs.results_writer import WsiResultsWriterOperator
+from operators.wsi.slide.sources import SlideSource, find_slides
+from operators.wsi.tissue_mask import TissueMaskOperator
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import torch
 import trimesh
 from pydicom.data import get_testdata_file
 
-from operators.model_config import load_model_card, load_model_config
-from operators.networks import build_spleen_unet
-from operators.seg_readback import dice_score, read_seg_on_source
+from operators.dicom.seg_readback import dice_score, read_seg_on_source
+from operators.models.config import load_model_card, load_model_config
+from operators.models.networks import build_spleen_unet
 from tests.conftest import run_app
 from tests.real_data import GE_CT5N, requires_cranium, write_cranium_series
 from tests.validators import dciodvfy_errors, requires_dciodvfy

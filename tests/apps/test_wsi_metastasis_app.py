@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from operators.model_config import load_model_config
-from operators.networks import build_patch_classifier, build_spleen_unet
-from operators.wsi_outputs import read_detections_csv
+from operators.models.config import load_model_config
+from operators.models.networks import build_patch_classifier, build_spleen_unet
+from operators.wsi.outputs.map_files import read_detections_csv
 from tests.conftest import run_app
 from tests.real_slides import real_dicom_wsi, real_svs, real_vips_pyramid
 from tests.validators import dciodvfy_errors, requires_dciodvfy

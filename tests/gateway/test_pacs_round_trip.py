@@ -14,8 +14,8 @@ import pytest
 import torch
 from pydicom import dcmread
 
-from operators.model_config import load_model_config
-from operators.networks import build_patch_classifier
+from operators.models.config import load_model_config
+from operators.models.networks import build_patch_classifier
 from tests.gateway.gateway_process import GATEWAY_AET, REPO_ROOT, GatewayProcess, write_config
 from tests.gateway.orthanc import Orthanc
 from tests.real_slides import real_dicom_wsi

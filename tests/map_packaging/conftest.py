@@ -20,8 +20,8 @@ def wsi_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models folder as -m takes it: pathology_tumor_detection/ with a random-weight classifier and its card."""
     import torch
 
-    from operators.model_config import load_model_config
-    from operators.networks import build_patch_classifier
+    from operators.models.config import load_model_config
+    from operators.models.networks import build_patch_classifier
 
     folder = tmp_path_factory.mktemp("wsi_models") / "pathology_tumor_detection"
     folder.mkdir()

@@ -23,7 +23,7 @@ from holoscan_cli.runner.resources import _convert_to_bytes
 
 from map_packaging.context import BuildContext
 from map_packaging.local_run import LocalMounts, run_as_entrypoint
-from operators.model_config import load_model_card
+from operators.models.config import load_model_card
 from tests.validators import dciodvfy_errors, requires_dciodvfy
 
 from .conftest import WSI_CARD

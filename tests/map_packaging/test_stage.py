@@ -22,7 +22,7 @@ def test_staged_folder_holds_entry_point_manifest_requirements_code_and_model_co
     assert (staged / "__main__.py").read_bytes() == (REPO_ROOT / "apps" / app / "__main__.py").read_bytes()
     assert (staged / "app.yaml").read_bytes() == (REPO_ROOT / "apps" / app / "app.yaml").read_bytes()
     assert (staged / "requirements.txt").read_bytes() == (REPO_ROOT / "requirements.txt").read_bytes()
-    for module in ("apps/__init__.py", "apps/common/entrypoint.py", f"apps/{app}/app.py", "operators/networks.py", "operators/model_loader.py"):
+    for module in ("apps/__init__.py", "apps/common/entrypoint.py", f"apps/{app}/app.py", "operators/models/networks.py", "operators/models/loader.py"):
         assert (staged / module).is_file(), module
     for model in app_spec(app).model_names:
         assert (staged / "model_zoo" / model / "config.json").is_file()
@@ -40,9 +40,9 @@ def test_import_check_names_a_project_module_missing_from_the_folder(tmp_path: P
     (staged / "operators" / "networks.py").unlink()
     (staged / "operators" / "extra.py").write_text("from training.spleen import settings\nfrom .timing import StageTimings\n")
     missing = unresolved_first_party_imports(staged)
-    assert "apps/spleen_seg_app/app.py: operators.networks" in missing
+    assert "apps/spleen_seg_app/app.py: operators.models.networks" in missing
     assert "operators/extra.py: training.spleen" in missing
-    assert not [m for m in missing if m.endswith("operators.timing")]
+    assert not [m for m in missing if m.endswith("operators.core.timing")]
 
 
 def test_staging_refuses_a_folder_that_is_not_empty(tmp_path: Path):
@@ -89,7 +89,7 @@ def test_staged_copy_imports_only_its_own_code_from_elsewhere_without_pythonpath
     result = probe_imports(copy, elsewhere, clean_env())
     assert result.returncode == 0, result.stderr[-3000:]
     modules = json.loads(result.stdout.strip().splitlines()[-1])
-    assert {"apps.common.entrypoint", f"apps.{app}.app", "operators.networks", "operators.model_loader"} <= set(modules)
+    assert {"apps.common.entrypoint", f"apps.{app}.app", "operators.models.networks", "operators.models.loader"} <= set(modules)
     assert all(Path(path).is_relative_to(copy) for path in modules.values()), modules
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
-from operators.ct_preprocessing import spleen_dict_transforms, spleen_image_transforms, volume_to_metatensor
-from operators.model_config import load_model_config
+from operators.ct.preprocessing import spleen_dict_transforms, spleen_image_transforms, volume_to_metatensor
+from operators.models.config import load_model_config
 from training.synthetic.ct_phantom import make_abdomen_phantom
 from training.synthetic.dicom_series import centred_origin_lps_mm
 from training.synthetic.msd import case_seed, write_msd_spleen_dataset

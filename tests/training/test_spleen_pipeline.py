@@ -12,7 +12,7 @@ import pytest
 import torch
 from monai.data import load_net_with_metadata
 
-from operators.model_config import load_model_card
+from operators.models.config import load_model_card
 from training.spleen.cli import build_parser, main
 from training.spleen.evaluate import evaluate
 from training.spleen.export import export

@@ -1,8 +1,8 @@
 """Patches read on the fly from the slides, in DataLoader worker processes.
 
 Each process opens a slide lazily, on its first patch from it, with the app's own reader
-(:func:`operators.wsi_slide_reader.open_slide`, OpenSlide backend: cuCIM crashes across threads and
-forked processes) and reads it exactly as inference does (:func:`operators.wsi_grid.read_model_pixels`:
+(:func:`operators.wsi.slide.reader.open_slide`, OpenSlide backend: cuCIM crashes across threads and
+forked processes) and reads it exactly as inference does (:func:`operators.wsi.grid.read_model_pixels`:
 ``patch_px`` model pixels at the model's mpp). Handles are never shared across a fork: a process
 that finds handles opened by another process id drops them and opens its own.
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from operators.wsi_grid import read_model_pixels
-from operators.wsi_slide_reader import SlideHandle, open_slide
+from operators.wsi.grid import read_model_pixels
+from operators.wsi.slide.reader import SlideHandle, open_slide
 from training.pathology.augment import ColorJitter, augment_patch
 from training.pathology.sampling import PatchDraws
 

@@ -1,9 +1,9 @@
 """Stage ``evaluate``: the app's own inference on the test slides, then Camelyon16 FROC and AUC.
 
 For each test slide, the WSI app's pure functions in the app's order and with its defaults (model
-config): tissue mask (:func:`operators.wsi_tissue_mask.compute_slide_tissue`), probability map
-(:func:`operators.wsi_inference.slide_probability_map`, dense or patch mode), lesion detections by the
-paper's NMS (:func:`operators.wsi_nms.detect_lesions`); the model is loaded by the app's loader
+config): tissue mask (:func:`operators.wsi.tissue_mask.compute_slide_tissue`), probability map
+(:func:`operators.wsi.inference.slide_probability_map`, dense or patch mode), lesion detections by the
+paper's NMS (:func:`operators.wsi.nms.detect_lesions`); the model is loaded by the app's loader
 (a training checkpoint or the exported ``model.pt``); detections are written by the app's writer. Written into ``OUT``::
 
     detections/<slide>.csv        probability,x,y (level-0 px), the Camelyon16 submission format
@@ -26,16 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from operators.compute_device import ComputeDevice, choose_compute_device
-from operators.model_config import load_model_config
-from operators.model_loader import load_model
-from operators.networks import build_patch_classifier
-from operators.wsi_classifier import PatchClassifier, prepare_classifier
-from operators.wsi_inference import InferenceSettings, slide_probability_map
-from operators.wsi_nms import detect_lesions, nms_parameters
-from operators.wsi_outputs import write_detections_csv
-from operators.wsi_slide_sources import SlideSource
-from operators.wsi_tissue_mask import compute_slide_tissue
+from operators.core.device import ComputeDevice, choose_compute_device
+from operators.models.config import load_model_config
+from operators.models.loader import load_model
+from operators.models.networks import build_patch_classifier
+from operators.wsi.classifier import PatchClassifier, prepare_classifier
+from operators.wsi.inference import InferenceSettings, slide_probability_map
+from operators.wsi.nms import detect_lesions, nms_parameters
+from operators.wsi.outputs.map_files import write_detections_csv
+from operators.wsi.slide.sources import SlideSource
+from operators.wsi.tissue_mask import compute_slide_tissue
 from training.pathology import froc
 from training.pathology.auc import bootstrap_auc_interval
 from training.pathology.candidates import read_prepare_layout, read_split

@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from operators.model_config import load_model_config, model_dir
-from operators.model_loader import load_model, load_state_dict
-from operators.networks import build_patch_classifier
-from operators.wsi_classifier import prepare_classifier
+from operators.models.config import load_model_config, model_dir
+from operators.models.loader import load_model, load_state_dict
+from operators.models.networks import build_patch_classifier
+from operators.wsi.classifier import prepare_classifier
 from training.pathology.settings import MODEL_NAME
 from training.provenance import package_versions, save_torch, write_json
 
@@ -72,7 +72,7 @@ def model_card(version: str, training: dict[str, Any], metrics: dict[str, Any] |
         "network_data_format": {
             "inputs": {"image": {"type": "image", "format": "RGB", "num_channels": 3, "spatial_shape": [224, 224], "dtype": "float32",
                                  "value_range": [-1, 1], "is_patch_data": True, "mpp": 0.243,
-                                 "preprocessing": "uint8 RGB / 127.5 - 1 (operators.wsi_inference.to_network_input)",
+                                 "preprocessing": "uint8 RGB / 127.5 - 1 (operators.wsi.inference.to_network_input)",
                                  "channel_def": {"0": "R", "1": "G", "2": "B"}}},
             "outputs": {"pred": {"type": "probabilities", "format": "logits", "num_channels": 1, "spatial_shape": [1, 1],
                                  "dtype": "float32", "value_range": None, "is_patch_data": True,

@@ -1,6 +1,6 @@
 """Patch-level accuracy on the held-out patches of the validation slides (no augmentation, no jitter).
 
-The patches are read and scaled exactly as the app does (:func:`operators.wsi_inference.to_network_input`).
+The patches are read and scaled exactly as the app does (:func:`operators.wsi.inference.to_network_input`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from operators.compute_device import ComputeDevice
-from operators.wsi_inference import to_network_input
+from operators.core.device import ComputeDevice
+from operators.wsi.inference import to_network_input
 from training.pathology.candidates import load_heldout
 from training.pathology.dataset import PatchDataset, SlidePatches
 

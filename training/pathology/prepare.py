@@ -1,6 +1,6 @@
 """Stage ``prepare``: tumor masks, tissue masks and patch candidates of a Camelyon16-layout dataset.
 
-Per training slide: the tissue mask of the app (:func:`operators.wsi_tissue_mask.compute_slide_tissue`,
+Per training slide: the tissue mask of the app (:func:`operators.wsi.tissue_mask.compute_slide_tissue`,
 on its 64-model-pixel grid); one candidate patch centre per tissue cell; its label from the centre
 128 x 128 region of the tumor mask (:mod:`training.pathology.labels`). Tumor candidates come from
 every tumor slide; normal candidates from normal slides and from tumor slides, except the slides
@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from operators.model_config import load_model_config
-from operators.wsi_slide_sources import SlideSource
-from operators.wsi_tissue_mask import compute_slide_tissue
+from operators.models.config import load_model_config
+from operators.wsi.slide.sources import SlideSource
+from operators.wsi.tissue_mask import compute_slide_tissue
 from training.pathology.auc import read_reference_csv
 from training.pathology.candidates import load_pools, write_candidates, write_heldout
 from training.pathology.evaluation_masks import find_ground_truth

@@ -3,7 +3,7 @@
 One process, or one per device under torchrun (DDP: NCCL on GPUs, gloo on CPUs). Each epoch draws
 ``steps_per_epoch * batch_size`` patches per rank (:func:`training.pathology.sampling.draw_balanced`,
 seed key ``(seed, epoch, rank)``), read and augmented in DataLoader worker processes, scaled to
--1..1 by the app's own :func:`operators.wsi_inference.to_network_input`. BCEWithLogitsLoss, Novograd,
+-1..1 by the app's own :func:`operators.wsi.inference.to_network_input`. BCEWithLogitsLoss, Novograd,
 cosine decay per step, mixed precision where it pays (fp16 on CUDA, bf16 on CPUs with native bf16).
 
 The run folder (rank 0 writes it): ``config.json`` (resolved settings and model config),
@@ -27,10 +27,10 @@ import torch
 from monai.optimizers import Novograd
 from torch.nn.parallel import DistributedDataParallel
 
-from operators.compute_device import ComputeDevice
-from operators.model_config import load_model_config
-from operators.networks import build_patch_classifier
-from operators.wsi_inference import to_network_input
+from operators.core.device import ComputeDevice
+from operators.models.config import load_model_config
+from operators.models.networks import build_patch_classifier
+from operators.wsi.inference import to_network_input
 from training.distributed import (
     Distributed,
     all_true,

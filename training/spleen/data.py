@@ -26,7 +26,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from operators.ct_preprocessing import spleen_dict_transforms
+from operators.ct.preprocessing import spleen_dict_transforms
 
 KEYS = ("image", "label")
 MAX_BACKGROUND_INDICES = 200_000

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from operators.compute_device import ComputeDevice
-from operators.networks import build_spleen_unet
+from operators.core.device import ComputeDevice
+from operators.models.networks import build_spleen_unet
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Stage ``evaluate``: Dice per case and mean, computed by the app's own inference functions.
 
 For each case the image goes through exactly what the spleen app runs
-(:mod:`operators.ct_segmentation_inference`: the shared preprocessing, the config's sliding window,
+(:mod:`operators.ct.inference`: the shared preprocessing, the config's sliding window,
 softmax, back to the source grid). ``dice_resampled`` compares the probability > 0.5 with the label
 under the same spatial transforms (the bundle's validation metric); ``dice_original`` compares the
 mask the app would deliver, on the image's own grid, with the label as stored.
@@ -18,15 +18,15 @@ from typing import Any
 import torch
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
-from operators.ct_preprocessing import LPS_TO_RAS, metatensor_to_volume, spleen_dict_transforms
-from operators.ct_segmentation_inference import (
+from operators.ct.inference import (
     SlidingWindowSettings,
     foreground_probability,
     preprocess_ct,
     probability_to_source_mask,
 )
-from operators.model_config import load_model_config
-from operators.model_loader import load_model
+from operators.ct.preprocessing import LPS_TO_RAS, metatensor_to_volume, spleen_dict_transforms
+from operators.models.config import load_model_config
+from operators.models.loader import load_model
 from training.provenance import write_json
 from training.spleen import data
 from training.spleen.engine import MODEL_NAME, build_network, choose_device, choose_precision

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from operators.model_loader import sha256_of
+from operators.models.loader import sha256_of
 from training.spleen.engine import MODEL_NAME
 
 OPTIMIZERS = ("novograd", "adam")

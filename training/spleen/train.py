@@ -29,9 +29,9 @@ from monai.transforms import Compose
 from monai.utils import set_determinism
 from torch.nn.parallel import DistributedDataParallel
 
-from operators.ct_segmentation_inference import SlidingWindowSettings, foreground_probability
-from operators.model_config import load_model_config
-from operators.model_loader import load_state_dict
+from operators.ct.inference import SlidingWindowSettings, foreground_probability
+from operators.models.config import load_model_config
+from operators.models.loader import load_state_dict
 from training.distributed import (
     Distributed,
     all_true,

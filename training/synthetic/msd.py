@@ -5,7 +5,7 @@
 are (x, y, z) and the affine maps (i, j, k) to RAS millimetres with negative x and y steps: the
 phantom's column index runs toward the patient's left and its row index toward posterior (DICOM
 LPS), which in RAS is -x and -y. Loading such a file with MONAI and reorienting to RAS gives the
-same tensor as :func:`operators.ct_preprocessing.volume_to_metatensor` on the (z, y, x) array with
+same tensor as :func:`operators.ct.preprocessing.volume_to_metatensor` on the (z, y, x) array with
 its LPS affine.
 """
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 from monai.optimizers import Novograd
 
-from operators.compute_device import ComputeDevice
-from operators.model_config import load_model_config
-from operators.model_loader import load_model
-from operators.networks import build_patch_classifier
+from operators.core.device import ComputeDevice
+from operators.models.config import load_model_config
+from operators.models.loader import load_model
+from operators.models.networks import build_patch_classifier
 from training.pathology.candidates import load_heldout
 from training.pathology.cli import main
 from training.pathology.dataset import PatchDataset, SlidePatches

@@ -1,0 +1,139 @@
+"""Choose the CT series to segment, by explicit rules, and say why every other series was skipped.
+
+Rules, in order: modality CT; a single-frame CT Image Storage object; ImageType ORIGINAL/PRIMARY;
+axial (the slice normal's largest component is head-foot); at least ``min_slices`` slices; the same
+orientation, matrix and pixel spacing on every slice; even spacing along the normal (no gaps, no
+duplicates). Among qualifying series the preference is: most slices, then the thinnest slice
+spacing, then the lowest SeriesNumber.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from monai.deploy.core import Fragment, Operator, OperatorSpec
+
+from operators.core.errors import NoUsableSeriesError
+from operators.ct.slice_geometry import ORIENTATION_TOLERANCE, orientation_of, stack_geometry, uneven_spacing_reason
+from operators.dicom.scan import DicomScan, DicomSeries
+
+logger = logging.getLogger(__name__)
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+GEOMETRY_KEYWORDS = ("FrameOfReferenceUID", "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing")
+
+
+@dataclass(frozen=True)
+class SeriesRules:
+    min_slices: int = 5
+    spacing_relative_tolerance: float = 0.01
+
+
+@dataclass(frozen=True)
+class SeriesSelection:
+    """The chosen series, its slice spacing, and every other series with the reason it was skipped."""
+
+    chosen: DicomSeries
+    slice_spacing_mm: float
+    skipped: tuple[tuple[DicomSeries, str], ...]
+
+
+def rejection_reason(series: DicomSeries, rules: SeriesRules) -> str | None:
+    """Why ``series`` cannot be segmented, or None when it qualifies."""
+    headers = [instance.header for instance in series.instances]
+    first = headers[0]
+    modality = str(first.get("Modality", ""))
+    if modality != "CT":
+        return f"modality is {modality or 'missing'}, not CT"
+    sop_classes = {str(h.get("SOPClassUID", "")) for h in headers}
+    if sop_classes != {CT_IMAGE_STORAGE}:
+        return f"SOP class {', '.join(sorted(sop_classes))} is not single-frame CT Image Storage"
+    image_types = {tuple(str(v).upper() for v in (h.get("ImageType") or ())[:2]) for h in headers}
+    if image_types != {("ORIGINAL", "PRIMARY")}:
+        return f"ImageType is {sorted('/'.join(t) for t in image_types)}, not ORIGINAL/PRIMARY"
+    missing = [k for k in GEOMETRY_KEYWORDS if any(k not in h for h in headers)]
+    if missing:
+        return f"missing geometry attributes {missing}"
+    orientations = np.stack([orientation_of(h) for h in headers])
+    if np.abs(orientations - orientations[0]).max() > ORIENTATION_TOLERANCE:
+        return "slices have different orientations"
+    normal = np.cross(orientations[0][0], orientations[0][1])
+    if int(np.argmax(np.abs(normal))) != 2:
+        return f"not axial (slice normal {np.round(normal, 3).tolist()})"
+    if len({(h.Rows, h.Columns) for h in headers}) > 1:
+        return "slices have different matrix sizes"
+    if len({tuple(float(v) for v in h.PixelSpacing) for h in headers}) > 1:
+        return "slices have different pixel spacings"
+    unique = _unique_by_sop(headers)
+    if len(unique) < rules.min_slices:
+        return f"{len(unique)} slices, fewer than the {rules.min_slices} required"
+    return uneven_spacing_reason(stack_geometry(unique).gaps_mm, rules.spacing_relative_tolerance)
+
+
+def _unique_by_sop(headers: list) -> list:
+    """Headers with duplicate SOPInstanceUIDs (the same slice stored twice) removed, first kept."""
+    seen: dict[str, object] = {}
+    for header in headers:
+        seen.setdefault(str(header.SOPInstanceUID), header)
+    return list(seen.values())
+
+
+def _preference_key(series: DicomSeries) -> tuple[int, float, int]:
+    headers = _unique_by_sop([instance.header for instance in series.instances])
+    spacing = float(np.median(stack_geometry(headers).gaps_mm))
+    return (-len(headers), spacing, int(series.first.get("SeriesNumber") or 0))
+
+
+def select_ct_series(scan: DicomScan, rules: SeriesRules = SeriesRules()) -> SeriesSelection:
+    """The series to segment; raises :class:`NoUsableSeriesError` naming every series' problem."""
+    candidates: list[DicomSeries] = []
+    skipped: list[tuple[DicomSeries, str]] = []
+    for series in scan.series:
+        reason = rejection_reason(series, rules)
+        if reason is None:
+            candidates.append(series)
+        else:
+            skipped.append((series, reason))
+    if not candidates:
+        details = "; ".join(f"{s.label}: {reason}" for s, reason in skipped) or "no DICOM series found"
+        raise NoUsableSeriesError(f"no CT series to segment in {scan.root}: {details}")
+    candidates.sort(key=_preference_key)
+    chosen, others = candidates[0], candidates[1:]
+    skipped.extend((s, "qualifies, but another series is preferred (most slices, then thinnest spacing)") for s in others)
+    _, spacing, _ = _preference_key(chosen)
+    return SeriesSelection(chosen=chosen, slice_spacing_mm=spacing, skipped=tuple(skipped))
+
+
+def log_selection(selection: SeriesSelection) -> None:
+    logger.info("Chose %s: slice spacing %.3g mm", selection.chosen.label, selection.slice_spacing_mm)
+    for series, reason in selection.skipped:
+        logger.info("Skipped %s: %s", series.label, reason)
+
+
+class CTSeriesSelectorOperator(Operator):
+    """Chooses the CT series to segment by the rules of :func:`select_ct_series`.
+
+    Named inputs:
+        dicom_scan: DicomScan, every series found in the input folder.
+
+    Named outputs:
+        selection: SeriesSelection, the chosen series (headers only) and the skipped ones with reasons.
+    """
+
+    INPUT_SCAN = "dicom_scan"
+    OUTPUT_SELECTION = "selection"
+
+    def __init__(self, fragment: Fragment, *args, rules: SeriesRules = SeriesRules(), **kwargs) -> None:
+        self.rules = rules
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input(self.INPUT_SCAN)
+        spec.output(self.OUTPUT_SELECTION)
+
+    def compute(self, op_input, op_output, context) -> None:
+        selection = select_ct_series(op_input.receive(self.INPUT_SCAN), self.rules)
+        log_selection(selection)
+        op_output.emit(selection, self.OUTPUT_SELECTION)

@@ -1,0 +1,91 @@
+"""The JSON summary of a segmentation run: what went in, what came out, and how long it took."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.deploy.core import Fragment, Operator, OperatorSpec
+
+from operators.core.atomic_io import write_json_atomically
+from operators.core.timing import StageTimings, peak_memory_mib
+from operators.ct.series_selector import SeriesSelection
+from operators.ct.volume import CTVolume
+
+logger = logging.getLogger(__name__)
+
+
+def organ_volume_ml(mask_zyx: np.ndarray, voxel_volume_mm3: float) -> float:
+    """Volume of the mask in millilitres (1 mL = 1000 mm^3)."""
+    return float(np.count_nonzero(mask_zyx)) * voxel_volume_mm3 / 1000.0
+
+
+def segmentation_summary(
+    selection: SeriesSelection,
+    volume: CTVolume,
+    mask_zyx: np.ndarray,
+    outputs: dict[str, Path | None],
+    organ: str,
+    run_info: dict[str, Any],
+) -> dict[str, Any]:
+    """A JSON-ready dictionary; ``run_info`` carries app, model, device and timings."""
+    first = volume.source_datasets[0]
+    return {
+        organ: {
+            "volume_ml": round(organ_volume_ml(mask_zyx, volume.voxel_volume_mm3), 3),
+            "voxel_count": int(np.count_nonzero(mask_zyx)),
+            "found": bool(mask_zyx.any()),
+        },
+        "input": {
+            "study_instance_uid": str(first.StudyInstanceUID),
+            "series_instance_uid": str(first.SeriesInstanceUID),
+            "series_number": first.get("SeriesNumber"),
+            "series_description": str(first.get("SeriesDescription", "")),
+            "grid_zyx": list(volume.hu_zyx.shape),
+            "spacing_xyz_mm": [round(s, 4) for s in volume.spacing_xyz_mm],
+            "voxel_volume_mm3": round(volume.voxel_volume_mm3, 4),
+            "sop_instance_uids": [str(ds.SOPInstanceUID) for ds in volume.source_datasets],
+            "skipped_series": [{"series_instance_uid": s.series_instance_uid, "reason": reason} for s, reason in selection.skipped],
+        },
+        "outputs": {name: (path.name if path else None) for name, path in outputs.items()},
+        **run_info,
+    }
+
+
+class SegmentationSummaryOperator(Operator):
+    """Writes the run's JSON summary once every output file is written.
+
+    Named inputs:
+        selection: SeriesSelection; volume: CTVolume; mask: numpy uint8 (z, y, x);
+        seg_path, stl_path, overlay_path: pathlib.Path (stl_path None when the mask is empty).
+
+    Named outputs:
+        none.
+
+    File outputs:
+        <output_path>: JSON with organ volume (mL), the series and instances used, skipped series,
+        model identity (name, version, SHA-256), device and per-stage timings (s), peak memory (MiB).
+    """
+
+    INPUTS = ("selection", "volume", "mask", "seg_path", "stl_path", "overlay_path")
+
+    def __init__(self, fragment: Fragment, *args, output_path: Path, organ: str, run_info: dict[str, Any], timings: StageTimings, **kwargs) -> None:
+        self.output_path = Path(output_path)
+        self.organ = organ
+        self.run_info = run_info
+        self.timings = timings
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        for name in self.INPUTS:
+            spec.input(name)
+
+    def compute(self, op_input, op_output, context) -> None:
+        received = {name: op_input.receive(name) for name in self.INPUTS}
+        outputs = {"dicom_seg": received["seg_path"], "stl": received["stl_path"], "overlay_png": received["overlay_path"]}
+        run_info = self.run_info | {"timings_s": self.timings.as_dict(), "peak_memory_mib": round(peak_memory_mib(), 1)}
+        summary = segmentation_summary(received["selection"], received["volume"], received["mask"], outputs, self.organ, run_info)
+        write_json_atomically(self.output_path, summary)
+        logger.info("%s volume %.1f mL; outputs in %s", self.organ, summary[self.organ]["volume_ml"], self.output_path.parent)

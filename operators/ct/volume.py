@@ -1,0 +1,129 @@
+"""Build a CT volume in Hounsfield units, with its geometry, from the chosen series.
+
+Pixel data is read here, for the chosen series only. A file whose pixel data is truncated or cannot
+be decoded is skipped with a warning; if that leaves a gap, the series is refused (never resampled
+over a missing slice), with an error that names the gap.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from monai.deploy.core import Fragment, Operator, OperatorSpec
+from pydicom.dataset import Dataset
+
+from operators.core.errors import InvalidSeriesError
+from operators.core.timing import StageTimings
+from operators.ct.series_selector import SeriesRules, SeriesSelection
+from operators.ct.slice_geometry import index_to_lps_affine, stack_geometry, uneven_spacing_reason
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CTVolume:
+    """A CT volume and where it came from.
+
+    ``hu_zyx`` is float32 Hounsfield units indexed (slice, row, column); ``affine_lps`` maps
+    (column, row, slice) indices to patient LPS millimetres; ``source_datasets`` are the slices in
+    the same order as ``hu_zyx`` (headers only: pixel data is dropped once decoded).
+    """
+
+    hu_zyx: np.ndarray
+    affine_lps: np.ndarray
+    source_datasets: tuple[Dataset, ...]
+
+    @property
+    def spacing_xyz_mm(self) -> tuple[float, float, float]:
+        return tuple(float(v) for v in np.linalg.norm(self.affine_lps[:3, :3], axis=0))
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        return float(abs(np.linalg.det(self.affine_lps[:3, :3])))
+
+
+def _read_slice(path) -> tuple[Dataset, np.ndarray] | str:
+    """A slice's dataset and HU pixels, or why it cannot be used."""
+    try:
+        dataset = pydicom.dcmread(path)
+        pixels = dataset.pixel_array
+    except Exception as error:  # truncated or corrupt pixel data raises many types
+        return f"pixel data unreadable ({type(error).__name__}: {error})"
+    if pixels.shape != (dataset.Rows, dataset.Columns):
+        return f"pixel data has shape {pixels.shape}, expected ({dataset.Rows}, {dataset.Columns})"
+    slope = float(dataset.get("RescaleSlope", 1) or 1)
+    intercept = float(dataset.get("RescaleIntercept", 0) or 0)
+    hu = pixels.astype(np.float32)
+    if slope != 1:
+        hu *= slope
+    hu += intercept
+    del dataset.PixelData
+    return dataset, hu
+
+
+def build_ct_volume(selection: SeriesSelection, rules: SeriesRules = SeriesRules()) -> CTVolume:
+    """Read the chosen series' pixels, apply rescale slope/intercept, order slices along the normal."""
+    series = selection.chosen
+    slices: dict[str, tuple[Dataset, np.ndarray]] = {}
+    for instance in series.instances:
+        sop_uid = str(instance.header.SOPInstanceUID)
+        if sop_uid in slices:
+            logger.warning("Skipping %s: another file of %s holds the same SOPInstanceUID", instance.path, series.label)
+            continue
+        result = _read_slice(instance.path)
+        if isinstance(result, str):
+            logger.warning("Skipping %s: %s", instance.path, result)
+            continue
+        slices[sop_uid] = result
+
+    if len(slices) < rules.min_slices:
+        raise InvalidSeriesError(f"{series.label}: only {len(slices)} readable slices, {rules.min_slices} required")
+    datasets = [dataset for dataset, _ in slices.values()]
+    geometry = stack_geometry(datasets)
+    reason = uneven_spacing_reason(geometry.gaps_mm, rules.spacing_relative_tolerance)
+    if reason:
+        raise InvalidSeriesError(f"{series.label} refused, not resampled: {reason}")
+
+    pixels = [hu for _, hu in slices.values()]
+    hu_zyx = np.empty((len(pixels), *pixels[0].shape), dtype=np.float32)
+    for z, index in enumerate(geometry.order):
+        hu_zyx[z] = pixels[index]
+    sorted_datasets = tuple(datasets[index] for index in geometry.order)
+    affine = index_to_lps_affine(sorted_datasets[0], geometry, len(sorted_datasets))
+    logger.info(
+        "Volume %s voxels (z, y, x), spacing (x, y, z) %s mm, HU range %.0f..%.0f",
+        hu_zyx.shape, [round(float(s), 3) for s in np.linalg.norm(affine[:3, :3], axis=0)], hu_zyx.min(), hu_zyx.max(),
+    )
+    return CTVolume(hu_zyx=hu_zyx, affine_lps=affine, source_datasets=sorted_datasets)
+
+
+class CTVolumeOperator(Operator):
+    """Turns the chosen series into a HU volume with its LPS geometry.
+
+    Named inputs:
+        selection: SeriesSelection from the series selector.
+
+    Named outputs:
+        volume: CTVolume, float32 HU (z, y, x), affine (column, row, slice) -> LPS mm, sorted source datasets.
+    """
+
+    INPUT_SELECTION = "selection"
+    OUTPUT_VOLUME = "volume"
+
+    def __init__(self, fragment: Fragment, *args, rules: SeriesRules, timings: StageTimings, **kwargs) -> None:
+        self.rules = rules
+        self.timings = timings
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input(self.INPUT_SELECTION)
+        spec.output(self.OUTPUT_VOLUME)
+
+    def compute(self, op_input, op_output, context) -> None:
+        selection = op_input.receive(self.INPUT_SELECTION)
+        with self.timings.stage("volume"):
+            volume = build_ct_volume(selection, self.rules)
+        op_output.emit(volume, self.OUTPUT_VOLUME)

@@ -1,0 +1,138 @@
+"""Scan a folder of DICOM files into series, reading headers only.
+
+Files may sit at any depth and have any name. DICOMDIR files, non-DICOM files and files whose
+header cannot be parsed are skipped with a warning and listed in the result, so a caller can
+report what was ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from monai.deploy.core import Fragment, Operator, OperatorSpec
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from operators.core.errors import AppInputError
+from operators.core.timing import StageTimings
+
+logger = logging.getLogger(__name__)
+
+MEDIA_STORAGE_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+
+@dataclass(frozen=True)
+class DicomInstance:
+    """One file of a series: its path and its header (pixel data not read)."""
+
+    path: Path
+    header: Dataset
+
+
+@dataclass(frozen=True)
+class DicomSeries:
+    """The instances of one SeriesInstanceUID, in the order they were found."""
+
+    series_instance_uid: str
+    instances: tuple[DicomInstance, ...]
+
+    @property
+    def first(self) -> Dataset:
+        return self.instances[0].header
+
+    @property
+    def label(self) -> str:
+        """A short human-readable name for logs: number, description and UID."""
+        first = self.first
+        number = first.get("SeriesNumber", "?")
+        description = first.get("SeriesDescription", "") or "(no description)"
+        return f"series {number} '{description}' ({self.series_instance_uid}, {len(self.instances)} files)"
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class DicomScan:
+    """Everything found under a folder: series, and the files that were skipped and why."""
+
+    root: Path
+    series: tuple[DicomSeries, ...]
+    skipped: tuple[SkippedFile, ...]
+
+
+def _read_header(path: Path) -> Dataset | str:
+    """The header of a DICOM file, or the reason it cannot be used."""
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        return "not a DICOM file"
+    except Exception as error:  # pydicom raises many types on corrupt input
+        return f"unreadable DICOM header ({type(error).__name__}: {error})"
+    sop_class = str(header.get("MediaStorageSOPClassUID", "") or header.file_meta.get("MediaStorageSOPClassUID", ""))
+    if sop_class == MEDIA_STORAGE_DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in header:
+        return "DICOMDIR (a media directory, not an image)"
+    if "SeriesInstanceUID" not in header or "SOPInstanceUID" not in header:
+        return "no SeriesInstanceUID or SOPInstanceUID"
+    return header
+
+
+def scan_dicom_folder(root: Path) -> DicomScan:
+    """All DICOM series under ``root`` (a folder, or a single file), grouped by SeriesInstanceUID."""
+    root = Path(root)
+    if not root.exists():
+        raise AppInputError(f"input path does not exist: {root}")
+    if root.is_file():
+        paths = [root]
+    else:
+        paths = sorted(Path(folder) / name for folder, _, names in os.walk(root) for name in names)
+    if not paths:
+        raise AppInputError(f"input folder is empty: {root}")
+
+    by_series: dict[str, list[DicomInstance]] = defaultdict(list)
+    skipped: list[SkippedFile] = []
+    for path in paths:
+        result = _read_header(path)
+        if isinstance(result, str):
+            logger.warning("Skipping %s: %s", path, result)
+            skipped.append(SkippedFile(path, result))
+            continue
+        by_series[str(result.SeriesInstanceUID)].append(DicomInstance(path, result))
+
+    series = tuple(DicomSeries(uid, tuple(instances)) for uid, instances in by_series.items())
+    logger.info("Found %d DICOM series in %s (%d files skipped)", len(series), root, len(skipped))
+    return DicomScan(root=root, series=series, skipped=tuple(skipped))
+
+
+class DicomFolderLoaderOperator(Operator):
+    """Scans the input folder for DICOM series (headers only; pixel data is read later, for one series).
+
+    Named inputs:
+        none; the folder is given at construction (the app's input path).
+
+    Named outputs:
+        dicom_scan: DicomScan, series grouped by SeriesInstanceUID, plus the skipped files and why.
+    """
+
+    OUTPUT_SCAN = "dicom_scan"
+
+    def __init__(self, fragment: Fragment, *args, input_folder: Path, timings: StageTimings, **kwargs) -> None:
+        self.input_folder = Path(input_folder)
+        self.timings = timings
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.output(self.OUTPUT_SCAN)
+
+    def compute(self, op_input, op_output, context) -> None:
+        with self.timings.stage("dicom_scan"):
+            scan = scan_dicom_folder(self.input_folder)
+        op_output.emit(scan, self.OUTPUT_SCAN)

@@ -1,0 +1,529 @@
+"""Pixel backends behind :mod:`operators.wsi.slide.reader`: cuCIM, OpenSlide and tifffile, plus TIFF inspection.
+
+Every backend reads a region given as a level-0 (x, y) location, a level and a (width, height) in
+that level's pixels, and returns (h, w, 3) uint8 RGB with the area outside the slide filled with
+the background colour (white glass unless OpenSlide names another).
+
+Where a backend puts pixel 0 of a region at a level > 0: OpenSlide samples at the fractional
+level coordinate ``location / downsample`` (it interpolates); cuCIM and the tifffile backend take
+``floor(location / downsample)``. Region reads at levels > 0 may therefore differ by up to one
+level pixel between backends; level 0 is identical.
+
+What cuCIM 23.10 reads correctly was measured against OpenSlide and tifffile on the real SVS, a
+libvips pyramid and tifffile-written TIFFs (tiled 240/256/512, JPEG RGB and YCbCr, deflate, LZW,
+uncompressed, levels as pages): identical pixels. It silently returns garbage for deflate with a
+horizontal predictor, refuses zstd/webp/JPEG 2000 and planar-separate files, does not open DICOM,
+reports no resolution for SVS (spacing 1, unit ''), pads outside the slide with white for SVS but
+black for generic TIFF, and reads stripped (untiled) TIFFs, where it is not memory bounded. So it is
+only used for tiled, single-sample-plane, 8-bit RGB TIFFs with those compressions and no predictor,
+and its first read is checked against the tifffile decoder.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from operators.core.errors import SlideReadError
+
+logger = logging.getLogger(__name__)
+
+WHITE = (255, 255, 255)
+TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+# TIFF Compression values cuCIM 23.10 decodes correctly (measured, see module docstring).
+CUCIM_COMPRESSIONS = {1: "none", 5: "LZW", 7: "JPEG", 8: "deflate", 32946: "deflate"}
+PHOTOMETRIC_MINISBLACK, PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR = 1, 2, 6
+_RESOLUTION_UNIT_UM = {2: 25400.0, 3: 10000.0, 4: 1000.0, 5: 1.0}  # inch, centimetre, tifffile's mm and um
+_RESOLUTION_UNIT_NAME = {2: "inch", 3: "centimetre", 4: "millimetre", 5: "micrometre"}
+_APERIO_MPP = re.compile(r"\|\s*MPP\s*=\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)")
+PLAUSIBLE_MPP = (0.01, 100.0)  # micrometres per pixel; 72 dpi or vips' 1 px/mm defaults fall outside
+
+
+def import_optional(module: str, purpose: str) -> Any:
+    """Import a heavy optional dependency, with a message that says what needs it and how to get it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        package = {"openslide": "openslide-python and openslide-bin", "cucim": "cucim"}.get(module, module)
+        raise ImportError(f"{purpose} needs the Python package {package} (see requirements.txt): {error}") from error
+
+
+def optional_available(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def _downsample(level0_xy: tuple[int, int], level_xy: tuple[int, int]) -> float:
+    """OpenSlide's definition: the mean of the x and y ratios."""
+    return (level0_xy[0] / level_xy[0] + level0_xy[1] / level_xy[1]) / 2.0
+
+
+def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
+    """JFIF full-range YCbCr -> RGB, uint8 in and out."""
+    y, cb, cr = (ycc[..., i].astype(np.float32) for i in range(3))
+    cb -= 128.0
+    cr -= 128.0
+    rgb = np.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], axis=-1)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def composite_on(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
+    """(h, w, 4) unassociated RGBA -> (h, w, 3) RGB over ``background``; transparent becomes background."""
+    alpha = rgba[..., 3]
+    if alpha.min(initial=255) == 255:
+        return np.ascontiguousarray(rgba[..., :3])
+    a = alpha[..., None].astype(np.uint16)
+    back = np.asarray(background, dtype=np.uint16)
+    return ((rgba[..., :3].astype(np.uint16) * a + back * (255 - a) + 127) // 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# TIFF inspection (tifffile): levels, layout, truncation, resolution
+
+
+@dataclass(frozen=True)
+class TiffLevelInfo:
+    size_xy: tuple[int, int]
+    tiled: bool
+    compression: int
+    predictor: int
+    photometric: int
+    samples: int
+    planar_contig: bool
+    dtype: str
+    pages: int
+
+
+@dataclass(frozen=True)
+class TiffInfo:
+    """What tifffile sees in a TIFF: its main series' pyramid levels and its resolution."""
+
+    path: Path
+    kind: str  # tifffile's name for the series: 'svs', 'generic', 'ome', 'ndpi', ...
+    levels: tuple[TiffLevelInfo, ...]
+    mpp_xy: tuple[float, float] | None
+    mpp_note: str  # where the resolution came from, or why there is none
+
+    def cucim_refusal(self) -> str | None:
+        """Why cuCIM must not read this file, or None when it may (see the module docstring)."""
+        for index, level in enumerate(self.levels):
+            if not level.tiled:
+                return f"level {index} is not tiled (cuCIM would decode the whole level)"
+            if level.compression not in CUCIM_COMPRESSIONS:
+                return f"level {index} has TIFF compression {level.compression}"
+            if level.predictor != 1:
+                return f"level {index} uses predictor {level.predictor} (cuCIM 23.10 mis-decodes it)"
+            if not (level.samples == 3 and level.planar_contig and level.dtype == "uint8"):
+                return f"level {index} is not 8-bit interleaved RGB"
+            if level.photometric not in (PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR) or (level.photometric == PHOTOMETRIC_YCBCR and level.compression != 7):
+                return f"level {index} has photometric {level.photometric}"
+            if level.pages != 1:
+                return f"level {index} has {level.pages} pages (focal planes or channels)"
+        return None
+
+    def tifffile_refusal(self) -> str | None:
+        """Why the tifffile backend cannot read this file, or None."""
+        for index, level in enumerate(self.levels):
+            if level.dtype != "uint8":
+                return f"level {index} has {level.dtype} samples; only 8-bit slides are read"
+            if level.photometric == PHOTOMETRIC_YCBCR and level.compression != 7:
+                return f"level {index} is YCbCr without JPEG compression"
+            if level.photometric not in (PHOTOMETRIC_MINISBLACK, PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR):
+                return f"level {index} has photometric interpretation {level.photometric}"
+            if level.samples not in (1, 3, 4):
+                return f"level {index} has {level.samples} samples per pixel"
+        return None
+
+
+def has_tiff_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(4) in TIFF_MAGICS
+    except OSError:
+        return False
+
+
+def _resolution_mpp(page: Any) -> tuple[tuple[float, float] | None, str]:
+    tags = page.tags
+    unit = int(tags.valueof("ResolutionUnit", 2))  # TIFF default is inch
+    x_res, y_res = tags.valueof("XResolution"), tags.valueof("YResolution")
+    if x_res is None or y_res is None:
+        return None, "no XResolution/YResolution tags"
+    if unit not in _RESOLUTION_UNIT_UM:
+        return None, f"ResolutionUnit {unit} (no absolute unit)"
+    pixels_per_unit = [r[0] / r[1] if isinstance(r, tuple) and r[1] else float(r) if not isinstance(r, tuple) else 0.0 for r in (x_res, y_res)]
+    if min(pixels_per_unit) <= 0:
+        return None, "zero XResolution/YResolution"
+    mpp = (_RESOLUTION_UNIT_UM[unit] / pixels_per_unit[0], _RESOLUTION_UNIT_UM[unit] / pixels_per_unit[1])
+    return mpp, f"TIFF resolution tags in pixels per {_RESOLUTION_UNIT_NAME[unit]}"
+
+
+def _tiff_mpp(tif: Any, page: Any) -> tuple[tuple[float, float] | None, str]:
+    if tif.is_svs:
+        match = _APERIO_MPP.search(page.description or "")
+        if match and float(match.group(1)) > 0:
+            mpp = float(match.group(1))
+            return (mpp, mpp), "Aperio ImageDescription MPP"
+    return _resolution_mpp(page)
+
+
+def _check_ifd_chain(path: Path, file_size: int, max_ifds: int = 100_000) -> None:
+    """Follow the chain of image file directories: every one must lie inside the file (catches truncation)."""
+    import struct
+
+    with open(path, "rb") as stream:
+        head = stream.read(16)
+        order = "<" if head[:2] == b"II" else ">"
+        big = struct.unpack(order + "H", head[2:4])[0] == 43
+        offset_format, count_format, entry_size = (order + "Q", order + "Q", 20) if big else (order + "I", order + "H", 12)
+        offset = struct.unpack(offset_format, head[8:16] if big else head[4:8])[0]
+        seen: set[int] = set()
+        while offset and len(seen) < max_ifds:
+            count_size, offset_size = struct.calcsize(count_format), struct.calcsize(offset_format)
+            if offset in seen:
+                raise SlideReadError(f"{path}: corrupt TIFF: its image directories loop back to byte {offset}")
+            if offset + count_size > file_size:
+                raise SlideReadError(f"{path}: truncated TIFF: image directory {len(seen)} starts at byte {offset} but the file has {file_size} bytes")
+            seen.add(offset)
+            stream.seek(offset)
+            count = struct.unpack(count_format, stream.read(count_size))[0]
+            next_at = offset + count_size + count * entry_size
+            if next_at + offset_size > file_size:
+                raise SlideReadError(f"{path}: truncated TIFF: image directory {len(seen) - 1} ends at byte {next_at + offset_size} but the file has {file_size} bytes")
+            stream.seek(next_at)
+            offset = struct.unpack(offset_format, stream.read(offset_size))[0]
+
+
+def _check_segments_inside(tif: Any, path: Path, file_size: int) -> None:
+    for number, page in enumerate(tif.pages):
+        ends = [offset + count for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True) if count]
+        if ends and max(ends) > file_size:
+            raise SlideReadError(
+                f"{path}: truncated or corrupt TIFF: image data of page {number} extends to byte {max(ends)} but the file has {file_size} bytes"
+            )
+
+
+def inspect_tiff(path: Path) -> TiffInfo | None:
+    """TIFF levels and resolution; None when the file is not a TIFF. Raises SlideReadError for a broken TIFF."""
+    if not has_tiff_magic(path):
+        return None
+    import tifffile
+
+    _check_ifd_chain(path, path.stat().st_size)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if len(tif.pages) == 0:
+                raise SlideReadError(f"{path}: truncated or corrupt TIFF: no image directory could be read ({path.stat().st_size} bytes)")
+            _check_segments_inside(tif, path, path.stat().st_size)
+            series = tif.series[0]
+            levels = []
+            for level in series.levels:
+                page = level.keyframe
+                levels.append(TiffLevelInfo(
+                    size_xy=(int(page.imagewidth), int(page.imagelength)),
+                    tiled=bool(page.is_tiled),
+                    compression=int(page.compression),
+                    predictor=int(page.predictor),
+                    photometric=int(page.photometric),
+                    samples=int(page.samplesperpixel),
+                    planar_contig=int(page.planarconfig) == 1 or int(page.samplesperpixel) == 1,
+                    dtype=str(page.dtype) if page.dtype is not None else f"{page.bitspersample}-bit",
+                    pages=len(level.pages),
+                ))
+            mpp, note = _tiff_mpp(tif, series.levels[0].keyframe)
+            kind = str(series.kind)
+    except SlideReadError:
+        raise
+    except Exception as error:  # tifffile raises TiffFileError, ValueError, IndexError, struct.error ... on broken files
+        raise SlideReadError(f"{path}: truncated or corrupt TIFF ({type(error).__name__}: {error})") from error
+    if not levels:
+        raise SlideReadError(f"{path}: TIFF without images")
+    return TiffInfo(path=path, kind=kind, levels=tuple(levels), mpp_xy=mpp, mpp_note=note)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends
+
+
+class SlideBackend:
+    """Common interface. ``level_sizes_xy`` and ``level_downsamples`` are the slide's pyramid."""
+
+    name = ""
+    path: Path
+    level_sizes_xy: tuple[tuple[int, int], ...]
+    level_downsamples: tuple[float, ...]
+    background: tuple[int, int, int] = WHITE
+
+    def read_rgb(self, location_xy_level0: tuple[int, int], level: int, size_xy: tuple[int, int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def level_origin_xy(self, location_xy_level0: tuple[int, int], level: int) -> tuple[float, float]:
+        """Level coordinate of pixel 0 of a region read at ``location_xy_level0``."""
+        ds = self.level_downsamples[level]
+        return math.floor(location_xy_level0[0] / ds), math.floor(location_xy_level0[1] / ds)
+
+    def properties(self) -> dict[str, str]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+    def _failed(self, what: str, error: Exception) -> SlideReadError:
+        return SlideReadError(f"{self.path}: {self.name} could not read {what} ({type(error).__name__}: {error})")
+
+
+class _FloorAlignedBackend(SlideBackend):
+    """Backends addressed in integer level pixels: clip to the level, read inside, pad with white."""
+
+    def read_rgb(self, location_xy_level0, level, size_xy):
+        width, height = size_xy
+        x, y = self.level_origin_xy(location_xy_level0, level)
+        level_w, level_h = self.level_sizes_xy[level]
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + width, level_w), min(y + height, level_h)
+        if x0 <= x and y0 <= y and x1 == x + width and y1 == y + height:
+            return self._read_inside(level, x, y, width, height)
+        out = np.empty((height, width, 3), dtype=np.uint8)
+        out[...] = self.background
+        if x1 > x0 and y1 > y0:
+            out[y0 - y:y1 - y, x0 - x:x1 - x] = self._read_inside(level, x0, y0, x1 - x0, y1 - y0)
+        return out
+
+    def _read_inside(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """(height, width, 3) RGB of a rectangle that lies inside the level."""
+        raise NotImplementedError
+
+
+class OpenSlideBackend(SlideBackend):
+    """OpenSlide: SVS, generic tiled TIFF, DICOM WSI (one instance file), NDPI, MRXS, ..."""
+
+    name = "openslide"
+
+    def __init__(self, path: Path):
+        openslide = import_optional("openslide", "Reading whole-slide images with OpenSlide")
+        self.path = path
+        self._error_type = openslide.OpenSlideError
+        try:
+            self._slide = openslide.OpenSlide(str(path))
+        except Exception as error:  # OpenSlideUnsupportedFormatError, OpenSlideError, OSError
+            raise SlideReadError(f"{path}: OpenSlide cannot open it ({type(error).__name__}: {error})") from error
+        self._levels = tuple(range(self._slide.level_count))  # our level index -> OpenSlide's
+        self.level_sizes_xy = tuple((int(w), int(h)) for w, h in self._slide.level_dimensions)
+        self.level_downsamples = tuple(float(d) for d in self._slide.level_downsamples)
+        self.ycbcr_levels: frozenset[int] = frozenset()  # (our) levels whose pixels OpenSlide returns as undecoded YCbCr
+        color = self._slide.properties.get("openslide.background-color")
+        if color and len(color) == 6:
+            self.background = tuple(int(color[i:i + 2], 16) for i in (0, 2, 4))
+
+    def hide_levels(self, hidden: set[int]) -> None:
+        """Leave out levels OpenSlide cannot read (before any other use); level 0 cannot be hidden."""
+        if 0 in hidden:
+            raise ValueError("level 0 cannot be hidden")
+        keep = [i for i in range(len(self._levels)) if i not in hidden]
+        self._levels = tuple(self._levels[i] for i in keep)
+        self.level_sizes_xy = tuple(self.level_sizes_xy[i] for i in keep)
+        self.level_downsamples = tuple(self.level_downsamples[i] for i in keep)
+
+    def level_origin_xy(self, location_xy_level0, level):
+        ds = self.level_downsamples[level]
+        return location_xy_level0[0] / ds, location_xy_level0[1] / ds
+
+    def read_rgb(self, location_xy_level0, level, size_xy):
+        try:
+            rgba = np.asarray(self._slide.read_region(tuple(int(v) for v in location_xy_level0), self._levels[level], tuple(int(v) for v in size_xy)))
+        except self._error_type as error:
+            raise self._failed(f"the region at {tuple(location_xy_level0)} level {level} size {tuple(size_xy)}", error) from error
+        return self._finish(rgba, level)
+
+    def read_rgb_uncorrected(self, location_xy_level0, level, size_xy) -> np.ndarray:
+        """As :meth:`read_rgb` without the YCbCr correction (to calibrate it)."""
+        return composite_on(np.asarray(self._slide.read_region(tuple(location_xy_level0), self._levels[level], tuple(size_xy))), self.background)
+
+    def _finish(self, rgba: np.ndarray, level: int) -> np.ndarray:
+        if level in self.ycbcr_levels:
+            rgba = np.concatenate([ycbcr_to_rgb(rgba[..., :3]), rgba[..., 3:]], axis=-1)
+        return composite_on(rgba, self.background)
+
+    def properties(self) -> dict[str, str]:
+        return dict(self._slide.properties)
+
+    def close(self) -> None:
+        self._slide.close()
+
+    @staticmethod
+    def can_open(path: Path) -> bool:
+        if not optional_available("openslide"):
+            return False
+        import openslide
+
+        try:
+            return openslide.OpenSlide.detect_format(str(path)) is not None
+        except Exception:  # detect_format raises on unreadable files in some versions
+            return False
+
+
+CUCIM_CACHE_MB = 256
+
+
+def _enable_cucim_cache(cuimage: Any) -> None:
+    """cuCIM's default is no tile cache (10x slower for overlapping patches); switch on a per-process one once."""
+    try:
+        if str(cuimage.cache().type).lower().endswith("nocache"):
+            cuimage.cache("per_process", memory_capacity=CUCIM_CACHE_MB)
+            logger.info("cuCIM tile cache: per_process, %d MB", CUCIM_CACHE_MB)
+    except Exception as error:  # an old or GPU-only cuCIM build: read uncached
+        logger.warning("Could not enable cuCIM's tile cache (%s: %s)", type(error).__name__, error)
+
+
+class CuCIMBackend(_FloorAlignedBackend):
+    """cuCIM (CPU decoding here): tiled RGB TIFF/SVS only, see the module docstring."""
+
+    name = "cucim"
+
+    def __init__(self, path: Path):
+        cucim = import_optional("cucim", "Reading whole-slide images with cuCIM")
+        self.path = path
+        _enable_cucim_cache(cucim.CuImage)
+        try:
+            self._image = cucim.CuImage(str(path))
+        except Exception as error:
+            raise SlideReadError(f"{path}: cuCIM cannot open it ({type(error).__name__}: {error})") from error
+        resolutions = self._image.resolutions
+        self.level_sizes_xy = tuple((int(w), int(h)) for w, h in resolutions["level_dimensions"])
+        self.level_downsamples = tuple(_downsample(self.level_sizes_xy[0], s) for s in self.level_sizes_xy)
+        self._cucim_downsamples = tuple(float(d) for d in resolutions["level_downsamples"])
+
+    def _read_inside(self, level, x, y, width, height):
+        ds = self._cucim_downsamples[level]
+        # cuCIM maps a level-0 location to floor(location / its float32 downsample): pick a location that lands on (x, y).
+        location = (x if level == 0 else math.ceil(x * ds), y if level == 0 else math.ceil(y * ds))
+        try:
+            region = np.asarray(self._image.read_region(location=location, size=(int(width), int(height)), level=int(level)))
+        except Exception as error:
+            raise self._failed(f"level {level} at ({x}, {y}) size ({width}, {height})", error) from error
+        return np.ascontiguousarray(region[..., :3]) if region.shape[-1] != 3 else region
+
+    def close(self) -> None:
+        close = getattr(self._image, "close", None)
+        if close is not None:
+            close()
+
+
+class TifffileBackend(_FloorAlignedBackend):
+    """Plain TIFFs nothing else reads (e.g. a single-level stripped TIFF): decodes only the strips/tiles a read needs.
+
+    Uncompressed contiguous levels are memory-mapped; other levels decode each tile or strip once
+    into a small LRU cache (``cache_bytes``), so memory stays bounded by the cache and one region.
+    """
+
+    name = "tifffile"
+
+    def __init__(self, path: Path, cache_bytes: int = 128 * 2**20):
+        import tifffile
+
+        self.path = path
+        self._lock = threading.RLock()
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._cache_bytes, self._cached_bytes = cache_bytes, 0
+        try:
+            self._tif = tifffile.TiffFile(path)
+            self._pages = [level.keyframe for level in self._tif.series[0].levels]
+        except Exception as error:
+            raise SlideReadError(f"{path}: tifffile cannot open it ({type(error).__name__}: {error})") from error
+        self.level_sizes_xy = tuple((int(p.imagewidth), int(p.imagelength)) for p in self._pages)
+        self.level_downsamples = tuple(_downsample(self.level_sizes_xy[0], s) for s in self.level_sizes_xy)
+        self._memmaps: dict[int, np.ndarray] = {}
+        for level, page in enumerate(self._pages):
+            if page.compression == 1 and page.is_memmappable and page.dtype == np.uint8 and int(page.planarconfig) == 1:
+                self._memmaps[level] = np.memmap(path, dtype=np.uint8, mode="r", offset=page.dataoffsets[0],
+                                                 shape=(page.imagelength, page.imagewidth, page.samplesperpixel))
+                continue
+            seg_w, seg_h = self._segment_shape(page)
+            if seg_w * seg_h * int(page.samplesperpixel) > cache_bytes:
+                logger.warning("%s: level %d is stored in %dx%d strips/tiles; each read decodes %.0f MB",
+                               path, level, seg_w, seg_h, seg_w * seg_h * int(page.samplesperpixel) / 2**20)
+
+    def _segment_shape(self, page) -> tuple[int, int]:
+        if page.is_tiled:
+            return int(page.tilewidth), int(page.tilelength)
+        return int(page.imagewidth), min(int(page.rowsperstrip or page.imagelength), int(page.imagelength))
+
+    def _segment(self, level: int, index: int) -> np.ndarray | None:
+        key = (level, index)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            page = self._pages[level]
+            offset, count = page.dataoffsets[index], page.databytecounts[index]
+            data = None
+            if count:
+                handle = self._tif.filehandle
+                handle.seek(offset)
+                data = handle.read(count)
+        try:
+            segment, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
+        except Exception as error:
+            raise self._failed(f"tile/strip {index} of level {level}", error) from error
+        if segment is None:
+            return None
+        segment = segment.reshape(segment.shape[-3:])  # (rows, columns, samples)
+        with self._lock:
+            self._cache[key] = segment
+            self._cached_bytes += segment.nbytes
+            while self._cached_bytes > self._cache_bytes and len(self._cache) > 1:
+                _, dropped = self._cache.popitem(last=False)
+                self._cached_bytes -= dropped.nbytes
+        return segment
+
+    def _read_samples(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        if level in self._memmaps:
+            return np.array(self._memmaps[level][y:y + height, x:x + width])
+        page = self._pages[level]
+        samples = int(page.samplesperpixel)
+        planes = samples if int(page.planarconfig) == 2 and samples > 1 else 1
+        seg_w, seg_h = self._segment_shape(page)
+        segs_x = -(-int(page.imagewidth) // seg_w)
+        segs_per_plane = segs_x * -(-int(page.imagelength) // seg_h)
+        out = np.full((height, width, samples), 255, dtype=np.uint8)
+        for sy in range(y // seg_h, (y + height - 1) // seg_h + 1):
+            for sx in range(x // seg_w, (x + width - 1) // seg_w + 1):
+                top, left = sy * seg_h, sx * seg_w
+                ya, yb = max(y, top), min(y + height, top + seg_h)
+                xa, xb = max(x, left), min(x + width, left + seg_w)
+                for plane in range(planes):
+                    segment = self._segment(level, plane * segs_per_plane + sy * segs_x + sx)
+                    if segment is None:
+                        continue
+                    block = segment[ya - top:yb - top, xa - left:xb - left]
+                    target = out[ya - y:yb - y, xa - x:xb - x]
+                    if planes == 1:
+                        target[:block.shape[0], :block.shape[1]] = block
+                    else:
+                        target[:block.shape[0], :block.shape[1], plane] = block[..., 0]
+        return out
+
+    def _read_inside(self, level, x, y, width, height):
+        samples = self._read_samples(level, x, y, width, height)
+        if samples.shape[-1] == 1:
+            return np.repeat(samples, 3, axis=-1)
+        if samples.shape[-1] == 4:
+            return composite_on(samples, self.background)
+        return samples
+
+    def close(self) -> None:
+        self._memmaps.clear()
+        self._cache.clear()
+        self._tif.close()

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from operators.core.errors import AppInputError
+from operators.dicom.scan import scan_dicom_folder
+from tests.dicom_factories import ct_stack, save_all
+
+
+def test_scan_groups_series_at_any_depth_and_skips_non_dicom_and_dicomdir(tmp_path: Path):
+    save_all(ct_stack([0, 2, 4]), tmp_path / "a" / "b" / "c", prefix="IMG")
+    save_all(ct_stack([0, 2]), tmp_path / "other", prefix="x")
+    (tmp_path / "notes.txt").write_text("not DICOM")
+    shutil.copy(get_testdata_file("DICOMDIR"), tmp_path / "DICOMDIR")
+    scan = scan_dicom_folder(tmp_path)
+    assert sorted(len(s.instances) for s in scan.series) == [2, 3]
+    reasons = {p.path.name: p.reason for p in scan.skipped}
+    assert reasons["notes.txt"] == "not a DICOM file"
+    assert "DICOMDIR" in reasons["DICOMDIR"]
+
+
+def test_scan_skips_a_file_truncated_inside_its_header(tmp_path: Path):
+    paths = save_all(ct_stack([0, 2, 4]), tmp_path)
+    paths[1].write_bytes(paths[1].read_bytes()[:200])
+    scan = scan_dicom_folder(tmp_path)
+    assert len(scan.series[0].instances) == 2
+    assert [s.path for s in scan.skipped] == [paths[1]]
+
+
+@pytest.mark.parametrize("make", [lambda p: p.mkdir(), lambda p: None], ids=["empty-folder", "missing"])
+def test_scan_refuses_an_empty_or_missing_input(tmp_path: Path, make):
+    target = tmp_path / "input"
+    make(target)
+    with pytest.raises(AppInputError, match="empty|does not exist"):
+        scan_dicom_folder(target)
+
+
+def test_scan_reads_headers_only(tmp_path: Path):
+    save_all(ct_stack([0, 2, 4]), tmp_path)
+    header = scan_dicom_folder(tmp_path).series[0].instances[0].header
+    assert "PixelData" not in header
+    assert isinstance(header, pydicom.Dataset)

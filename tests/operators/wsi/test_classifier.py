@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from monai.data import save_net_with_metadata
+
+from operators.core.errors import ModelLoadError
+from operators.models.config import load_model_config
+from operators.models.loader import load_model
+from operators.models.networks import build_patch_classifier
+from operators.wsi.classifier import frozen_for_cpu, prepare_classifier
+
+CPU = torch.device("cpu")
+NETWORK = load_model_config("pathology_tumor_detection")["network"]
+
+
+def build() -> torch.nn.Module:
+    return build_patch_classifier(NETWORK)
+
+
+class FlatClassifier(torch.nn.Module):
+    """A TorchScript-style classifier with (N, 1) output and no dense capability."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = build()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten(1)
+
+
+def test_bundle_state_dict_wrapped_in_model_key_loads_and_runs_densely(tmp_path: Path):
+    torch.save({"model": build().state_dict()}, tmp_path / "model.pt")
+    (tmp_path / "metadata.json").write_text(json.dumps({"name": "pathology_tumor_detection", "version": "0.6.0"}))
+    classifier = prepare_classifier(load_model(tmp_path / "model.pt", build, CPU), CPU, amp=False)
+    assert classifier.output_stride_px == 32
+    assert classifier.model.version == "0.6.0"
+
+
+@pytest.mark.parametrize(("card", "expected_stride"), [({"name": "flat", "version": "1"}, None)])
+def test_torchscript_classifier_runs_in_patch_mode_unless_it_declares_dense(tmp_path: Path, card, expected_stride):
+    save_net_with_metadata(torch.jit.script(FlatClassifier().eval()), str(tmp_path / "model"), include_config_vals=False, append_timestamp=False, meta_values=card)
+    classifier = prepare_classifier(load_model(tmp_path / "model.ts", build, CPU), CPU, amp=False)
+    assert classifier.output_stride_px == expected_stride
+
+
+def test_torchscript_that_falsely_declares_dense_is_refused(tmp_path: Path):
+    card = {"name": "flat", "version": "1", "fully_convolutional": {"output_stride_px": 32}}
+    save_net_with_metadata(torch.jit.script(FlatClassifier().eval()), str(tmp_path / "model"), include_config_vals=False, append_timestamp=False, meta_values=card)
+    with pytest.raises(ModelLoadError, match="claims to be fully convolutional"):
+        prepare_classifier(load_model(tmp_path / "model.ts", build, CPU), CPU, amp=False)
+
+
+def test_spleen_unet_weights_are_refused_as_a_classifier(tmp_path: Path):
+    from operators.models.networks import build_spleen_unet
+
+    torch.save(build_spleen_unet(load_model_config("spleen_ct_segmentation")["network"]).state_dict(), tmp_path / "model.pt")
+    with pytest.raises(ModelLoadError, match="do not fit the network"):
+        load_model(tmp_path / "model.pt", build, CPU)
+
+
+def test_two_class_torchscript_is_refused(tmp_path: Path):
+    two = build_patch_classifier({**NETWORK, "num_classes": 2}).eval()
+    torch.jit.save(torch.jit.script(two), str(tmp_path / "model.ts"))
+    with pytest.raises(ModelLoadError, match="expected one tumor logit per patch"):
+        prepare_classifier(load_model(tmp_path / "model.ts", build, CPU), CPU, amp=False)
+
+
+def test_freezing_keeps_outputs():
+    net = build().eval()
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_var.uniform_(0.5, 1.5)
+    x = torch.rand(2, 3, 288, 288) * 2 - 1
+    with torch.inference_mode():
+        torch.testing.assert_close(frozen_for_cpu(net)(x), net(x), atol=1e-5, rtol=1e-5)
