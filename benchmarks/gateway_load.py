@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.gateway.gateway_process import GatewayProcess, write_config  # noqa: E402
-from tests.gateway.load import make_load, send_concurrently, stored_uids  # noqa: E402
-from tests.gateway.orthanc import free_port  # noqa: E402
+from tests.gateway.gateway_process import GatewayProcess, write_config
+from tests.gateway.load import make_load, send_concurrently, stored_uids
+from tests.gateway.orthanc import free_port
 
 logger = logging.getLogger("gateway_load")
 ROUTES = [{"name": "none", "match": {"Modality": "NOTHING"}, "command": ["true"]}]
@@ -37,10 +37,17 @@ def run(instances: int, associations: int, folder: Path) -> dict:
     on_disk = Counter(stored_uids(folder / "gateway-data"))
     with sqlite3.connect(folder / "gateway-data" / "gateway.sqlite") as db:
         recorded = db.execute("SELECT COUNT(*), SUM(receive_count) FROM instances").fetchone()
-    return {"instances": instances, "associations": associations, "seconds": round(result.seconds, 2),
-            "instances_per_s": round(result.per_second, 1), "failed_statuses": len(result.failed_statuses),
-            "lost": len(set(result.sent_uids) - set(on_disk)), "duplicated_files": sum(n - 1 for n in on_disk.values()),
-            "recorded": recorded[0], "receptions": recorded[1]}
+    return {
+        "instances": instances,
+        "associations": associations,
+        "seconds": round(result.seconds, 2),
+        "instances_per_s": round(result.per_second, 1),
+        "failed_statuses": len(result.failed_statuses),
+        "lost": len(set(result.sent_uids) - set(on_disk)),
+        "duplicated_files": sum(n - 1 for n in on_disk.values()),
+        "recorded": recorded[0],
+        "receptions": recorded[1],
+    }
 
 
 def main() -> int:

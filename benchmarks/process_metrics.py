@@ -39,8 +39,9 @@ def _raise_stack_limit() -> None:
         resource.setrlimit(resource.RLIMIT_STACK, (STACK_BYTES, hard))
 
 
-def run_measured(command: Sequence[str], log_path: Path, timeout_s: float, cwd: Path | None = None,
-                 env: dict[str, str] | None = None) -> ProcessMeasurement:
+def run_measured(
+    command: Sequence[str], log_path: Path, timeout_s: float, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> ProcessMeasurement:
     """Run ``command`` with stdout and stderr to ``log_path``; kill it after ``timeout_s``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]

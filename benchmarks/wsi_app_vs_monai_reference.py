@@ -111,7 +111,9 @@ class AppMap:
 # Running
 
 
-def app_command(slide: Path, output_dir: Path, model: Path, extra: tuple[str, ...], batch_size: int | None, workers: int | None) -> list[str]:
+def app_command(
+    slide: Path, output_dir: Path, model: Path, extra: tuple[str, ...], batch_size: int | None, workers: int | None
+) -> list[str]:
     command = [sys.executable, str(APP_DIR), "-i", str(slide), "-o", str(output_dir), "-m", str(model), "--device", "cpu", *extra]
     if batch_size:
         command += ["--batch-size", str(batch_size)]
@@ -127,8 +129,19 @@ def run_pipeline(pipeline: Pipeline, slide: Path, model: Path, run_dir: Path, ar
         shutil.rmtree(output_dir)
     output_dir.mkdir(parents=True)
     if pipeline.app_args is None:
-        command = [sys.executable, str(REFERENCE_SCRIPT), str(slide), str(model), str(output_dir), "--batch-size", str(args.batch_size),
-                   "--workers", str(args.workers), "--reader", args.reader]
+        command = [
+            sys.executable,
+            str(REFERENCE_SCRIPT),
+            str(slide),
+            str(model),
+            str(output_dir),
+            "--batch-size",
+            str(args.batch_size),
+            "--workers",
+            str(args.workers),
+            "--reader",
+            args.reader,
+        ]
     else:
         command = app_command(slide, output_dir, model, pipeline.app_args, args.batch_size, args.workers)
     logger.info("[%s] %s", name, " ".join(command))
@@ -138,9 +151,18 @@ def run_pipeline(pipeline: Pipeline, slide: Path, model: Path, run_dir: Path, ar
         read_reference_result(record, output_dir)
     else:
         read_app_summary(record, output_dir / slide.stem)
-    logger.info("[%s] exit %d, %.1f s wall, %.1f CPU s, %.0f MiB peak RSS, %s windows at %s/s, load %.1f -> %.1f", name, measured.returncode,
-                measured.wall_s, measured.cpu_s, measured.peak_rss_mib, record.windows, fmt(record.windows_per_s, ".1f"),
-                measured.load_before, measured.load_after)
+    logger.info(
+        "[%s] exit %d, %.1f s wall, %.1f CPU s, %.0f MiB peak RSS, %s windows at %s/s, load %.1f -> %.1f",
+        name,
+        measured.returncode,
+        measured.wall_s,
+        measured.cpu_s,
+        measured.peak_rss_mib,
+        record.windows,
+        fmt(record.windows_per_s, ".1f"),
+        measured.load_before,
+        measured.load_after,
+    )
     return record
 
 
@@ -187,7 +209,7 @@ def dense_tile_costs(tissue: np.ndarray, k: int, window_px: int = PATCH_PX, stri
     side = window_px + (k - 1) * stride_px
     for r in range(0, tissue.shape[0], k):
         for c in range(0, tissue.shape[1], k):
-            block = tissue[r:r + k, c:c + k]
+            block = tissue[r : r + k, c : c + k]
             if not block.any():
                 continue
             windows += k * k
@@ -243,7 +265,9 @@ def cells_at(app: AppMap, centres_xy: np.ndarray) -> tuple[np.ndarray, np.ndarra
     col_f = (centres_xy[:, 0] - app.centre0_xy[0]) / app.stride_px
     row_f = (centres_xy[:, 1] - app.centre0_xy[1]) / app.stride_px
     rows, cols = np.rint(row_f).astype(int), np.rint(col_f).astype(int)
-    aligned = (np.abs(row_f - rows) * app.stride_px < MISALIGNED_TOLERANCE_PX + 1e-9) & (np.abs(col_f - cols) * app.stride_px < MISALIGNED_TOLERANCE_PX + 1e-9)
+    aligned = (np.abs(row_f - rows) * app.stride_px < MISALIGNED_TOLERANCE_PX + 1e-9) & (
+        np.abs(col_f - cols) * app.stride_px < MISALIGNED_TOLERANCE_PX + 1e-9
+    )
     inside = (rows >= 0) & (cols >= 0) & (rows < app.probabilities.shape[0]) & (cols < app.probabilities.shape[1])
     return np.where(inside, rows, 0), np.where(inside, cols, 0), aligned & inside
 
@@ -252,8 +276,13 @@ def diff_stats(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     if a.size == 0:
         return {"cells": 0}
     d = np.abs(a.astype(np.float64) - b.astype(np.float64))
-    return {"cells": int(a.size), "max_abs": float(d.max()), "mean_abs": float(d.mean()), "p99_abs": float(np.quantile(d, 0.99)),
-            "over_1e-3": int((d > 1e-3).sum())}
+    return {
+        "cells": int(a.size),
+        "max_abs": float(d.max()),
+        "mean_abs": float(d.mean()),
+        "p99_abs": float(np.quantile(d, 0.99)),
+        "over_1e-3": int((d > 1e-3).sum()),
+    }
 
 
 def compare_with_reference(reference_dir: Path, app_output: Path) -> dict[str, Any]:
@@ -277,7 +306,9 @@ def compare_with_reference(reference_dir: Path, app_output: Path) -> dict[str, A
         "misaligned_reference_patches": int((~aligned).sum()),
         "max_centre_offset_px": float(max(np.abs(offset[0]).max(initial=0.0), np.abs(offset[1]).max(initial=0.0))),
         "reference_only_cells": int((aligned & ~app.tissue[rows, cols]).sum()),
-        "app_only_cells": int((app.tissue & ~hit).sum()) if app.stride_px == reference_stride else None,  # dense: most cells are between patches
+        "app_only_cells": int((app.tissue & ~hit).sum())
+        if app.stride_px == reference_stride
+        else None,  # dense: most cells are between patches
         "diff": diff_stats(ref_values[on_tissue], app_values[on_tissue]),
     }
 
@@ -289,8 +320,11 @@ def compare_app_maps(coarse_output: Path, fine_output: Path) -> dict[str, Any]:
     centres = np.stack([coarse.centre0_xy[0] + c0 * coarse.stride_px, coarse.centre0_xy[1] + r0 * coarse.stride_px], axis=1)
     rows, cols, aligned = cells_at(fine, centres)
     both = aligned & fine.tissue[rows, cols]
-    return {"coarse_cells": len(r0), "misaligned": int((~aligned).sum()),
-            "diff": diff_stats(coarse.probabilities[r0[both], c0[both]], fine.probabilities[rows[both], cols[both]])}
+    return {
+        "coarse_cells": len(r0),
+        "misaligned": int((~aligned).sum()),
+        "diff": diff_stats(coarse.probabilities[r0[both], c0[both]], fine.probabilities[rows[both], cols[both]]),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -314,36 +348,40 @@ def speed_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
         mask_cells_per_s = None
         if record.map_seconds and ref is not None and ref.windows:
             mask_cells_per_s = ref.windows / record.map_seconds  # the reference's patches covered per second of map time
-        rows.append({
-            "pipeline": record.pipeline,
-            "slide": record.slide,
-            "exit": record.process.returncode,
-            "mode": record.mode,
-            "compute": record.compute,
-            "reader": record.reader,
-            "windows": record.windows,
-            "computed_windows": record.computed_windows,
-            "dense_tile_pixels": record.tile_pixels,
-            "dense_tile_pixels_if_cropped_to_tissue": record.tile_pixels_cropped,
-            "stride_px": record.map_stride_level0_px,
-            "windows_per_s": record.windows_per_s,
-            "map_s": record.map_seconds,
-            "wall_s": record.process.wall_s,
-            "cpu_s": record.process.cpu_s,
-            "peak_rss_mib": record.process.peak_rss_mib,
-            "load": (record.process.load_before, record.process.load_after),
-            "speedup_map_vs_reference": ratio(ref.map_seconds, record.map_seconds) if ref else None,
-            "speedup_wall_vs_reference": ratio(ref.process.wall_s, record.process.wall_s) if ref else None,
-            "speedup_cpu_vs_reference": ratio(ref.process.cpu_s, record.process.cpu_s) if ref else None,
-            "reference_patches_per_s_equivalent": mask_cells_per_s,
-            "peak_rss_vs_reference": ratio(record.process.peak_rss_mib, ref.process.peak_rss_mib) if ref else None,
-        })
+        rows.append(
+            {
+                "pipeline": record.pipeline,
+                "slide": record.slide,
+                "exit": record.process.returncode,
+                "mode": record.mode,
+                "compute": record.compute,
+                "reader": record.reader,
+                "windows": record.windows,
+                "computed_windows": record.computed_windows,
+                "dense_tile_pixels": record.tile_pixels,
+                "dense_tile_pixels_if_cropped_to_tissue": record.tile_pixels_cropped,
+                "stride_px": record.map_stride_level0_px,
+                "windows_per_s": record.windows_per_s,
+                "map_s": record.map_seconds,
+                "wall_s": record.process.wall_s,
+                "cpu_s": record.process.cpu_s,
+                "peak_rss_mib": record.process.peak_rss_mib,
+                "load": (record.process.load_before, record.process.load_after),
+                "speedup_map_vs_reference": ratio(ref.map_seconds, record.map_seconds) if ref else None,
+                "speedup_wall_vs_reference": ratio(ref.process.wall_s, record.process.wall_s) if ref else None,
+                "speedup_cpu_vs_reference": ratio(ref.process.cpu_s, record.process.cpu_s) if ref else None,
+                "reference_patches_per_s_equivalent": mask_cells_per_s,
+                "peak_rss_vs_reference": ratio(record.process.peak_rss_mib, ref.process.peak_rss_mib) if ref else None,
+            }
+        )
     return rows
 
 
 def format_speed_table(rows: list[dict[str, Any]]) -> str:
-    header = (f"{'pipeline':<12} {'slide':<14} {'compute':<22} {'windows':>8} {'occup':>5} {'stride':>6} {'win/s':>7} {'map s':>7} {'wall s':>7} {'CPU s':>7} "
-              f"{'peak MiB':>8} {'map x':>6} {'wall x':>6} {'CPU x':>6} {'load':>9}")
+    header = (
+        f"{'pipeline':<12} {'slide':<14} {'compute':<22} {'windows':>8} {'occup':>5} {'stride':>6} {'win/s':>7} {'map s':>7} {'wall s':>7} {'CPU s':>7} "
+        f"{'peak MiB':>8} {'map x':>6} {'wall x':>6} {'CPU x':>6} {'load':>9}"
+    )
     lines = [header, "-" * len(header)]
     for row in rows:
         lines.append(
@@ -351,7 +389,8 @@ def format_speed_table(rows: list[dict[str, Any]]) -> str:
             f"{fmt(ratio(row['windows'], row['computed_windows']), '.2f'):>5} {fmt(row['stride_px'], '.0f'):>6} {fmt(row['windows_per_s'], '.1f'):>7} {fmt(row['map_s'], '.1f'):>7} {row['wall_s']:>7.1f} "
             f"{row['cpu_s']:>7.1f} {row['peak_rss_mib']:>8.0f} {fmt(row['speedup_map_vs_reference'], '.2f'):>6} "
             f"{fmt(row['speedup_wall_vs_reference'], '.2f'):>6} {fmt(row['speedup_cpu_vs_reference'], '.2f'):>6} "
-            f"{row['load'][0]:>4.1f}-{row['load'][1]:<4.1f}" + (f"  EXIT {row['exit']}" if row["exit"] else ""))
+            f"{row['load'][0]:>4.1f}-{row['load'][1]:<4.1f}" + (f"  EXIT {row['exit']}" if row["exit"] else "")
+        )
     return "\n".join(lines)
 
 
@@ -360,8 +399,10 @@ def format_agreement(agreement: dict[str, dict[str, Any]]) -> str:
     for name, result in agreement.items():
         d = result.get("diff", {})
         misaligned = result.get("misaligned_reference_patches", result.get("misaligned"))
-        lines.append(f"{name:<28} {d.get('cells', 0):>7} {fmt(d.get('max_abs'), '.2e'):>10} {fmt(d.get('mean_abs'), '.2e'):>10} "
-                     f"{fmt(d.get('p99_abs'), '.2e'):>10} {fmt(d.get('over_1e-3'), 'd'):>7} {fmt(misaligned, 'd'):>10}")
+        lines.append(
+            f"{name:<28} {d.get('cells', 0):>7} {fmt(d.get('max_abs'), '.2e'):>10} {fmt(d.get('mean_abs'), '.2e'):>10} "
+            f"{fmt(d.get('p99_abs'), '.2e'):>10} {fmt(d.get('over_1e-3'), 'd'):>7} {fmt(misaligned, 'd'):>10}"
+        )
     return "\n".join(lines)
 
 
@@ -384,8 +425,13 @@ def targets(rows: list[dict[str, Any]], agreement: dict[str, dict[str, Any]]) ->
 
 def machine_info() -> dict[str, Any]:
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    return {"cpus": os.cpu_count(), "cpu_bf16": "avx512_bf16" in flags or "amx_bf16" in flags, "python": platform.python_version(),
-            "node": platform.node(), "load_average_at_start": os.getloadavg()}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_bf16": "avx512_bf16" in flags or "amx_bf16" in flags,
+        "python": platform.python_version(),
+        "node": platform.node(),
+        "load_average_at_start": os.getloadavg(),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -394,7 +440,11 @@ def machine_info() -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, help="bundle-layout state dict or TorchScript classifier (default: the trained model, else a calibrated random one)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="bundle-layout state dict or TorchScript classifier (default: the trained model, else a calibrated random one)",
+    )
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR, help="cached slides, model and run outputs")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--slide-size", type=parse_size, default=(8192, 8192), help="benchmark slide, level-0 WIDTHxHEIGHT")
@@ -407,7 +457,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reader", default="OpenSlide", help="the reference's MONAI WSIReader backend (OpenSlide or cuCIM)")
     parser.add_argument("--large-size", type=parse_size, default=(100_000, 100_000), help="the mostly empty slide for peak memory")
     parser.add_argument("--small-size", type=parse_size, default=(16384, 12288), help="the slide it is compared with")
-    parser.add_argument("--large-tissue-fraction", type=float, default=0.0015, help="tissue fraction of the large slide; the small one gets the same area")
+    parser.add_argument(
+        "--large-tissue-fraction", type=float, default=0.0015, help="tissue fraction of the large slide; the small one gets the same area"
+    )
     parser.add_argument("--no-scaling", action="store_true", help="skip the large / small slide runs")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds before a run is killed")
     args = parser.parse_args(argv)
@@ -424,7 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = work_dir / "runs"
     machine = machine_info()
     tumor_sizes = tuple(float(v) for v in args.tumor_sizes.split(",") if v.strip())
-    bench = SlideSpec(f"bench_{args.slide_size[0]}x{args.slide_size[1]}_s{args.seed}", args.slide_size, args.seed, args.tissue_fraction, tumor_sizes)
+    bench = SlideSpec(
+        f"bench_{args.slide_size[0]}x{args.slide_size[1]}_s{args.seed}", args.slide_size, args.seed, args.tissue_fraction, tumor_sizes
+    )
     slide = prepare_slide(bench, work_dir)
     if args.model is not None:
         model, model_kind = args.model.resolve(), "given"
@@ -459,13 +513,24 @@ def main(argv: list[str] | None = None) -> int:
         default_app = Pipeline("app-default", ())
         for size, fraction in ((args.small_size, tissue_px / small_area), (args.large_size, args.large_tissue_fraction)):
             spec = SlideSpec(f"empty_{size[0]}x{size[1]}_t{tissue_px / 1e6:.0f}M_s{args.seed}", size, args.seed, fraction, ())
-            scaling.append(run_pipeline(default_app, prepare_slide(spec, work_dir), model, run_dir, argparse.Namespace(**(vars(args) | {"batch_size": None, "workers": None})), tag=spec.name))
+            scaling.append(
+                run_pipeline(
+                    default_app,
+                    prepare_slide(spec, work_dir),
+                    model,
+                    run_dir,
+                    argparse.Namespace(**(vars(args) | {"batch_size": None, "workers": None})),
+                    tag=spec.name,
+                )
+            )
 
     rows = speed_rows(records)
     scaling_rows = speed_rows(scaling)
     goal = targets(rows, agreement)
     print(f"\nmachine: {machine['cpus']} CPUs (bf16: {machine['cpu_bf16']}), load average at start {machine['load_average_at_start']}")
-    print(f"slide: {slide} ({bench.size_xy[0]} x {bench.size_xy[1]}, tissue fraction {bench.tissue_fraction}, tumours {bench.tumor_sizes_um} um)")
+    print(
+        f"slide: {slide} ({bench.size_xy[0]} x {bench.size_xy[1]}, tissue fraction {bench.tissue_fraction}, tumours {bench.tumor_sizes_um} um)"
+    )
     print(f"model: {model} ({model_kind})\n")
     print("map x / wall x / CPU x: reference's seconds divided by this row's (map: tissue mask + probability map stages);")
     print("occup: dense tiles' windows on tissue / windows computed (tiles run whole)")
@@ -479,10 +544,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in goal.items():
         print(f"  {name}: {fmt(value['measured'], '.3g')} -> {'met' if value['met'] else 'MISSED'}")
     if args.json:
-        result = {"machine": machine, "slide": {"path": str(slide), **asdict(bench)}, "model": describe_model(model) | {"kind": model_kind},
-                  "settings": {"batch_size": args.batch_size, "workers": args.workers, "reader": args.reader},
-                  "rows": rows, "agreement": agreement, "scaling": scaling_rows, "targets": goal,
-                  "runs": [asdict(r) for r in records + scaling]}
+        result = {
+            "machine": machine,
+            "slide": {"path": str(slide), **asdict(bench)},
+            "model": describe_model(model) | {"kind": model_kind},
+            "settings": {"batch_size": args.batch_size, "workers": args.workers, "reader": args.reader},
+            "rows": rows,
+            "agreement": agreement,
+            "scaling": scaling_rows,
+            "targets": goal,
+            "runs": [asdict(r) for r in records + scaling],
+        }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, default=str))
         logger.info("Wrote %s", args.json)

@@ -134,7 +134,14 @@ def make_calibrated_random_model(slide_path: Path, out_path: Path, seed: int = 0
         network.fc.bias.fill_(float(-logits.mean() * scale))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(network.state_dict(), out_path)
-    logger.info("Wrote a calibrated random model (seed %d, logit std %.1f on %d patches of %s) to %s", seed, LOGIT_STD, len(x), slide_path.name, out_path)
+    logger.info(
+        "Wrote a calibrated random model (seed %d, logit std %.1f on %d patches of %s) to %s",
+        seed,
+        LOGIT_STD,
+        len(x),
+        slide_path.name,
+        out_path,
+    )
     return out_path
 
 

@@ -70,17 +70,28 @@ def build_dataset(slide: Path, mask_level: int, patch_size: int, reader: str) ->
     from monai.data import MaskedPatchWSIDataset
     from monai.transforms import CastToTyped, Compose, ScaleIntensityRanged, ToTensord
 
-    preprocessing = Compose([
-        CastToTyped(keys="image", dtype=np.float32),
-        ScaleIntensityRanged(keys="image", a_min=0.0, a_max=255.0, b_min=-1.0, b_max=1.0),
-        ToTensord(keys="image"),
-    ])
-    return MaskedPatchWSIDataset([{"image": str(slide)}], mask_level=mask_level, patch_size=[patch_size, patch_size],
-                                 transform=preprocessing, reader=reader)
+    preprocessing = Compose(
+        [
+            CastToTyped(keys="image", dtype=np.float32),
+            ScaleIntensityRanged(keys="image", a_min=0.0, a_max=255.0, b_min=-1.0, b_max=1.0),
+            ToTensord(keys="image"),
+        ]
+    )
+    return MaskedPatchWSIDataset(
+        [{"image": str(slide)}], mask_level=mask_level, patch_size=[patch_size, patch_size], transform=preprocessing, reader=reader
+    )
 
 
-def run_reference(slide: Path, model_path: Path, out_dir: Path, batch_size: int, workers: int, reader: str,
-                  mask_level: int = BUNDLE_MASK_LEVEL, patch_size: int = BUNDLE_PATCH_SIZE) -> dict[str, Any]:
+def run_reference(
+    slide: Path,
+    model_path: Path,
+    out_dir: Path,
+    batch_size: int,
+    workers: int,
+    reader: str,
+    mask_level: int = BUNDLE_MASK_LEVEL,
+    patch_size: int = BUNDLE_PATCH_SIZE,
+) -> dict[str, Any]:
     """Run the reference pipeline on one slide; write its map, locations and timings to ``out_dir``."""
     import torch
     from monai.data import DataLoader
@@ -95,7 +106,9 @@ def run_reference(slide: Path, model_path: Path, out_dir: Path, batch_size: int,
     built = time.perf_counter()
     sample_info = dataset.image_data[0]
     prob_map = np.zeros(sample_info[ProbMapKeys.SIZE.value], dtype=np.float64)
-    locations = np.array([[*s[ProbMapKeys.LOCATION.value], *s[WSIPatchKeys.LOCATION.value]] for s in dataset.data], dtype=np.int64).reshape(-1, 4)
+    locations = np.array([[*s[ProbMapKeys.LOCATION.value], *s[WSIPatchKeys.LOCATION.value]] for s in dataset.data], dtype=np.int64).reshape(
+        -1, 4
+    )
     logger.info("%s: %d patches from a %s mask at level %d (%.1f s)", slide.name, len(dataset), prob_map.shape, mask_level, built - loaded)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     inferer = SimpleInferer()
@@ -132,8 +145,13 @@ def run_reference(slide: Path, model_path: Path, out_dir: Path, batch_size: int,
         "workers": workers,
         "torch_threads": torch.get_num_threads(),
         "patches": len(dataset),
-        "timings_s": {"model_load": round(loaded - start, 3), "dataset_and_mask": round(built - loaded, 3),
-                      "inference": round(finished - built, 3), "network_forward": round(network_s, 3), "total": round(finished - start, 3)},
+        "timings_s": {
+            "model_load": round(loaded - start, 3),
+            "dataset_and_mask": round(built - loaded, 3),
+            "inference": round(finished - built, 3),
+            "network_forward": round(network_s, 3),
+            "total": round(finished - start, 3),
+        },
         "patches_per_s": len(dataset) / max(finished - built, 1e-9),
     }
     (out_dir / "reference.json").write_text(json.dumps(result, indent=2))

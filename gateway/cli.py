@@ -50,8 +50,10 @@ def format_jobs(jobs: list[Job], sent: dict[int, tuple[int, int]], now: float) -
     for job in jobs:
         done, total = sent.get(job.id, (0, 0))
         detail = job.group_key + (f"  {job.error.splitlines()[0][:160]}" if job.error else "")
-        lines.append(f"{job.id:>5}  {job.state:<8}  {job.route or '-':<16}  {job.attempts:>8}  {f'{done}/{total}':>7}  "
-                     f"{_age(job.created_at, now):<19}  {_age(job.finished_at, now):<19}  {detail}")
+        lines.append(
+            f"{job.id:>5}  {job.state:<8}  {job.route or '-':<16}  {job.attempts:>8}  {f'{done}/{total}':>7}  "
+            f"{_age(job.created_at, now):<19}  {_age(job.finished_at, now):<19}  {detail}"
+        )
     return "\n".join(lines) + "\n"
 
 

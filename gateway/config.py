@@ -130,8 +130,12 @@ def parse_route(raw: Any, base: Path, index: int) -> Route:
     if app is not None and not command and not app.exists():
         raise ConfigError(f"{where} ({name}): app folder {app} does not exist")
     return Route(
-        name=name, match=patterns, app=app, model=_path(raw["model"], base) if raw.get("model") else None,
-        args=tuple(str(a) for a in raw.get("args") or ()), command=command,
+        name=name,
+        match=patterns,
+        app=app,
+        model=_path(raw["model"], base) if raw.get("model") else None,
+        args=tuple(str(a) for a in raw.get("args") or ()),
+        command=command,
         timeout_s=_positive(raw.get("timeout_s", 3600), f"{where}.timeout_s"),
         env={str(k): str(v) for k, v in (raw.get("env") or {}).items()},
     )
@@ -148,9 +152,14 @@ def parse_destination(raw: Any, index: int) -> Destination:
     timeout = _positive(raw.get("timeout_s", 60), f"{where}.timeout_s")
     if kind == "dicomweb":
         return Destination(name=name, type=kind, url=str(_require(raw, "url", where)).rstrip("/"), timeout_s=timeout)
-    return Destination(name=name, type=kind, ae_title=_ae_title(_require(raw, "ae_title", where), f"{where}.ae_title"),
-                       host=str(_require(raw, "host", where)), port=_positive(_require(raw, "port", where), f"{where}.port", int),
-                       timeout_s=timeout)
+    return Destination(
+        name=name,
+        type=kind,
+        ae_title=_ae_title(_require(raw, "ae_title", where), f"{where}.ae_title"),
+        host=str(_require(raw, "host", where)),
+        port=_positive(_require(raw, "port", where), f"{where}.port", int),
+        timeout_s=timeout,
+    )
 
 
 def parse_config(raw: Any, base: Path) -> GatewayConfig:
@@ -176,8 +185,10 @@ def parse_config(raw: Any, base: Path) -> GatewayConfig:
         port=_positive(_require(raw, "port", "config"), "port", int),
         allowed_calling_aets=tuple(_ae_title(a, "allowed_calling_aets") for a in allowed),
         storage_dir=_path(_require(raw, "storage_dir", "config"), base),
-        routes=parsed_routes, destinations=destinations,
-        host=str(raw.get("host", "0.0.0.0")), grouping=grouping,
+        routes=parsed_routes,
+        destinations=destinations,
+        host=str(raw.get("host", "0.0.0.0")),
+        grouping=grouping,
         quiet_period_s=_positive(raw.get("quiet_period_s", 10), "quiet_period_s"),
         max_attempts=_positive(raw.get("max_attempts", 3), "max_attempts", int),
         retry_delay_s=float(raw.get("retry_delay_s", 30)),

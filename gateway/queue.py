@@ -103,14 +103,32 @@ class Output:
 
 
 def _job(row: sqlite3.Row) -> Job:
-    return Job(id=row["id"], group_key=row["group_key"], route=row["route"], series_uids=tuple(json.loads(row["series_uids"])),
-               state=row["state"], attempts=row["attempts"], send_attempts=row["send_attempts"], error=row["error"],
-               next_try_at=row["next_try_at"], created_at=row["created_at"], updated_at=row["updated_at"], finished_at=row["finished_at"])
+    return Job(
+        id=row["id"],
+        group_key=row["group_key"],
+        route=row["route"],
+        series_uids=tuple(json.loads(row["series_uids"])),
+        state=row["state"],
+        attempts=row["attempts"],
+        send_attempts=row["send_attempts"],
+        error=row["error"],
+        next_try_at=row["next_try_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        finished_at=row["finished_at"],
+    )
 
 
 def _output(row: sqlite3.Row) -> Output:
-    return Output(job_id=row["job_id"], path=Path(row["path"]), sop_instance_uid=row["sop_instance_uid"], destination=row["destination"],
-                  sent_at=row["sent_at"], send_count=row["send_count"], last_error=row["last_error"])
+    return Output(
+        job_id=row["job_id"],
+        path=Path(row["path"]),
+        sop_instance_uid=row["sop_instance_uid"],
+        destination=row["destination"],
+        sent_at=row["sent_at"],
+        send_count=row["send_count"],
+        last_error=row["last_error"],
+    )
 
 
 class JobQueue:
@@ -157,8 +175,16 @@ class JobQueue:
                    ON CONFLICT (sop_instance_uid) DO UPDATE SET path = excluded.path, group_key = excluded.group_key,
                        calling_aet = excluded.calling_aet, received_at = excluded.received_at,
                        receive_count = receive_count + 1, dispatched = 0""",
-                (instance.sop_instance_uid, instance.sop_class_uid, instance.study_uid, instance.series_uid, instance.group_key,
-                 str(instance.path), instance.calling_aet, now),
+                (
+                    instance.sop_instance_uid,
+                    instance.sop_class_uid,
+                    instance.study_uid,
+                    instance.series_uid,
+                    instance.group_key,
+                    str(instance.path),
+                    instance.calling_aet,
+                    now,
+                ),
             )
         return known is None
 
@@ -172,8 +198,9 @@ class JobQueue:
 
     def waiting_series(self, group_key: str) -> dict[str, Path]:
         """The group's series with waiting instances, each with one of its files (to read its attributes)."""
-        rows = self._query("SELECT series_uid, MIN(path) AS path FROM instances WHERE dispatched = 0 AND group_key = ? GROUP BY series_uid",
-                           (group_key,))
+        rows = self._query(
+            "SELECT series_uid, MIN(path) AS path FROM instances WHERE dispatched = 0 AND group_key = ? GROUP BY series_uid", (group_key,)
+        )
         return {row["series_uid"]: Path(row["path"]) for row in rows}
 
     def series_files(self, series_uids: Iterable[str]) -> dict[str, list[Path]]:
@@ -187,23 +214,29 @@ class JobQueue:
         return self._query("SELECT COUNT(*) AS n FROM instances")[0]["n"]
 
     # --- jobs ---------------------------------------------------------------------------------
-    def dispatch_group(self, group_key: str, cutoff: float, routed: dict[str, list[str]], unrouted: dict[str, str],
-                       now: float | None = None) -> list[int]:
+    def dispatch_group(
+        self, group_key: str, cutoff: float, routed: dict[str, list[str]], unrouted: dict[str, str], now: float | None = None
+    ) -> list[int]:
         """Turn a quiet group into jobs, in one transaction: one job per route (its series), one ``unrouted`` record per
         series no route took (``unrouted`` maps series to the reason); instances newer than ``cutoff`` keep waiting."""
         now = time.time() if now is None else now
         ids: list[int] = []
         with self._transaction() as db:
             for route, series in sorted(routed.items()):
-                cursor = db.execute("INSERT INTO jobs (group_key, route, series_uids, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                                    (group_key, route, json.dumps(sorted(series)), PENDING, now, now))
+                cursor = db.execute(
+                    "INSERT INTO jobs (group_key, route, series_uids, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (group_key, route, json.dumps(sorted(series)), PENDING, now, now),
+                )
                 ids.append(int(cursor.lastrowid))
             for series_uid, reason in sorted(unrouted.items()):
                 cursor = db.execute(
                     "INSERT INTO jobs (group_key, route, series_uids, state, error, created_at, updated_at, finished_at) VALUES (?, NULL, ?, ?, ?, ?, ?, ?)",
-                    (group_key, json.dumps([series_uid]), UNROUTED, reason, now, now, now))
+                    (group_key, json.dumps([series_uid]), UNROUTED, reason, now, now, now),
+                )
                 ids.append(int(cursor.lastrowid))
-            db.execute("UPDATE instances SET dispatched = 1 WHERE group_key = ? AND dispatched = 0 AND received_at <= ?", (group_key, cutoff))
+            db.execute(
+                "UPDATE instances SET dispatched = 1 WHERE group_key = ? AND dispatched = 0 AND received_at <= ?", (group_key, cutoff)
+            )
         return ids
 
     def recover(self, max_attempts: int, now: float | None = None) -> list[Job]:
@@ -213,8 +246,10 @@ class JobQueue:
             interrupted = [_job(r) for r in db.execute("SELECT * FROM jobs WHERE state = ?", (RUNNING,)).fetchall()]
             for job in interrupted:
                 if job.attempts >= max_attempts:
-                    db.execute("UPDATE jobs SET state = ?, error = ?, updated_at = ?, finished_at = ? WHERE id = ?",
-                               (FAILED, f"interrupted {job.attempts} times (the gateway stopped during the app run)", now, now, job.id))
+                    db.execute(
+                        "UPDATE jobs SET state = ?, error = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+                        (FAILED, f"interrupted {job.attempts} times (the gateway stopped during the app run)", now, now, job.id),
+                    )
                 else:
                     db.execute("UPDATE jobs SET state = ?, next_try_at = 0, updated_at = ? WHERE id = ?", (PENDING, now, job.id))
         return interrupted
@@ -223,7 +258,9 @@ class JobQueue:
         """The oldest due job not in ``busy``: a pending one becomes ``running`` (attempts + 1); a ``sending`` one is resumed."""
         now = time.time() if now is None else now
         with self._transaction() as db:
-            rows = db.execute("SELECT * FROM jobs WHERE state IN (?, ?) AND next_try_at <= ? ORDER BY id", (PENDING, SENDING, now)).fetchall()
+            rows = db.execute(
+                "SELECT * FROM jobs WHERE state IN (?, ?) AND next_try_at <= ? ORDER BY id", (PENDING, SENDING, now)
+            ).fetchall()
             row = next((r for r in rows if r["id"] not in busy), None)
             if row is None:
                 return None
@@ -261,8 +298,10 @@ class JobQueue:
     def interrupted(self, job_id: int) -> None:
         """The gateway is shutting down mid-run: the attempt does not count, the job runs again on restart."""
         with self._transaction() as db:
-            db.execute("UPDATE jobs SET state = ?, attempts = MAX(attempts - 1, 0), next_try_at = 0, updated_at = ? WHERE id = ? AND state = ?",
-                       (PENDING, time.time(), job_id, RUNNING))
+            db.execute(
+                "UPDATE jobs SET state = ?, attempts = MAX(attempts - 1, 0), next_try_at = 0, updated_at = ? WHERE id = ? AND state = ?",
+                (PENDING, time.time(), job_id, RUNNING),
+            )
 
     def app_succeeded(self, job_id: int, outputs: dict[Path, str], destinations: Iterable[str]) -> None:
         """Record the app's DICOM outputs (path -> SOP Instance UID) once per destination, and move on to ``sending``."""
@@ -271,8 +310,10 @@ class JobQueue:
             db.execute("DELETE FROM outputs WHERE job_id = ?", (job_id,))
             for path, uid in sorted(outputs.items()):
                 for destination in destinations:
-                    db.execute("INSERT INTO outputs (job_id, path, sop_instance_uid, destination) VALUES (?, ?, ?, ?)",
-                               (job_id, str(path), uid, destination))
+                    db.execute(
+                        "INSERT INTO outputs (job_id, path, sop_instance_uid, destination) VALUES (?, ?, ?, ?)",
+                        (job_id, str(path), uid, destination),
+                    )
             db.execute("UPDATE jobs SET state = ?, error = NULL, updated_at = ? WHERE id = ?", (SENDING, now, job_id))
 
     def outputs(self, job_id: int, unsent_only: bool = False) -> list[Output]:
@@ -281,12 +322,17 @@ class JobQueue:
 
     def output_sent(self, job_id: int, path: Path, destination: str) -> None:
         with self._transaction() as db:
-            db.execute("UPDATE outputs SET sent_at = ?, send_count = send_count + 1, last_error = NULL WHERE job_id = ? AND path = ? AND destination = ?",
-                       (time.time(), job_id, str(path), destination))
+            db.execute(
+                "UPDATE outputs SET sent_at = ?, send_count = send_count + 1, last_error = NULL WHERE job_id = ? AND path = ? AND destination = ?",
+                (time.time(), job_id, str(path), destination),
+            )
 
     def output_failed(self, job_id: int, path: Path, destination: str, error: str) -> None:
         with self._transaction() as db:
-            db.execute("UPDATE outputs SET last_error = ? WHERE job_id = ? AND path = ? AND destination = ?", (error, job_id, str(path), destination))
+            db.execute(
+                "UPDATE outputs SET last_error = ? WHERE job_id = ? AND path = ? AND destination = ?",
+                (error, job_id, str(path), destination),
+            )
 
     def sending_done(self, job_id: int) -> None:
         self._set(job_id, state=DONE, error=None, finished_at=time.time(), next_try_at=0)

@@ -89,8 +89,13 @@ def build_command(route: Route, python: str, input_dir: Path, output_dir: Path) 
 
 def build_env(route: Route, base_env: Mapping[str, str], paths: JobPaths) -> dict[str, str]:
     """The environment a MAP container gives its app: HOLOSCAN_INPUT_PATH, _OUTPUT_PATH, _MODEL_PATH, _WORKDIR."""
-    env = {**base_env, **route.env, "HOLOSCAN_INPUT_PATH": str(paths.input), "HOLOSCAN_OUTPUT_PATH": str(paths.output),
-           "HOLOSCAN_WORKDIR": str(paths.work)}
+    env = {
+        **base_env,
+        **route.env,
+        "HOLOSCAN_INPUT_PATH": str(paths.input),
+        "HOLOSCAN_OUTPUT_PATH": str(paths.output),
+        "HOLOSCAN_WORKDIR": str(paths.work),
+    }
     if route.model is not None:
         env["HOLOSCAN_MODEL_PATH"] = str(route.model)
     return env
@@ -109,8 +114,16 @@ def _die_with_parent() -> None:
         _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def run_app(command: list[str], env: Mapping[str, str], log_path: Path, timeout_s: float, stop: threading.Event,
-            cwd: Path | None = None, on_start: Callable[[int], None] | None = None, grace_s: float = 10.0) -> AppResult:
+def run_app(
+    command: list[str],
+    env: Mapping[str, str],
+    log_path: Path,
+    timeout_s: float,
+    stop: threading.Event,
+    cwd: Path | None = None,
+    on_start: Callable[[int], None] | None = None,
+    grace_s: float = 10.0,
+) -> AppResult:
     """Run the command to completion (or until ``timeout_s``, or ``stop``): output to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -118,8 +131,16 @@ def run_app(command: list[str], env: Mapping[str, str], log_path: Path, timeout_
         log.write(f"$ {' '.join(command)}\n".encode())
         log.flush()
         try:
-            process = subprocess.Popen(command, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True, preexec_fn=_die_with_parent)
+            process = subprocess.Popen(
+                command,
+                env=dict(env),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         except OSError as error:
             return AppResult(-1, 0.0, f"cannot start {command[0]}: {error.strerror}", log_path)
         if on_start:
@@ -137,7 +158,9 @@ def run_app(command: list[str], env: Mapping[str, str], log_path: Path, timeout_
     if stopped_by:
         return AppResult(process.returncode, seconds, f"stopped: {stopped_by}", log_path)
     if process.returncode != 0:
-        return AppResult(process.returncode, seconds, f"exit {process.returncode}: {last_error_line(log_path.read_text(errors='replace'))}", log_path)
+        return AppResult(
+            process.returncode, seconds, f"exit {process.returncode}: {last_error_line(log_path.read_text(errors='replace'))}", log_path
+        )
     return AppResult(0, seconds, None, log_path)
 
 

@@ -39,8 +39,9 @@ def make_ae(config: GatewayConfig) -> AE:
     return ae
 
 
-def store_handler(config: GatewayConfig, queue: JobQueue, on_stored: Callable[[ReceivedInstance], None] | None = None
-                  ) -> Callable[[Event], int]:
+def store_handler(
+    config: GatewayConfig, queue: JobQueue, on_stored: Callable[[ReceivedInstance], None] | None = None
+) -> Callable[[Event], int]:
     def handle_store(event: Event) -> int:
         calling = event.assoc.requestor.ae_title
         affected = str(event.request.AffectedSOPInstanceUID or "")
@@ -48,7 +49,7 @@ def store_handler(config: GatewayConfig, queue: JobQueue, on_stored: Callable[[R
             ds: Dataset = event.dataset
             transfer_syntax = str(event.context.transfer_syntax)
             problem = storage_problem(ds, event.encoded_dataset(include_meta=False), transfer_syntax, affected)
-        except Exception as error:  # noqa: BLE001 - any decoding failure is the sender's malformed object
+        except Exception as error:
             problem = f"cannot decode the data set: {type(error).__name__}: {error}"
         if problem:
             logger.warning("Refused C-STORE from %s (SOP instance %s): %s", calling, affected or "?", problem)
@@ -57,10 +58,17 @@ def store_handler(config: GatewayConfig, queue: JobQueue, on_stored: Callable[[R
         path = instance_path(config.incoming_dir, study, series, sop)
         try:
             atomic_write(path, event.encoded_dataset(include_meta=True))
-            instance = ReceivedInstance(sop_instance_uid=sop, sop_class_uid=str(ds.SOPClassUID), study_uid=study, series_uid=series,
-                                        group_key=group_key(config.grouping, study, series), path=path, calling_aet=calling)
+            instance = ReceivedInstance(
+                sop_instance_uid=sop,
+                sop_class_uid=str(ds.SOPClassUID),
+                study_uid=study,
+                series_uid=series,
+                group_key=group_key(config.grouping, study, series),
+                path=path,
+                calling_aet=calling,
+            )
             new = queue.record_instance(instance)
-        except Exception:  # noqa: BLE001 - disk full, database locked: the sender may try again
+        except Exception:
             logger.exception("Could not store SOP instance %s from %s", sop, calling)
             return OUT_OF_RESOURCES
         if not new:
@@ -81,18 +89,27 @@ def rejection_logger(config: GatewayConfig) -> Callable[[Event], None]:
     def log_rejection(event: Event) -> None:
         calling = event.assoc.requestor.ae_title
         why = "allowed" if calling in config.allowed_calling_aets else "not in allowed_calling_aets"
-        logger.warning("Rejected association from %s:%s, calling AE title %r (%s)", event.assoc.requestor.address,
-                       event.assoc.requestor.port, calling, why if why != "allowed" else "too many associations")
+        logger.warning(
+            "Rejected association from %s:%s, calling AE title %r (%s)",
+            event.assoc.requestor.address,
+            event.assoc.requestor.port,
+            calling,
+            why if why != "allowed" else "too many associations",
+        )
 
     return log_rejection
 
 
-def start_scp(config: GatewayConfig, queue: JobQueue, on_stored: Callable[[ReceivedInstance], None] | None = None
-              ) -> ThreadedAssociationServer:
+def start_scp(
+    config: GatewayConfig, queue: JobQueue, on_stored: Callable[[ReceivedInstance], None] | None = None
+) -> ThreadedAssociationServer:
     """Listen on (host, port) in background threads; returns the server (call ``shutdown()`` to stop)."""
     ae = make_ae(config)
-    handlers = [(evt.EVT_C_STORE, store_handler(config, queue, on_stored)), (evt.EVT_C_ECHO, handle_echo),
-                (evt.EVT_REJECTED, rejection_logger(config))]
+    handlers = [
+        (evt.EVT_C_STORE, store_handler(config, queue, on_stored)),
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_REJECTED, rejection_logger(config)),
+    ]
     server = ae.start_server((config.host, config.port), block=False, evt_handlers=handlers)
     logger.info("Listening as %s on %s:%d (callers: %s)", config.ae_title, config.host, config.port, ", ".join(config.allowed_calling_aets))
     return server

@@ -74,7 +74,9 @@ def stow_files(files: Sequence[Path], destination: Destination) -> dict[Path, st
     """POST the files to ``<url>/studies`` in one STOW-RS request; HTTP 200 means every one was stored."""
     boundary = f"gateway-{uuid.uuid4().hex}"
     request = urllib.request.Request(
-        f"{destination.url}/studies", data=stow_body(files, boundary), method="POST",
+        f"{destination.url}/studies",
+        data=stow_body(files, boundary),
+        method="POST",
         headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}', "Accept": "application/dicom+json"},
     )
     try:

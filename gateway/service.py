@@ -47,10 +47,19 @@ def register_orphan_files(config: GatewayConfig, queue: JobQueue) -> int:
         try:
             ds = dcmread(path, stop_before_pixels=True)
             study, series = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
-            queue.record_instance(ReceivedInstance(str(ds.SOPInstanceUID), str(ds.SOPClassUID), study, series,
-                                                   group_key(config.grouping, study, series), path, "(recovered)"))
+            queue.record_instance(
+                ReceivedInstance(
+                    str(ds.SOPInstanceUID),
+                    str(ds.SOPClassUID),
+                    study,
+                    series,
+                    group_key(config.grouping, study, series),
+                    path,
+                    "(recovered)",
+                )
+            )
             added += 1
-        except Exception as error:  # noqa: BLE001 - keep the file, report it
+        except Exception as error:
             logger.error("Stored file %s is not readable (%s); left in place", path, error)
     return added
 
@@ -111,7 +120,7 @@ class Gateway:
         while not self._stop.wait(interval):
             try:
                 self.dispatch_ready(time.time())
-            except Exception:  # noqa: BLE001 - log and keep going; the instances wait in the database
+            except Exception:
                 logger.exception("Dispatching failed; will try again")
 
     def dispatch_ready(self, now: float) -> list[int]:
@@ -136,8 +145,11 @@ class Gateway:
                     logger.warning("Group %s: %s; its files are kept in %s", key, job.error, self.config.incoming_dir)
                 else:
                     logger.info("Group %s: job %d for route %s on %d series", key, job.id, job.route, len(job.series_uids))
-                job_log(job_paths(self.config.jobs_dir, job_id).root, f"created for group {key}: route {job.route}, series {', '.join(job.series_uids)}"
-                        + (f"; {job.error}" if job.error else ""))
+                job_log(
+                    job_paths(self.config.jobs_dir, job_id).root,
+                    f"created for group {key}: route {job.route}, series {', '.join(job.series_uids)}"
+                    + (f"; {job.error}" if job.error else ""),
+                )
         return created
 
     # --- running and sending ------------------------------------------------------------------
@@ -152,11 +164,12 @@ class Gateway:
                 continue
             try:
                 self.process(job)
-            except Exception as error:  # noqa: BLE001 - a bug must not kill the worker; the job fails with it
+            except Exception as error:
                 logger.exception("Job %d: unexpected error", job.id)
                 if self.queue.job(job.id).state == RUNNING:
-                    self.queue.app_failed(job.id, f"gateway error: {type(error).__name__}: {error}", self.config.max_attempts,
-                                          self.config.retry_delay_s)
+                    self.queue.app_failed(
+                        job.id, f"gateway error: {type(error).__name__}: {error}", self.config.max_attempts, self.config.retry_delay_s
+                    )
             finally:
                 with self._busy_lock:
                     self._busy.discard(job.id)
@@ -174,8 +187,15 @@ class Gateway:
         message = f"attempt {job.attempts}/{self.config.max_attempts}: route {route.name} on {count} instances: {' '.join(command)}"
         logger.info("Job %d %s", job.id, message)
         job_log(paths.root, message)
-        result = run_app(command, build_env(route, os.environ, paths), paths.log(job.attempts), route.timeout_s, self._stop,
-                         cwd=paths.work, grace_s=self.config.shutdown_grace_s)
+        result = run_app(
+            command,
+            build_env(route, os.environ, paths),
+            paths.log(job.attempts),
+            route.timeout_s,
+            self._stop,
+            cwd=paths.work,
+            grace_s=self.config.shutdown_grace_s,
+        )
         if result.error is None:
             outputs = dicom_outputs(paths.output)
             self.queue.app_succeeded(job.id, outputs, [d.name for d in self.config.destinations])
@@ -190,8 +210,16 @@ class Gateway:
             return False
         state = self.queue.app_failed(job.id, result.error, self.config.max_attempts, self.config.retry_delay_s)
         level = logging.ERROR if state == FAILED else logging.WARNING
-        logger.log(level, "Job %d attempt %d failed after %.1f s (%s): now %s; log %s", job.id, job.attempts, result.seconds,
-                   result.error, state, result.log)
+        logger.log(
+            level,
+            "Job %d attempt %d failed after %.1f s (%s): now %s; log %s",
+            job.id,
+            job.attempts,
+            result.seconds,
+            result.error,
+            state,
+            result.log,
+        )
         job_log(paths.root, f"attempt {job.attempts} failed ({result.error}): {state}")
         return False
 
@@ -215,7 +243,9 @@ class Gateway:
             job_log(paths.root, message)
         if errors:
             state = self.queue.sending_failed(job_id, "; ".join(errors)[:2000], self.config.max_send_attempts, self.config.retry_delay_s)
-            logger.log(logging.ERROR if state == FAILED else logging.WARNING, "Job %d: sending failed (%s): now %s", job_id, errors[0], state)
+            logger.log(
+                logging.ERROR if state == FAILED else logging.WARNING, "Job %d: sending failed (%s): now %s", job_id, errors[0], state
+            )
             job_log(paths.root, f"sending failed ({errors[0]}): {state}")
             return
         self.queue.sending_done(job_id)

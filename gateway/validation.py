@@ -50,7 +50,7 @@ def _walk(data: bytes, offset: int, end: int, implicit: bool, little: bool, stop
         if implicit:
             vr, length, offset = b"", struct.unpack_from(order + "I", data, offset + 4)[0], offset + 8
         else:
-            vr = data[offset + 4: offset + 6]
+            vr = data[offset + 4 : offset + 6]
             if vr in LONG_LENGTH_VRS:
                 if offset + 12 > end:
                     raise Truncated(f"element header cut at byte {offset}")

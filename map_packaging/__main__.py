@@ -66,8 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "context":
         with tempfile.TemporaryDirectory(prefix=f"{args.app}_staged") as staged:
-            request = PackageRequest(stage_app(app_spec(args.app), Path(staged) / "app"), args.models.resolve(),
-                                     args.tag or default_tag(args.app), cuda=args.cuda, source=args.source.resolve())
+            request = PackageRequest(
+                stage_app(app_spec(args.app), Path(staged) / "app"),
+                args.models.resolve(),
+                args.tag or default_tag(args.app),
+                cuda=args.cuda,
+                source=args.source.resolve(),
+            )
             context = build_context(request, args.out)
         logger.info("Build context in %s; image tag %s; Dockerfile, map/app.json, map/pkg.json", context.root, context.image_tag)
         return 0

@@ -41,8 +41,22 @@ class PackageRequest:
         """``monai-deploy package`` arguments (after the program name) for this request."""
         config = self.config or self.app_dir / "app.yaml"
         return [
-            "package", str(self.app_dir), "-c", str(config), "-t", self.tag, "--platform", self.platform,
-            "--cuda", str(self.cuda), "-m", str(self.models), "--source", str(self.source), "--sdk", SDK,
+            "package",
+            str(self.app_dir),
+            "-c",
+            str(config),
+            "-t",
+            self.tag,
+            "--platform",
+            self.platform,
+            "--cuda",
+            str(self.cuda),
+            "-m",
+            str(self.models),
+            "--source",
+            str(self.source),
+            "--sdk",
+            SDK,
         ]
 
 
@@ -94,8 +108,10 @@ def build_context(request: PackageRequest, out_dir: Path) -> BuildContext:
     requirements = request.app_dir / "requirements.txt"
     pinned = pinned_holoscan_cuda(requirements.read_text()) if requirements.is_file() else None
     if pinned is not None and pinned != request.cuda:
-        raise ValueError(f"--cuda {request.cuda} does not match holoscan-cu{pinned} pinned in {requirements}; "
-                         "a CUDA major mismatch between the image and the wheel breaks the app at run time")
+        raise ValueError(
+            f"--cuda {request.cuda} does not match holoscan-cu{pinned} pinned in {requirements}; "
+            "a CUDA major mismatch between the image and the wheel breaks the app at run time"
+        )
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} is not empty; write the build context into a new folder")

@@ -55,7 +55,7 @@ def localize(value: str, path_map: Mapping[str, Path]) -> str:
     """``value`` with its container path prefix (the longest that matches) replaced by the local path."""
     for prefix in sorted(path_map, key=len, reverse=True):
         if value == prefix or value.startswith(prefix.rstrip("/") + "/"):
-            rest = value[len(prefix.rstrip("/")):].lstrip("/")
+            rest = value[len(prefix.rstrip("/")) :].lstrip("/")
             return str(path_map[prefix] / rest) if rest else str(path_map[prefix])
     return value
 
@@ -83,8 +83,13 @@ def local_environment(app_json: Mapping[str, Any], path_map: Mapping[str, Path],
     return env
 
 
-def run_as_entrypoint(context: BuildContext, mounts: LocalMounts, args: Sequence[str] = (), extra_env: Mapping[str, str] | None = None,
-                      timeout_s: float | None = None) -> subprocess.CompletedProcess:
+def run_as_entrypoint(
+    context: BuildContext,
+    mounts: LocalMounts,
+    args: Sequence[str] = (),
+    extra_env: Mapping[str, str] | None = None,
+    timeout_s: float | None = None,
+) -> subprocess.CompletedProcess:
     """Run the context's app as the container would; output and working folders are created as in the image.
 
     Bytecode goes to a throw-away cache: in the image the app folder is root-owned and the app user
@@ -96,6 +101,11 @@ def run_as_entrypoint(context: BuildContext, mounts: LocalMounts, args: Sequence
     with tempfile.TemporaryDirectory(prefix="map_pycache") as pycache:
         env = {**local_environment(context.app_json, path_map, os.environ), "PYTHONPYCACHEPREFIX": pycache, **(extra_env or {})}
         return subprocess.run(
-            [*entrypoint_command(context.app_json, path_map), *args], cwd=mounts.work_dir, env=env,
-            capture_output=True, text=True, timeout=timeout_s, check=False,
+            [*entrypoint_command(context.app_json, path_map), *args],
+            cwd=mounts.work_dir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
         )

@@ -24,5 +24,10 @@ def run_app(app: str, args: list[str], env: dict[str, str] | None = None, timeou
     full_env = {**os.environ, "HOLOSCAN_LOG_LEVEL": "WARN", **(env or {})}
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / "apps" / app), *args],
-        cwd=REPO_ROOT, env=full_env, capture_output=True, text=True, timeout=timeout_s, check=False,
+        cwd=REPO_ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
     )

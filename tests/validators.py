@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 DCIODVFY = shutil.which("dciodvfy")
-requires_dciodvfy = pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy (Debian dicom3tools) is not installed; scripts/setup.sh --with-test-tools installs it")
+requires_dciodvfy = pytest.mark.skipif(
+    DCIODVFY is None, reason="dciodvfy (Debian dicom3tools) is not installed; scripts/setup.sh --with-test-tools installs it"
+)
 
 
 def dciodvfy_errors(path: Path) -> list[str]:

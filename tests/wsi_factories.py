@@ -8,8 +8,15 @@ import numpy as np
 import tifffile
 
 
-def write_pyramid(path: Path, level0: np.ndarray, levels: int = 3, unit: str = "CENTIMETER", mpp: float | None = 0.25,
-                  tile: tuple[int, int] | None = (256, 256), **options) -> list[np.ndarray]:
+def write_pyramid(
+    path: Path,
+    level0: np.ndarray,
+    levels: int = 3,
+    unit: str = "CENTIMETER",
+    mpp: float | None = 0.25,
+    tile: tuple[int, int] | None = (256, 256),
+    **options,
+) -> list[np.ndarray]:
     """A pyramidal TIFF (levels as pages, halved by 2x2 block means), resolution tags in ``unit``."""
     arrays = [level0]
     for _ in range(levels - 1):

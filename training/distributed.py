@@ -56,8 +56,9 @@ def init_distributed(requested_device: str = "auto") -> Distributed:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         logger.info("rank %d of %d (local %d) on %s, backend %s", rank, world_size, local_rank, device, dist.get_backend())
     else:
-        device = torch.device("cuda" if requested_device == "auto" and wants_cuda else "cpu" if requested_device == "auto"
-                              else requested_device)
+        device = torch.device(
+            "cuda" if requested_device == "auto" and wants_cuda else "cpu" if requested_device == "auto" else requested_device
+        )
     return Distributed(rank, world_size, local_rank, device)
 
 

@@ -15,12 +15,25 @@ from typing import Any
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("torch", "monai", "numpy", "scipy", "nibabel", "pydicom", "SimpleITK", "scikit-image", "openslide-python",
-            "openslide-bin", "tifffile", "pillow")
+PACKAGES = (
+    "torch",
+    "monai",
+    "numpy",
+    "scipy",
+    "nibabel",
+    "pydicom",
+    "SimpleITK",
+    "scikit-image",
+    "openslide-python",
+    "openslide-bin",
+    "tifffile",
+    "pillow",
+)
 
 
 def git_commit(repo: Path = REPO_ROOT) -> dict[str, Any]:
     """``{"commit": sha or None, "dirty": bool or None}`` of the repository."""
+
     def run(*args: str) -> str | None:
         try:
             result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=30)
@@ -71,8 +84,9 @@ def save_torch(path: Path, value: Any) -> None:
 def record_session(path: Path, device: torch.device, precision: str, **extra: Any) -> None:
     """Append this session (start time, device, precision, :func:`environment`) to ``environment.json``."""
     sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []
-    sessions.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(device), "precision": precision,
-                     **extra, **environment()})
+    sessions.append(
+        {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(device), "precision": precision, **extra, **environment()}
+    )
     write_json(path, {"sessions": sessions})
 
 

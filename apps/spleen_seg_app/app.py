@@ -102,14 +102,20 @@ class SpleenSegApp(Application):
             "largest_component": options.largest_component,
         }
 
-        loader = DicomFolderLoaderOperator(self, CountCondition(self, 1), name="dicom_loader", input_folder=Path(context.input_path), timings=timings)
+        loader = DicomFolderLoaderOperator(
+            self, CountCondition(self, 1), name="dicom_loader", input_folder=Path(context.input_path), timings=timings
+        )
         selector = CTSeriesSelectorOperator(self, name="series_selector", rules=rules)
         volume = CTVolumeOperator(self, name="ct_volume", rules=rules, timings=timings)
         inference = CTSegmentationInferenceOperator(
             self, name="inference", model=model, preprocessing=config["preprocessing"], settings=settings, compute=compute, timings=timings
         )
-        postprocessing = MaskPostprocessingOperator(self, name="postprocessing", largest_component=options.largest_component, timings=timings)
-        seg_writer = DicomSegWriterOperator(self, name="seg_writer", output_path=output_folder / SEG_FILE, segment=segment, equipment=equipment, timings=timings)
+        postprocessing = MaskPostprocessingOperator(
+            self, name="postprocessing", largest_component=options.largest_component, timings=timings
+        )
+        seg_writer = DicomSegWriterOperator(
+            self, name="seg_writer", output_path=output_folder / SEG_FILE, segment=segment, equipment=equipment, timings=timings
+        )
         stl_writer = STLWriterOperator(self, name="stl_writer", output_path=output_folder / STL_FILE, timings=timings)
         overlay_writer = OverlayWriterOperator(self, name="overlay_writer", output_path=output_folder / OVERLAY_FILE, timings=timings)
         summary = SegmentationSummaryOperator(

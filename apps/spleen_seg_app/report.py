@@ -28,11 +28,19 @@ def main(argv: list[str] | None = None) -> None:
     for kind, name in summary["outputs"].items():
         logger.info("  %-12s %s", kind, args.output_folder.resolve() / name if name else "(none)")
     logger.info("  %-12s %s", "summary", (args.output_folder / "summary.json").resolve())
-    logger.info("Spleen volume %.1f mL; model '%s' %s; %s; total %.1f s", summary["spleen"]["volume_ml"], summary["model"]["name"],
-                summary["model"]["version"], summary["device"], summary["timings_s"]["total"])
+    logger.info(
+        "Spleen volume %.1f mL; model '%s' %s; %s; total %.1f s",
+        summary["spleen"]["volume_ml"],
+        summary["model"]["name"],
+        summary["model"]["version"],
+        summary["device"],
+        summary["timings_s"]["total"],
+    )
     if args.truth:
         mask = read_seg_on_source(args.output_folder / summary["outputs"]["dicom_seg"], summary["input"]["sop_instance_uids"])
-        logger.info("Dice of the DICOM SEG (read back with highdicom) against the phantom's truth: %.4f", dice_score(mask, np.load(args.truth)))
+        logger.info(
+            "Dice of the DICOM SEG (read back with highdicom) against the phantom's truth: %.4f", dice_score(mask, np.load(args.truth))
+        )
 
 
 if __name__ == "__main__":

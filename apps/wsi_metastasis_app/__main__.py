@@ -28,7 +28,9 @@ from apps.wsi_metastasis_app.app import DEFAULT_MODEL_PATH, WsiAppOptions, run_s
 def parse_app_options(argv: list[str]) -> tuple[WsiAppOptions, list[str]]:
     """The app's own options, and the remaining arguments for the SDK's parser."""
     parser = argparse.ArgumentParser(prog="wsi_metastasis_app", add_help=False)
-    parser.add_argument("--mode", choices=["dense", "patch"], help="dense (fully convolutional tiles) or patch (bundle parity); default: the model config's")
+    parser.add_argument(
+        "--mode", choices=["dense", "patch"], help="dense (fully convolutional tiles) or patch (bundle parity); default: the model config's"
+    )
     parser.add_argument("--tta", action="store_true", help="average over the 8 orientations")
     parser.add_argument("--mpp", dest="mpp_override", type=float, help="micrometres per pixel at level 0, overriding the slide's metadata")
     parser.add_argument("--backend", choices=["auto", "cucim", "openslide", "tifffile"], default="auto", help="slide reader")

@@ -66,8 +66,17 @@ class WsiAppOptions:
 class WsiMetastasisApp(Application):
     """Processes one slide with an already loaded classifier."""
 
-    def __init__(self, *args, slide: SlideSource, output_dir: Path, classifier: PatchClassifier, compute: ComputeDevice,
-                 config: dict[str, Any], options: WsiAppOptions, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        slide: SlideSource,
+        output_dir: Path,
+        classifier: PatchClassifier,
+        compute: ComputeDevice,
+        config: dict[str, Any],
+        options: WsiAppOptions,
+        **kwargs,
+    ) -> None:
         self.slide = slide
         self.output_dir = output_dir
         self.classifier = classifier
@@ -79,31 +88,63 @@ class WsiMetastasisApp(Application):
     def compose(self) -> None:
         config, options = self.model_config, self.app_options
         preprocessing, inference, post = config["preprocessing"], config["inference"], config["postprocessing"]
-        settings = InferenceSettings.from_config(inference, mode=options.mode, batch_size=options.batch_size, tta=options.tta,
-                                                 workers=options.workers)
+        settings = InferenceSettings.from_config(
+            inference, mode=options.mode, batch_size=options.batch_size, tta=options.tta, workers=options.workers
+        )
         timings = StageTimings()
         manifest = app_manifest()
         run_info = {
             "app": {"name": manifest["title"], "version": str(manifest["version"])},
             "model": self.classifier.model.identity(),
             "device": self.compute_device.describe(),
-            "inference": {"mode_requested": settings.mode, "tta": settings.tta, "batch_size": settings.batch_size, "workers": settings.workers},
-            "equipment": {"manufacturer": MANUFACTURER, "model_name": "wsi_metastasis_app", "software_version": str(manifest["version"]),
-                          "device_serial_number": platform.node() or "unknown"},
+            "inference": {
+                "mode_requested": settings.mode,
+                "tta": settings.tta,
+                "batch_size": settings.batch_size,
+                "workers": settings.workers,
+            },
+            "equipment": {
+                "manufacturer": MANUFACTURER,
+                "model_name": "wsi_metastasis_app",
+                "software_version": str(manifest["version"]),
+                "device_serial_number": platform.node() or "unknown",
+            },
         }
         tissue = TissueMaskOperator(
-            self, CountCondition(self, 1), name="tissue_mask", source=self.slide, model_mpp=preprocessing["model_mpp"],
-            mask_stride_model_px=config["tissue_mask"]["mask_downsample"], window_model_px=preprocessing["patch_size_px"],
-            mpp_override=options.mpp_override, backend=options.backend, timings=timings,
+            self,
+            CountCondition(self, 1),
+            name="tissue_mask",
+            source=self.slide,
+            model_mpp=preprocessing["model_mpp"],
+            mask_stride_model_px=config["tissue_mask"]["mask_downsample"],
+            window_model_px=preprocessing["patch_size_px"],
+            mpp_override=options.mpp_override,
+            backend=options.backend,
+            timings=timings,
         )
         probability = ProbabilityMapOperator(
-            self, name="probability_map", classifier=self.classifier, compute=self.compute_device, settings=settings,
-            dense_stride_model_px=inference["dense_stride_px"], mpp_override=options.mpp_override, backend=options.backend, timings=timings,
+            self,
+            name="probability_map",
+            classifier=self.classifier,
+            compute=self.compute_device,
+            settings=settings,
+            dense_stride_model_px=inference["dense_stride_px"],
+            mpp_override=options.mpp_override,
+            backend=options.backend,
+            timings=timings,
         )
         radius_um, threshold = nms_parameters(post, options.nms_radius_um, options.nms_threshold)
         detections = LesionDetectionOperator(self, name="lesion_detection", radius_um=radius_um, threshold=threshold, timings=timings)
-        writer = WsiResultsWriterOperator(self, name="results_writer", output_dir=self.output_dir, run_info=run_info, threshold=threshold,
-                                          timings=timings, mpp_override=options.mpp_override, backend=options.backend)
+        writer = WsiResultsWriterOperator(
+            self,
+            name="results_writer",
+            output_dir=self.output_dir,
+            run_info=run_info,
+            threshold=threshold,
+            timings=timings,
+            mpp_override=options.mpp_override,
+            backend=options.backend,
+        )
         self.add_flow(tissue, probability, {("tissue", "tissue")})
         self.add_flow(probability, detections, {("probability", "probability")})
         self.add_flow(detections, writer, {("detections", "detections")})
@@ -129,7 +170,9 @@ def run_slides(sdk_argv: list[str], options: WsiAppOptions) -> None:
     for slide in slides:
         output_dir = output_root / slide.name
         try:
-            WsiMetastasisApp(sdk_argv, slide=slide, output_dir=output_dir, classifier=classifier, compute=compute, config=config, options=options).run()
+            WsiMetastasisApp(
+                sdk_argv, slide=slide, output_dir=output_dir, classifier=classifier, compute=compute, config=config, options=options
+            ).run()
         except AppInputError as error:
             logger.error("%s: %s", slide.name, error)
             write_json_atomically(output_dir / "error.json", {"slide": str(slide.path), "error": str(error)})

@@ -78,7 +78,9 @@ def window_starts(image_length: int, roi_length: int, overlap: float) -> list[in
     return starts
 
 
-def snap_to_window_grid(box: tuple[slice, ...], image_shape: tuple[int, ...], roi_size: tuple[int, ...], overlap: float) -> tuple[slice, ...]:
+def snap_to_window_grid(
+    box: tuple[slice, ...], image_shape: tuple[int, ...], roi_size: tuple[int, ...], overlap: float
+) -> tuple[slice, ...]:
     """The smallest union of whole-image windows that covers ``box``, per axis.
 
     Run with the same roi and overlap, MONAI's sliding window over the returned region visits
@@ -95,7 +97,9 @@ def snap_to_window_grid(box: tuple[slice, ...], image_shape: tuple[int, ...], ro
     return tuple(snapped)
 
 
-def foreground_probability(image: MetaTensor, network: torch.nn.Module, settings: SlidingWindowSettings, compute: ComputeDevice) -> torch.Tensor:
+def foreground_probability(
+    image: MetaTensor, network: torch.nn.Module, settings: SlidingWindowSettings, compute: ComputeDevice
+) -> torch.Tensor:
     """Spleen probability (1, x, y, z) on the preprocessed grid of ``image`` (1, x, y, z, values 0..1).
 
     ``network`` maps (N, 1, *roi) to two-class logits and is in eval mode.
@@ -128,7 +132,9 @@ def probability_to_source_mask(probability: torch.Tensor, image: MetaTensor, tra
     return (metatensor_to_volume(transforms.inverse(on_grid)) > 0.5).astype(np.uint8)
 
 
-def segment_volume(volume: CTVolume, model: LoadedModel, preprocessing: dict[str, Any], settings: SlidingWindowSettings, compute: ComputeDevice) -> np.ndarray:
+def segment_volume(
+    volume: CTVolume, model: LoadedModel, preprocessing: dict[str, Any], settings: SlidingWindowSettings, compute: ComputeDevice
+) -> np.ndarray:
     """Binary spleen mask (uint8, z, y, x) on the source grid of ``volume``."""
     image, transforms = preprocess_ct(volume.hu_zyx, volume.affine_lps, preprocessing)
     return probability_to_source_mask(foreground_probability(image, model.module, settings, compute), image, transforms)

@@ -55,7 +55,6 @@ def build_binary_seg(
     return seg
 
 
-
 class DicomSegWriterOperator(VolumeMaskFileWriter):
     """Writes the mask as a BINARY DICOM SEG referencing the source slices.
 

@@ -40,9 +40,7 @@ def stack_geometry(headers: Sequence[Dataset]) -> StackGeometry:
     """Order slices by position along the normal of the first slice (never by InstanceNumber)."""
     orientation = orientation_of(headers[0])
     normal = np.cross(orientation[0], orientation[1])
-    positions = np.asarray(
-        [np.dot(normal, [float(v) for v in h.ImagePositionPatient]) for h in headers], dtype=np.float64
-    )
+    positions = np.asarray([np.dot(normal, [float(v) for v in h.ImagePositionPatient]) for h in headers], dtype=np.float64)
     order = np.argsort(positions, kind="stable")
     return StackGeometry(
         order=tuple(int(i) for i in order),

@@ -71,7 +71,9 @@ class SegmentationSummaryOperator(Operator):
 
     INPUTS = ("selection", "volume", "mask", "seg_path", "stl_path", "overlay_path")
 
-    def __init__(self, fragment: Fragment, *args, output_path: Path, organ: str, run_info: dict[str, Any], timings: StageTimings, **kwargs) -> None:
+    def __init__(
+        self, fragment: Fragment, *args, output_path: Path, organ: str, run_info: dict[str, Any], timings: StageTimings, **kwargs
+    ) -> None:
         self.output_path = Path(output_path)
         self.organ = organ
         self.run_info = run_info

@@ -95,7 +95,10 @@ def build_ct_volume(selection: SeriesSelection, rules: SeriesRules = SeriesRules
     affine = index_to_lps_affine(sorted_datasets[0], geometry, len(sorted_datasets))
     logger.info(
         "Volume %s voxels (z, y, x), spacing (x, y, z) %s mm, HU range %.0f..%.0f",
-        hu_zyx.shape, [round(float(s), 3) for s in np.linalg.norm(affine[:3, :3], axis=0)], hu_zyx.min(), hu_zyx.max(),
+        hu_zyx.shape,
+        [round(float(s), 3) for s in np.linalg.norm(affine[:3, :3], axis=0)],
+        hu_zyx.min(),
+        hu_zyx.max(),
     )
     return CTVolume(hu_zyx=hu_zyx, affine_lps=affine, source_datasets=sorted_datasets)
 

@@ -44,8 +44,15 @@ class EquipmentSpec:
 # Type 2 attributes of the Patient and General Study modules that highdicom copies from the source:
 # a source may omit them (a non-conformant modality), the SEG must still carry them, empty.
 COPIED_TYPE2_KEYWORDS = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
-    "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
 )
 
 

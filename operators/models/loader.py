@@ -166,7 +166,11 @@ def check_output_channels(model: LoadedModel, input_shape: tuple[int, ...], expe
         with torch.inference_mode():
             output = model.module(torch.zeros(input_shape, device=device))
     except Exception as error:
-        raise ModelLoadError(f"model {model.path} fails on a {tuple(input_shape)} input ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+        raise ModelLoadError(
+            f"model {model.path} fails on a {tuple(input_shape)} input ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        ) from None
     if not isinstance(output, torch.Tensor) or output.ndim != len(input_shape) or output.shape[1] != expected_channels:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise ModelLoadError(f"model {model.path} returns {shape} for a {tuple(input_shape)} input; expected {expected_channels} output channels")
+        raise ModelLoadError(
+            f"model {model.path} returns {shape} for a {tuple(input_shape)} input; expected {expected_channels} output channels"
+        )

@@ -37,7 +37,9 @@ class ResNet18ConvHead(torch.nn.Module):
 
     def __init__(self, num_classes: int = 1, pool_size: int = 7, pool_stride: int = 1) -> None:
         super().__init__()
-        backbone = resnet18(spatial_dims=2, n_input_channels=3, num_classes=num_classes, conv1_t_size=7, conv1_t_stride=2, bias_downsample=False)
+        backbone = resnet18(
+            spatial_dims=2, n_input_channels=3, num_classes=num_classes, conv1_t_size=7, conv1_t_stride=2, bias_downsample=False
+        )
         self.features = torch.nn.Sequential(*list(backbone.children())[:-2])
         self.pool = torch.nn.AvgPool2d(kernel_size=pool_size, stride=pool_stride)
         self.fc = torch.nn.Conv2d(512, num_classes, kernel_size=1)

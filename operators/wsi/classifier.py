@@ -37,7 +37,9 @@ def _check_patch_contract(model: LoadedModel, device: torch.device) -> None:
         with torch.inference_mode():
             output = model.module(torch.zeros(2, 3, PATCH_PX, PATCH_PX, device=device))
     except Exception as error:
-        raise ModelLoadError(f"model {model.path} fails on a (2, 3, 224, 224) input ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+        raise ModelLoadError(
+            f"model {model.path} fails on a (2, 3, 224, 224) input ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        ) from None
     if not isinstance(output, torch.Tensor) or output.shape[0] != 2 or output[0].numel() != 1:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise ModelLoadError(f"model {model.path} returns {shape} for two 224x224 patches; expected one tumor logit per patch")
@@ -52,7 +54,9 @@ def _dense_stride(model: LoadedModel, device: torch.device) -> int | None:
     with torch.inference_mode():
         output = model.module(torch.zeros(1, 3, side, side, device=device))
     if tuple(output.shape) != (1, 1, 3, 3):
-        raise ModelLoadError(f"model {model.path} claims to be fully convolutional with stride {stride} but maps a {side}x{side} input to {tuple(output.shape)}")
+        raise ModelLoadError(
+            f"model {model.path} claims to be fully convolutional with stride {stride} but maps a {side}x{side} input to {tuple(output.shape)}"
+        )
     return int(stride)
 
 
@@ -66,7 +70,9 @@ def frozen_for_cpu(module: torch.nn.Module) -> torch.nn.Module:
         return module
 
 
-def prepare_classifier(model: LoadedModel, device: torch.device, amp: bool, freeze: Callable[[torch.nn.Module], torch.nn.Module] = frozen_for_cpu) -> PatchClassifier:
+def prepare_classifier(
+    model: LoadedModel, device: torch.device, amp: bool, freeze: Callable[[torch.nn.Module], torch.nn.Module] = frozen_for_cpu
+) -> PatchClassifier:
     """Check the patch contract, find whether dense inference is allowed, and freeze for fp32 CPU use."""
     _check_patch_contract(model, device)
     stride = _dense_stride(model, device)

@@ -58,8 +58,14 @@ class MapGrid:
         return (x, y)
 
 
-def grid_for_slide(slide_size_xy: tuple[int, int], slide_mpp: float, model_mpp: float, stride_model_px: int, window_model_px: int,
-                   origin_model_px: float | None = None) -> MapGrid:
+def grid_for_slide(
+    slide_size_xy: tuple[int, int],
+    slide_mpp: float,
+    model_mpp: float,
+    stride_model_px: int,
+    window_model_px: int,
+    origin_model_px: float | None = None,
+) -> MapGrid:
     """The grid whose window centres cover the slide; the origin defaults to half the stride."""
     origin = 0.5 * stride_model_px if origin_model_px is None else origin_model_px
     size_model_px = [size * slide_mpp / model_mpp for size in slide_size_xy]
@@ -80,7 +86,9 @@ def tissue_on_grid(mask: np.ndarray, mask_stride_model_px: float, grid: MapGrid)
     return out
 
 
-def read_model_pixels(slide, origin_xy_level0: tuple[float, float], level0_px_per_model_px: float, size_model_px: tuple[int, int]) -> np.ndarray:
+def read_model_pixels(
+    slide, origin_xy_level0: tuple[float, float], level0_px_per_model_px: float, size_model_px: tuple[int, int]
+) -> np.ndarray:
     """(h, w, 3) RGB of ``size_model_px`` (width, height) model pixels from a slide at any mpp.
 
     A slide scanned at the model's resolution or finer (at least one level-0 pixel per model pixel)
@@ -93,7 +101,12 @@ def read_model_pixels(slide, origin_xy_level0: tuple[float, float], level0_px_pe
     x, y = math.floor(origin_xy_level0[0]), math.floor(origin_xy_level0[1])
     source_size = (math.ceil(size_model_px[0] * factor) + 1, math.ceil(size_model_px[1] * factor) + 1)
     source = slide.read_region((x, y), 0, source_size)
-    box = (origin_xy_level0[0] - x, origin_xy_level0[1] - y, origin_xy_level0[0] - x + size_model_px[0] * factor, origin_xy_level0[1] - y + size_model_px[1] * factor)
+    box = (
+        origin_xy_level0[0] - x,
+        origin_xy_level0[1] - y,
+        origin_xy_level0[0] - x + size_model_px[0] * factor,
+        origin_xy_level0[1] - y + size_model_px[1] * factor,
+    )
     return np.asarray(Image.fromarray(source).resize(size_model_px, Image.Resampling.BILINEAR, box=box))
 
 

@@ -55,11 +55,17 @@ class InferenceSettings:
     cpu_micro_batch: int = 16
 
     @classmethod
-    def from_config(cls, inference: dict[str, Any], mode: str | None = None, batch_size: int | None = None,
-                    tta: bool = False, workers: int = 2) -> InferenceSettings:
+    def from_config(
+        cls, inference: dict[str, Any], mode: str | None = None, batch_size: int | None = None, tta: bool = False, workers: int = 2
+    ) -> InferenceSettings:
         """The model config's ``inference`` section, with ``mode`` and ``batch_size`` overriding it when given."""
-        return cls(mode=mode or inference["mode"], batch_size=batch_size or inference["batch_size"],
-                   tile_windows=inference["dense_tile_windows"], tta=tta, workers=workers)
+        return cls(
+            mode=mode or inference["mode"],
+            batch_size=batch_size or inference["batch_size"],
+            tile_windows=inference["dense_tile_windows"],
+            tta=tta,
+            workers=workers,
+        )
 
 
 class _RegionReader:
@@ -90,8 +96,7 @@ def to_network_input(regions_nhwc: torch.Tensor, compute: ComputeDevice) -> torc
     return x.to(torch.float32, memory_format=torch.channels_last, copy=True).div_(127.5).sub_(1.0)
 
 
-def classify_in_chunks(network: torch.nn.Module, regions_nhwc: torch.Tensor, compute: ComputeDevice,
-                       chunk: int | None) -> torch.Tensor:
+def classify_in_chunks(network: torch.nn.Module, regions_nhwc: torch.Tensor, compute: ComputeDevice, chunk: int | None) -> torch.Tensor:
     """``network(to_network_input(regions_nhwc))``, converted and run ``chunk`` regions at a time
     (``None``: all at once), so that a chunk's float input is still in the CPU caches when used."""
     if chunk is None or len(regions_nhwc) <= chunk:
@@ -99,8 +104,9 @@ def classify_in_chunks(network: torch.nn.Module, regions_nhwc: torch.Tensor, com
     return torch.cat([network(to_network_input(part, compute)) for part in regions_nhwc.split(chunk)])
 
 
-def dihedral_average(network: torch.nn.Module, regions_nhwc: torch.Tensor, compute: ComputeDevice, tta: bool,
-                     chunk: int | None = None) -> torch.Tensor:
+def dihedral_average(
+    network: torch.nn.Module, regions_nhwc: torch.Tensor, compute: ComputeDevice, tta: bool, chunk: int | None = None
+) -> torch.Tensor:
     """Sigmoid of the network's (N, 1, h, w) logits for uint8 (N, H, W, 3) regions; with ``tta`` the
     mean over the 8 orientations, each output mapped back to the input's orientation."""
     if not tta:
@@ -131,7 +137,9 @@ class _Progress:
         if now - self.last >= self.every or self.done == self.total:
             rate = self.done / max(now - self.start, 1e-9)
             eta = (self.total - self.done) / rate if rate > 0 else math.inf
-            logger.info("%d/%d windows (%.0f%%), %.1f windows/s, ETA %.0f s", self.done, self.total, 100 * self.done / max(self.total, 1), rate, eta)
+            logger.info(
+                "%d/%d windows (%.0f%%), %.1f windows/s, ETA %.0f s", self.done, self.total, 100 * self.done / max(self.total, 1), rate, eta
+            )
             self.last = now
 
     @property
@@ -164,8 +172,14 @@ def _batches(reader: _RegionReader, batch_size: int, workers: int) -> Iterator[t
             yield done_indices, torch.from_numpy(np.stack([f.result() for f in futures]))
 
 
-def patch_probability_map(open_slide: SlideOpener, grid: MapGrid, tissue: np.ndarray, network: torch.nn.Module,
-                          compute: ComputeDevice, settings: InferenceSettings) -> tuple[np.ndarray, float]:
+def patch_probability_map(
+    open_slide: SlideOpener,
+    grid: MapGrid,
+    tissue: np.ndarray,
+    network: torch.nn.Module,
+    compute: ComputeDevice,
+    settings: InferenceSettings,
+) -> tuple[np.ndarray, float]:
     """(rows, cols) float32 probabilities on ``grid`` (0 off tissue), and windows per second."""
     cells = np.argwhere(tissue)
     origins = np.array([grid.window_origin_xy_level0(r, c) for r, c in cells], dtype=np.float64).reshape(-1, 2)
@@ -182,8 +196,15 @@ def patch_probability_map(open_slide: SlideOpener, grid: MapGrid, tissue: np.nda
     return probabilities, progress.rate
 
 
-def dense_probability_map(open_slide: SlideOpener, grid: MapGrid, tissue: np.ndarray, network: torch.nn.Module,
-                          compute: ComputeDevice, settings: InferenceSettings, output_stride_model_px: int = 32) -> tuple[np.ndarray, float]:
+def dense_probability_map(
+    open_slide: SlideOpener,
+    grid: MapGrid,
+    tissue: np.ndarray,
+    network: torch.nn.Module,
+    compute: ComputeDevice,
+    settings: InferenceSettings,
+    output_stride_model_px: int = 32,
+) -> tuple[np.ndarray, float]:
     """Like :func:`patch_probability_map`, with the network run on tiles of k x k windows.
 
     ``grid.stride_model_px`` must be a multiple of the network's output stride (32): a coarser
@@ -195,7 +216,7 @@ def dense_probability_map(open_slide: SlideOpener, grid: MapGrid, tissue: np.nda
     k = settings.tile_windows
     tile_px = grid.window_model_px + (k * step - 1) * output_stride_model_px
     rows, cols = grid.shape_rows_cols
-    tiles = [(tr, tc) for tr in range(0, rows, k) for tc in range(0, cols, k) if tissue[tr:tr + k, tc:tc + k].any()]
+    tiles = [(tr, tc) for tr in range(0, rows, k) for tc in range(0, cols, k) if tissue[tr : tr + k, tc : tc + k].any()]
     origins = np.array([grid.window_origin_xy_level0(tr, tc) for tr, tc in tiles], dtype=np.float64).reshape(-1, 2)
     probabilities = np.zeros(grid.shape_rows_cols, dtype=np.float32)
     progress = _Progress(int(tissue.sum()))
@@ -206,9 +227,9 @@ def dense_probability_map(open_slide: SlideOpener, grid: MapGrid, tissue: np.nda
             maps = dihedral_average(network, regions, compute, settings.tta)[:, 0, ::step, ::step].cpu().numpy()
             for index, tile_map in zip(indices.tolist(), maps, strict=True):
                 tr, tc = tiles[index]
-                block = probabilities[tr:tr + k, tc:tc + k]
+                block = probabilities[tr : tr + k, tc : tc + k]
                 block[...] = tile_map[: block.shape[0], : block.shape[1]]
-                progress.add(int(tissue[tr:tr + k, tc:tc + k].sum()))
+                progress.add(int(tissue[tr : tr + k, tc : tc + k].sum()))
     probabilities[~tissue] = 0.0
     return probabilities, progress.rate
 
@@ -228,8 +249,15 @@ class SlideProbability:
     windows_per_s: float
 
 
-def slide_probability_map(tissue: SlideTissue, classifier: PatchClassifier, compute: ComputeDevice, settings: InferenceSettings,
-                          dense_stride_model_px: int, mpp_override: float | None, backend: str) -> SlideProbability:
+def slide_probability_map(
+    tissue: SlideTissue,
+    classifier: PatchClassifier,
+    compute: ComputeDevice,
+    settings: InferenceSettings,
+    dense_stride_model_px: int,
+    mpp_override: float | None,
+    backend: str,
+) -> SlideProbability:
     """Patch mode on the mask grid, or dense mode on a finer grid sharing the mask grid's origin.
 
     Dense mode falls back to patch mode, with a warning, for a classifier that is not fully
@@ -245,10 +273,27 @@ def slide_probability_map(tissue: SlideTissue, classifier: PatchClassifier, comp
         probabilities, rate = patch_probability_map(opener, mask_grid, tissue.mask, classifier.network, compute, settings)
         grid = mask_grid
     else:
-        grid = grid_for_slide(tissue.size_xy, tissue.mpp, mask_grid.model_mpp, dense_stride_model_px, mask_grid.window_model_px, mask_grid.origin_model_px)
-        probabilities, rate = dense_probability_map(opener, grid, tissue_on_grid(tissue.mask, mask_grid.stride_model_px, grid),
-                                                    classifier.network, compute, settings, classifier.output_stride_px)
-    logger.info("%s: %s mode, %.1f windows/s, map %d x %d at %.2f um/cell", tissue.source.name, mode, rate, grid.shape_rows_cols[1], grid.shape_rows_cols[0], grid.map_mpp)
+        grid = grid_for_slide(
+            tissue.size_xy, tissue.mpp, mask_grid.model_mpp, dense_stride_model_px, mask_grid.window_model_px, mask_grid.origin_model_px
+        )
+        probabilities, rate = dense_probability_map(
+            opener,
+            grid,
+            tissue_on_grid(tissue.mask, mask_grid.stride_model_px, grid),
+            classifier.network,
+            compute,
+            settings,
+            classifier.output_stride_px,
+        )
+    logger.info(
+        "%s: %s mode, %.1f windows/s, map %d x %d at %.2f um/cell",
+        tissue.source.name,
+        mode,
+        rate,
+        grid.shape_rows_cols[1],
+        grid.shape_rows_cols[0],
+        grid.map_mpp,
+    )
     return SlideProbability(tissue, ProbabilityMap(probabilities, grid), mode, rate)
 
 
@@ -266,8 +311,19 @@ class ProbabilityMapOperator(Operator):
     INPUT_TISSUE = "tissue"
     OUTPUT_PROBABILITY = "probability"
 
-    def __init__(self, fragment: Fragment, *args, classifier: PatchClassifier, compute: ComputeDevice, settings: InferenceSettings,
-                 dense_stride_model_px: int, mpp_override: float | None, backend: str, timings: StageTimings, **kwargs) -> None:
+    def __init__(
+        self,
+        fragment: Fragment,
+        *args,
+        classifier: PatchClassifier,
+        compute: ComputeDevice,
+        settings: InferenceSettings,
+        dense_stride_model_px: int,
+        mpp_override: float | None,
+        backend: str,
+        timings: StageTimings,
+        **kwargs,
+    ) -> None:
         self.classifier = classifier
         self.compute_device = compute
         self.settings = settings
@@ -284,5 +340,7 @@ class ProbabilityMapOperator(Operator):
     def compute(self, op_input, op_output, context) -> None:
         tissue = op_input.receive(self.INPUT_TISSUE)
         with self.timings.stage("probability_map"):
-            result = slide_probability_map(tissue, self.classifier, self.compute_device, self.settings, self.dense_stride_model_px, self.mpp_override, self.backend)
+            result = slide_probability_map(
+                tissue, self.classifier, self.compute_device, self.settings, self.dense_stride_model_px, self.mpp_override, self.backend
+            )
         op_output.emit(result, self.OUTPUT_PROBABILITY)

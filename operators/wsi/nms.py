@@ -72,7 +72,9 @@ def detect_lesions(probability: SlideProbability, radius_um: float, threshold: f
     """The paper's NMS on the slide's map, with the radius given in micrometres."""
     prob_map = probability.probability_map
     radius_px_level0 = radius_um / probability.tissue.mpp
-    detections = non_maximum_suppression(prob_map.probabilities, prob_map.grid.origin_xy_level0, prob_map.grid.stride_level0_px, radius_px_level0, threshold)
+    detections = non_maximum_suppression(
+        prob_map.probabilities, prob_map.grid.origin_xy_level0, prob_map.grid.stride_level0_px, radius_px_level0, threshold
+    )
     score = float(prob_map.probabilities.max()) if prob_map.probabilities.size else 0.0
     return SlideDetections(probability, tuple(detections), score)
 

@@ -66,8 +66,15 @@ class SlideTissue:
         return float(self.mask.sum()) * (self.mask_grid.map_mpp / 1000.0) ** 2
 
 
-def compute_slide_tissue(source: SlideSource, model_mpp: float, mask_stride_model_px: int, window_model_px: int,
-                         mpp_override: float | None = None, backend: str = "auto", min_rgb: int = 0) -> SlideTissue:
+def compute_slide_tissue(
+    source: SlideSource,
+    model_mpp: float,
+    mask_stride_model_px: int,
+    window_model_px: int,
+    mpp_override: float | None = None,
+    backend: str = "auto",
+    min_rgb: int = 0,
+) -> SlideTissue:
     """Open the slide, build its thumbnail on the mask grid (tile by tile) and its tissue mask."""
     with open_slide(source.path, mpp_override, backend) as slide:
         mpp = float(np.mean(slide.mpp_xy))
@@ -75,9 +82,20 @@ def compute_slide_tissue(source: SlideSource, model_mpp: float, mask_stride_mode
         thumbnail = slide.thumbnail(grid.stride_level0_px)[: grid.shape_rows_cols[0], : grid.shape_rows_cols[1]]
         mask = np.zeros(grid.shape_rows_cols, dtype=bool)
         mask[: thumbnail.shape[0], : thumbnail.shape[1]] = tissue_mask(thumbnail, min_rgb=min_rgb)
-        tissue = SlideTissue(source, slide.size_xy, mpp, slide.mpp_source, slide.backend, slide.dicom_source is not None, thumbnail, mask, grid)
-    logger.info("%s: %d x %d px at %.3f um/px (%s, %s); tissue %.2f mm^2 on a %d x %d mask", source.name, *tissue.size_xy, mpp,
-                tissue.mpp_source, tissue.backend, tissue.tissue_area_mm2, grid.shape_rows_cols[1], grid.shape_rows_cols[0])
+        tissue = SlideTissue(
+            source, slide.size_xy, mpp, slide.mpp_source, slide.backend, slide.dicom_source is not None, thumbnail, mask, grid
+        )
+    logger.info(
+        "%s: %d x %d px at %.3f um/px (%s, %s); tissue %.2f mm^2 on a %d x %d mask",
+        source.name,
+        *tissue.size_xy,
+        mpp,
+        tissue.mpp_source,
+        tissue.backend,
+        tissue.tissue_area_mm2,
+        grid.shape_rows_cols[1],
+        grid.shape_rows_cols[0],
+    )
     return tissue
 
 
@@ -94,8 +112,19 @@ class TissueMaskOperator(Operator):
 
     OUTPUT_TISSUE = "tissue"
 
-    def __init__(self, fragment: Fragment, *args, source: SlideSource, model_mpp: float, mask_stride_model_px: int, window_model_px: int,
-                 mpp_override: float | None, backend: str, timings: StageTimings, **kwargs) -> None:
+    def __init__(
+        self,
+        fragment: Fragment,
+        *args,
+        source: SlideSource,
+        model_mpp: float,
+        mask_stride_model_px: int,
+        window_model_px: int,
+        mpp_override: float | None,
+        backend: str,
+        timings: StageTimings,
+        **kwargs,
+    ) -> None:
         self.source = source
         self.model_mpp = model_mpp
         self.mask_stride_model_px = mask_stride_model_px
@@ -110,5 +139,7 @@ class TissueMaskOperator(Operator):
 
     def compute(self, op_input, op_output, context) -> None:
         with self.timings.stage("tissue_mask"):
-            tissue = compute_slide_tissue(self.source, self.model_mpp, self.mask_stride_model_px, self.window_model_px, self.mpp_override, self.backend)
+            tissue = compute_slide_tissue(
+                self.source, self.model_mpp, self.mask_stride_model_px, self.window_model_px, self.mpp_override, self.backend
+            )
         op_output.emit(tissue, self.OUTPUT_TISSUE)

@@ -82,7 +82,12 @@ def test_runs_from_holoscan_environment_variables_as_a_map_does(demo_ct, tmp_pat
     model_dir = tmp_path / "models" / "spleen_ct_segmentation"
     model_dir.mkdir(parents=True)
     shutil.copy(Path(__file__).resolve().parents[2] / "model_zoo" / "spleen_ct_segmentation" / "model.ts", model_dir)
-    env = {"HOLOSCAN_INPUT_PATH": str(demo_ct.dicom_dir), "HOLOSCAN_OUTPUT_PATH": str(tmp_path / "out"), "HOLOSCAN_MODEL_PATH": str(tmp_path / "models"), "HOLOSCAN_WORKDIR": str(tmp_path / "work")}
+    env = {
+        "HOLOSCAN_INPUT_PATH": str(demo_ct.dicom_dir),
+        "HOLOSCAN_OUTPUT_PATH": str(tmp_path / "out"),
+        "HOLOSCAN_MODEL_PATH": str(tmp_path / "models"),
+        "HOLOSCAN_WORKDIR": str(tmp_path / "work"),
+    }
     summary = succeed(["--no-largest-component"], env)
     assert summary["largest_component"] is False
     assert summary["model"]["path"] == str(model_dir / "model.ts")

@@ -33,7 +33,9 @@ CARD = {"name": "Tumor patch classifier (random test weights)", "version": "0.0.
 def classifier(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("classifier")
     torch.manual_seed(0)
-    torch.save({"model": build_patch_classifier(load_model_config("pathology_tumor_detection")["network"]).state_dict()}, folder / "model.pt")
+    torch.save(
+        {"model": build_patch_classifier(load_model_config("pathology_tumor_detection")["network"]).state_dict()}, folder / "model.pt"
+    )
     (folder / "metadata.json").write_text(json.dumps(CARD))
     return folder / "model.pt"
 
@@ -53,8 +55,16 @@ def test_dicom_wsi_gives_every_output_and_a_valid_fractional_seg(classifier, tmp
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / slide.name
     summary = summary_of(out)
-    assert set(summary["outputs"]) == {"tissue_mask", "detections_csv", "probability_map_npy", "probability_map_tiff", "probability_map_geometry",
-                                       "geojson", "overlay_png", "dicom_seg"}
+    assert set(summary["outputs"]) == {
+        "tissue_mask",
+        "detections_csv",
+        "probability_map_npy",
+        "probability_map_tiff",
+        "probability_map_geometry",
+        "geojson",
+        "overlay_png",
+        "dicom_seg",
+    }
     assert (summary["model"]["name"], summary["model"]["version"]) == (CARD["name"], CARD["version"])
     assert summary["slide"]["mpp"] == pytest.approx(0.1215) and summary["slide"]["dicom"] is True
     assert dciodvfy_errors(out / "tumor_seg.dcm") == []
@@ -108,7 +118,11 @@ def no_mpp(folder: Path) -> Path:
     return folder / "no_mpp.tif"
 
 
-BAD_SLIDES = {"truncated": (truncated_copy, "truncated"), "not-a-slide": (not_a_slide, "notes.svs"), "missing-mpp": (no_mpp, "mpp override")}
+BAD_SLIDES = {
+    "truncated": (truncated_copy, "truncated"),
+    "not-a-slide": (not_a_slide, "notes.svs"),
+    "missing-mpp": (no_mpp, "mpp override"),
+}
 
 
 @pytest.mark.parametrize("case", BAD_SLIDES, ids=list(BAD_SLIDES))
@@ -118,8 +132,11 @@ def test_bad_slide_among_good_ones_is_reported_and_the_good_one_is_processed(cla
     folder.mkdir()
     shutil.copy(real_svs(), folder / "good.svs")
     bad = make(folder)
-    result = run_app(APP, ["-i", str(folder), "-o", str(tmp_path / "out"), "-m", str(classifier), "--workers", "2"]
-                     + (["--mpp", "0.1215"] if case != "missing-mpp" else []))
+    result = run_app(
+        APP,
+        ["-i", str(folder), "-o", str(tmp_path / "out"), "-m", str(classifier), "--workers", "2"]
+        + (["--mpp", "0.1215"] if case != "missing-mpp" else []),
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1].startswith("wsi_metastasis_app: error: 1 of 2 slides failed")
     assert "Traceback" not in result.stderr
@@ -164,8 +181,11 @@ def test_default_model_finds_the_metastasis_and_scores_the_tumor_slide_above_the
     assert tumor["model"]["name"] == "pathology_tumor_detection" and tumor["probability_map"]["mode"] == "dense"
     assert tumor["slide"]["mpp"] == pytest.approx(0.243, abs=1e-3)
     assert tumor["slide_score"] > 0.9 and tumor["slide_score"] > normal["slide_score"]
-    report = evaluate_slide(SlidePlan("tumor_slide", tmp_path / "tumor_slide" / "detections.csv", find_ground_truth(truth)["tumor_slide"]),
-                            OFFICIAL_LEVEL, CAMELYON16_MPP)
+    report = evaluate_slide(
+        SlidePlan("tumor_slide", tmp_path / "tumor_slide" / "detections.csv", find_ground_truth(truth)["tumor_slide"]),
+        OFFICIAL_LEVEL,
+        CAMELYON16_MPP,
+    )
     lesions = [lesion for lesion in report.lesions if not lesion.is_itc]
     assert len(lesions) == 1 and lesions[0].label in report.outcome.best_detection  # the metastasis is hit (Camelyon16 rules)
     lines = lesion_lines(tmp_path / "tumor_slide", "tumor_slide", truth)  # what the demo prints

@@ -36,17 +36,33 @@ def main() -> int:
     deadline = time.monotonic() + 120
     while hold and os.path.exists(hold) and time.monotonic() < deadline:
         time.sleep(0.1)
-    sources = sorted((dcmread(p) for p in Path(os.environ["HOLOSCAN_INPUT_PATH"]).rglob("*.dcm")), key=lambda ds: float(ds.ImagePositionPatient[2]))
+    sources = sorted(
+        (dcmread(p) for p in Path(os.environ["HOLOSCAN_INPUT_PATH"]).rglob("*.dcm")), key=lambda ds: float(ds.ImagePositionPatient[2])
+    )
     mask = np.stack([ds.pixel_array > 1050 for ds in sources]).astype(np.uint8)
     segment = hd.seg.SegmentDescription(
-        segment_number=1, segment_label="Blob", segmented_property_category=hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure"),
-        segmented_property_type=hd.sr.CodedConcept("78961009", "SCT", "Spleen"), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=hd.AlgorithmIdentificationSequence(name="fake", version="0", family=hd.sr.CodedConcept("123109", "DCM", "Manual Processing")),
+        segment_number=1,
+        segment_label="Blob",
+        segmented_property_category=hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure"),
+        segmented_property_type=hd.sr.CodedConcept("78961009", "SCT", "Spleen"),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name="fake", version="0", family=hd.sr.CodedConcept("123109", "DCM", "Manual Processing")
+        ),
     )
     seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=mask, segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[segment],
-        series_instance_uid=hd.UID(), series_number=99, sop_instance_uid=hd.UID(), instance_number=1, manufacturer="tests",
-        manufacturer_model_name="fake_seg_app", software_versions="0", device_serial_number="0",
+        source_images=sources,
+        pixel_array=mask,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment],
+        series_instance_uid=hd.UID(),
+        series_number=99,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="tests",
+        manufacturer_model_name="fake_seg_app",
+        software_versions="0",
+        device_serial_number="0",
     )
     output = Path(os.environ["HOLOSCAN_OUTPUT_PATH"])
     seg.save_as(output / "seg.dcm")

@@ -24,9 +24,18 @@ FAKE_APP = Path(__file__).with_name("fake_seg_app.py")
 
 
 def write_config(folder: Path, port: int, routes: list[dict], destinations: list[dict] | None = None, **settings: object) -> Path:
-    config = {"ae_title": GATEWAY_AET, "host": "127.0.0.1", "port": port, "allowed_calling_aets": [SCU_AET, "ORTHANC"],
-              "storage_dir": str(folder / "gateway-data"), "quiet_period_s": 1, "retry_delay_s": 0.5, "routes": routes,
-              "destinations": destinations or [], **settings}
+    config = {
+        "ae_title": GATEWAY_AET,
+        "host": "127.0.0.1",
+        "port": port,
+        "allowed_calling_aets": [SCU_AET, "ORTHANC"],
+        "storage_dir": str(folder / "gateway-data"),
+        "quiet_period_s": 1,
+        "retry_delay_s": 0.5,
+        "routes": routes,
+        "destinations": destinations or [],
+        **settings,
+    }
     path = folder / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -34,8 +43,12 @@ def write_config(folder: Path, port: int, routes: list[dict], destinations: list
 
 def fake_route(tmp_path: Path, **env: str) -> dict:
     """A CT route to tests/gateway/fake_seg_app.py, noting its runs in tmp_path/runs.txt, held while tmp_path/hold exists."""
-    return {"name": "fake-seg", "match": {"Modality": "CT"}, "app": str(FAKE_APP),
-            "env": {"FAKE_APP_RUNS": str(tmp_path / "runs.txt"), "FAKE_APP_HOLD": str(tmp_path / "hold"), **env}}
+    return {
+        "name": "fake-seg",
+        "match": {"Modality": "CT"},
+        "app": str(FAKE_APP),
+        "env": {"FAKE_APP_RUNS": str(tmp_path / "runs.txt"), "FAKE_APP_HOLD": str(tmp_path / "hold"), **env},
+    }
 
 
 def runs(tmp_path: Path) -> list[tuple[str, int]]:
@@ -88,8 +101,13 @@ class GatewayProcess:
 
     def start(self, timeout_s: float = 30) -> GatewayProcess:
         handle = self.log.open("ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(self.config)], cwd=REPO_ROOT,
-                                        stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "HOLOSCAN_LOG_LEVEL": "WARN"})
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(self.config)],
+            cwd=REPO_ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HOLOSCAN_LOG_LEVEL": "WARN"},
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -119,8 +137,14 @@ class GatewayProcess:
         return self.process.returncode
 
     def jobs(self) -> list[dict]:
-        result = subprocess.run([sys.executable, "-m", "gateway", "jobs", "--json", "--config", str(self.config)], cwd=REPO_ROOT,
-                                capture_output=True, text=True, timeout=60, check=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "jobs", "--json", "--config", str(self.config)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         return [json.loads(line) for line in result.stdout.splitlines()]
 
     def wait_for_jobs(self, states: set[str], count: int = 1, timeout_s: float = 120) -> list[dict]:

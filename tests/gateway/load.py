@@ -40,7 +40,7 @@ def send_concurrently(port: int, batches: list[list[Dataset]]) -> LoadResult:
         start.wait()
         try:
             statuses[index] = store(port, batches[index])
-        except BaseException as error:  # noqa: BLE001 - reported by the caller
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=send, args=(i,)) for i in range(len(batches))]

@@ -46,10 +46,14 @@ def apt_install(*packages: str) -> str | None:
         POLICY_RC.chmod(0o755)
     try:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        result = subprocess.run(["apt-get", "install", "-y", "-qq", *packages], env=env, capture_output=True, text=True, timeout=900, check=False)
+        result = subprocess.run(
+            ["apt-get", "install", "-y", "-qq", *packages], env=env, capture_output=True, text=True, timeout=900, check=False
+        )
         if result.returncode != 0:
             subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=900, check=False)
-            result = subprocess.run(["apt-get", "install", "-y", "-qq", *packages], env=env, capture_output=True, text=True, timeout=900, check=False)
+            result = subprocess.run(
+                ["apt-get", "install", "-y", "-qq", *packages], env=env, capture_output=True, text=True, timeout=900, check=False
+            )
     finally:
         if placed:
             POLICY_RC.unlink(missing_ok=True)
@@ -57,7 +61,9 @@ def apt_install(*packages: str) -> str | None:
 
 
 def require_orthanc(dicomweb: bool = False) -> None:
-    missing = [p for p, ok in (("orthanc", Path(ORTHANC).exists()), ("orthanc-dicomweb", not dicomweb or DICOMWEB_PLUGIN.exists())) if not ok]
+    missing = [
+        p for p, ok in (("orthanc", Path(ORTHANC).exists()), ("orthanc-dicomweb", not dicomweb or DICOMWEB_PLUGIN.exists())) if not ok
+    ]
     if missing:
         problem = apt_install(*missing)
         if problem:
@@ -117,10 +123,19 @@ def start_orthanc(folder: Path, modalities: dict[str, tuple[str, int]] | None = 
     folder.mkdir(parents=True, exist_ok=True)
     http_port, dicom_port = free_port(), free_port()
     config = {
-        "Name": "gateway-tests", "StorageDirectory": str(folder / "storage"), "IndexDirectory": str(folder / "index"),
-        "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": ORTHANC_AET, "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False, "DicomModalities": {name: [aet, "127.0.0.1", port] for name, (aet, port) in (modalities or {}).items()},
-        "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True, "SaveJobs": False, "StableAge": 3600,
+        "Name": "gateway-tests",
+        "StorageDirectory": str(folder / "storage"),
+        "IndexDirectory": str(folder / "index"),
+        "HttpPort": http_port,
+        "DicomPort": dicom_port,
+        "DicomAet": ORTHANC_AET,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomModalities": {name: [aet, "127.0.0.1", port] for name, (aet, port) in (modalities or {}).items()},
+        "DicomCheckCalledAet": False,
+        "DicomAlwaysAllowStore": True,
+        "SaveJobs": False,
+        "StableAge": 3600,
         "Plugins": [str(DICOMWEB_PLUGIN)] if dicomweb else [],
         "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/"},
     }

@@ -19,8 +19,10 @@ def ct_series(slices: int, study_uid: str | None = None, modality: str = "CT", s
     series = []
     for index in range(slices):
         pixels = np.full((size, size), 1024, np.uint16)
-        pixels[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1100
-        ds = ct_slice(2.0 * index, series_uid=series_uid, instance_number=index + 1, modality=modality, rows=size, columns=size, pixels=pixels)
+        pixels[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1100
+        ds = ct_slice(
+            2.0 * index, series_uid=series_uid, instance_number=index + 1, modality=modality, rows=size, columns=size, pixels=pixels
+        )
         ds.StudyInstanceUID = study_uid
         ds.FrameOfReferenceUID = frame_of_reference
         ds.PatientName = "GATEWAY^TEST"

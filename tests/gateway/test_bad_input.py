@@ -39,14 +39,24 @@ def stored_files(tmp_path: Path) -> list[Path]:
 
 def test_unknown_calling_ae_title_is_rejected_at_association_by_dcmtk_storescu(gateway, dcmtk, tmp_path: Path):
     [path] = write_series(ct_series(1), tmp_path / "in")
-    result = subprocess.run([dcmtk, "-aet", "STRANGER", "-aec", GATEWAY_AET, "127.0.0.1", str(gateway.port), str(path)],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [dcmtk, "-aet", "STRANGER", "-aec", GATEWAY_AET, "127.0.0.1", str(gateway.port), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode != 0
     assert "Calling AE Title Not Recognized" in result.stderr + result.stdout
     assert stored_files(tmp_path) == []
     assert "calling AE title 'STRANGER' (not in allowed_calling_aets)" in gateway.log_text()
-    accepted = subprocess.run([dcmtk, "-aet", SCU_AET, "-aec", GATEWAY_AET, "127.0.0.1", str(gateway.port), str(path)],
-                              capture_output=True, text=True, timeout=60, check=False)
+    accepted = subprocess.run(
+        [dcmtk, "-aet", SCU_AET, "-aec", GATEWAY_AET, "127.0.0.1", str(gateway.port), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert accepted.returncode == 0, accepted.stderr
     assert [p.name for p in stored_files(tmp_path)] == [path.name]
 
@@ -80,12 +90,17 @@ def without_sop_instance_uid(good: Path, folder: Path) -> Path:
     return target
 
 
-@pytest.mark.parametrize(("make", "status", "logged"), [
-    (truncated_copy, 0xC000, "truncated: (7FE0,0010) needs 128 bytes, 68 left"),
-    (without_sop_instance_uid, 0xA900, "missing or invalid SOPInstanceUID"),
-], ids=["truncated", "missing-sop-instance-uid"])
+@pytest.mark.parametrize(
+    ("make", "status", "logged"),
+    [
+        (truncated_copy, 0xC000, "truncated: (7FE0,0010) needs 128 bytes, 68 left"),
+        (without_sop_instance_uid, 0xA900, "missing or invalid SOPInstanceUID"),
+    ],
+    ids=["truncated", "missing-sop-instance-uid"],
+)
 def test_malformed_object_gets_a_failure_status_and_a_log_line_and_the_gateway_keeps_serving(
-        gateway, raw_file_sending, tmp_path: Path, make, status, logged):
+    gateway, raw_file_sending, tmp_path: Path, make, status, logged
+):
     good, spare = write_series(ct_series(2), tmp_path / "in")
     bad = make(good, tmp_path)
     assert store(gateway.port, [bad, spare]) == [status, 0x0000]  # the same association goes on

@@ -15,8 +15,14 @@ EXAMPLE = REPO_ROOT / "gateway" / "example_config.yaml"
 
 
 def minimal(**overrides: object) -> dict:
-    return {"ae_title": "GW", "port": 11112, "allowed_calling_aets": ["PACS"], "storage_dir": "data",
-            "routes": [{"name": "ct", "match": {"Modality": "CT"}, "command": ["true"]}], **overrides}
+    return {
+        "ae_title": "GW",
+        "port": 11112,
+        "allowed_calling_aets": ["PACS"],
+        "storage_dir": "data",
+        "routes": [{"name": "ct", "match": {"Modality": "CT"}, "command": ["true"]}],
+        **overrides,
+    }
 
 
 def test_example_config_routes_ct_to_the_spleen_app_and_sm_to_the_wsi_app():
@@ -33,17 +39,21 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path):
     assert config.storage_dir == tmp_path / "data" and config.database == tmp_path / "data" / "gateway.sqlite"
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"ae_title": "A" * 17}, "ae_title"),
-    ({"allowed_calling_aets": []}, "allowed_calling_aets"),
-    ({"grouping": "patient"}, "grouping"),
-    ({"routes": []}, "routes"),
-    ({"routes": [{"name": "x", "match": {"Modality": "CT"}}]}, "routes[0] (x): give 'app'"),
-    ({"routes": [{"name": "x", "match": {"Modality": "CT"}, "app": "no/such/app"}]}, "does not exist"),
-    ({"quiet_period_s": 0}, "quiet_period_s"),
-    ({"destinations": [{"name": "p", "type": "ftp"}]}, "destinations[0] (p): type"),
-    ({"destinations": [{"name": "p", "ae_title": "P", "host": "h"}]}, "destinations[0]: missing 'port'"),
-], ids=["long-ae", "no-callers", "grouping", "no-routes", "no-app", "missing-app", "quiet", "dest-type", "dest-port"])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"ae_title": "A" * 17}, "ae_title"),
+        ({"allowed_calling_aets": []}, "allowed_calling_aets"),
+        ({"grouping": "patient"}, "grouping"),
+        ({"routes": []}, "routes"),
+        ({"routes": [{"name": "x", "match": {"Modality": "CT"}}]}, "routes[0] (x): give 'app'"),
+        ({"routes": [{"name": "x", "match": {"Modality": "CT"}, "app": "no/such/app"}]}, "does not exist"),
+        ({"quiet_period_s": 0}, "quiet_period_s"),
+        ({"destinations": [{"name": "p", "type": "ftp"}]}, "destinations[0] (p): type"),
+        ({"destinations": [{"name": "p", "ae_title": "P", "host": "h"}]}, "destinations[0]: missing 'port'"),
+    ],
+    ids=["long-ae", "no-callers", "grouping", "no-routes", "no-app", "missing-app", "quiet", "dest-type", "dest-port"],
+)
 def test_config_mistakes_are_refused_naming_the_key(tmp_path: Path, change: dict, message: str):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         parse_config(minimal(**change), tmp_path)

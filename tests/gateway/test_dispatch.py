@@ -17,8 +17,15 @@ from tests.gateway.samples import ct_series
 
 
 def make_gateway(tmp_path: Path, grouping: str) -> Gateway:
-    config = {"ae_title": "GW", "port": 1, "allowed_calling_aets": ["PACS"], "storage_dir": str(tmp_path / "data"), "grouping": grouping,
-              "quiet_period_s": 10, "routes": [fake_route(tmp_path)]}
+    config = {
+        "ae_title": "GW",
+        "port": 1,
+        "allowed_calling_aets": ["PACS"],
+        "storage_dir": str(tmp_path / "data"),
+        "grouping": grouping,
+        "quiet_period_s": 10,
+        "routes": [fake_route(tmp_path)],
+    }
     (tmp_path / "gw.yaml").write_text(yaml.safe_dump(config))
     return Gateway(load_config(tmp_path / "gw.yaml"))
 
@@ -30,8 +37,18 @@ def receive(gateway: Gateway, datasets: list, at: float) -> None:
         path = instance_path(config.incoming_dir, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
         path.parent.mkdir(parents=True, exist_ok=True)
         ds.save_as(path, enforce_file_format=True)
-        gateway.queue.record_instance(ReceivedInstance(ds.SOPInstanceUID, ds.SOPClassUID, ds.StudyInstanceUID, ds.SeriesInstanceUID,
-                                                       group_key(config.grouping, ds.StudyInstanceUID, ds.SeriesInstanceUID), path, "PACS"), now=at)
+        gateway.queue.record_instance(
+            ReceivedInstance(
+                ds.SOPInstanceUID,
+                ds.SOPClassUID,
+                ds.StudyInstanceUID,
+                ds.SeriesInstanceUID,
+                group_key(config.grouping, ds.StudyInstanceUID, ds.SeriesInstanceUID),
+                path,
+                "PACS",
+            ),
+            now=at,
+        )
 
 
 @pytest.mark.parametrize(("grouping", "jobs_per_study"), [("study", 1), ("series", 2)])

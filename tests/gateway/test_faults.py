@@ -132,7 +132,8 @@ def test_series_no_route_takes_is_logged_and_kept_while_the_routed_series_of_its
     jobs = gateway.wait_for_jobs({"done", "failed", "unrouted"}, count=2)
     assert gateway.terminate() == 0
     assert sorted((j["state"], j["route"], tuple(j["series_uids"])) for j in jobs) == sorted(
-        [("done", "fake-seg", (ct[0].SeriesInstanceUID,)), ("unrouted", None, (mr[0].SeriesInstanceUID,))])
+        [("done", "fake-seg", (ct[0].SeriesInstanceUID,)), ("unrouted", None, (mr[0].SeriesInstanceUID,))]
+    )
     [unrouted] = [j for j in jobs if j["state"] == "unrouted"]
     assert "Modality=MR" in unrouted["error"] and "Modality=MR" in gateway.log_text()
     kept = tmp_path / "gateway-data" / "incoming" / ct[0].StudyInstanceUID / mr[0].SeriesInstanceUID
@@ -140,7 +141,8 @@ def test_series_no_route_takes_is_logged_and_kept_while_the_routed_series_of_its
 
 
 def test_unreachable_destination_keeps_the_outputs_unsent_and_retry_resends_without_rerunning_the_app(
-        tmp_path: Path, gateway_port: int, orthanc: Orthanc):
+    tmp_path: Path, gateway_port: int, orthanc: Orthanc
+):
     closed_port = free_port()
     destination = {"name": "pacs", "type": "dicom", "ae_title": orthanc.aet, "host": "127.0.0.1", "port": closed_port, "timeout_s": 5}
     config = write_config(tmp_path, gateway_port, [fake_route(tmp_path)], [destination], max_send_attempts=2)
@@ -156,8 +158,14 @@ def test_unreachable_destination_keeps_the_outputs_unsent_and_retry_resends_with
 
     # the PACS is back (the operator fixes the destination), and the job is retried by hand
     config.write_text(config.read_text().replace(f"port: {closed_port}", f"port: {orthanc.dicom_port}"))
-    retried = subprocess.run([sys.executable, "-m", "gateway", "retry", str(job["id"]), "--config", str(config)], cwd=REPO_ROOT,
-                             capture_output=True, text=True, timeout=60, check=False)
+    retried = subprocess.run(
+        [sys.executable, "-m", "gateway", "retry", str(job["id"]), "--config", str(config)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert retried.returncode == 0 and retried.stdout == f"job {job['id']} is sending again\n"
     gateway.start()
     [job] = gateway.wait_for_jobs({"failed", "done"})

@@ -20,7 +20,9 @@ ROUTES = [{"name": "none", "match": {"Modality": "NOTHING"}, "command": ["true"]
 
 
 def test_2000_instances_over_4_concurrent_associations_are_all_stored_once(tmp_path: Path, gateway_port: int):
-    gateway = GatewayProcess(write_config(tmp_path, gateway_port, ROUTES, quiet_period_s=3600), gateway_port, tmp_path / "gateway.log").start()
+    gateway = GatewayProcess(
+        write_config(tmp_path, gateway_port, ROUTES, quiet_period_s=3600), gateway_port, tmp_path / "gateway.log"
+    ).start()
     try:
         batches = make_load(INSTANCES, ASSOCIATIONS)
         result = send_concurrently(gateway_port, batches)

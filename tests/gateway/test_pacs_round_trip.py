@@ -24,20 +24,33 @@ pytestmark = pytest.mark.slow
 logger = logging.getLogger(__name__)
 
 SPLEEN_MODEL = REPO_ROOT / "model_zoo" / "spleen_ct_segmentation" / "model.ts"
-SPLEEN_ROUTE = {"name": "spleen-ct", "match": {"Modality": "CT"}, "app": str(REPO_ROOT / "apps" / "spleen_seg_app"),
-                "model": str(SPLEEN_MODEL), "timeout_s": 900}
+SPLEEN_ROUTE = {
+    "name": "spleen-ct",
+    "match": {"Modality": "CT"},
+    "app": str(REPO_ROOT / "apps" / "spleen_seg_app"),
+    "model": str(SPLEEN_MODEL),
+    "timeout_s": 900,
+}
 
 
 def wsi_route(model: Path) -> dict:
     # --mpp: a finer scan than the slide's 0.499 um/px, so about 16x fewer windows on 2 cores (as the app's tests do)
-    return {"name": "wsi-metastasis", "match": {"Modality": "SM"}, "app": str(REPO_ROOT / "apps" / "wsi_metastasis_app"),
-            "model": str(model), "args": ["--mpp", "0.1215", "--workers", "2"], "timeout_s": 900}
+    return {
+        "name": "wsi-metastasis",
+        "match": {"Modality": "SM"},
+        "app": str(REPO_ROOT / "apps" / "wsi_metastasis_app"),
+        "model": str(model),
+        "args": ["--mpp", "0.1215", "--workers", "2"],
+        "timeout_s": 900,
+    }
 
 
 def random_classifier(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    torch.save({"model": build_patch_classifier(load_model_config("pathology_tumor_detection")["network"]).state_dict()}, folder / "model.pt")
+    torch.save(
+        {"model": build_patch_classifier(load_model_config("pathology_tumor_detection")["network"]).state_dict()}, folder / "model.pt"
+    )
     (folder / "metadata.json").write_text(json.dumps({"name": "Tumor patch classifier (random test weights)", "version": "0.0.1"}))
     return folder / "model.pt"
 
@@ -71,7 +84,8 @@ def round_trip(orthanc: Orthanc, tmp_path: Path, port: int, route: dict, files: 
 
 
 def test_ct_study_from_orthanc_runs_the_spleen_app_and_its_seg_comes_back_referencing_the_series(
-        orthanc: Orthanc, demo_ct, tmp_path: Path, gateway_port: int):
+    orthanc: Orthanc, demo_ct, tmp_path: Path, gateway_port: int
+):
     files = sorted(demo_ct.dicom_dir.glob("*.dcm"))
     source = [dcmread(f, stop_before_pixels=True) for f in files]
     seg, job, seconds = round_trip(orthanc, tmp_path, gateway_port, SPLEEN_ROUTE, files)
@@ -86,7 +100,8 @@ def test_ct_study_from_orthanc_runs_the_spleen_app_and_its_seg_comes_back_refere
 
 
 def test_dicom_whole_slide_image_from_orthanc_runs_the_wsi_app_and_its_seg_comes_back_referencing_the_slide(
-        orthanc: Orthanc, tmp_path: Path, gateway_port: int):
+    orthanc: Orthanc, tmp_path: Path, gateway_port: int
+):
     slide = real_dicom_wsi()
     files = sorted(slide.glob("*.dcm"))
     source = [dcmread(f, stop_before_pixels=True) for f in files]

@@ -10,7 +10,9 @@ MAX_ATTEMPTS = 2
 
 
 def received(queue: JobQueue, sop: str, series: str = "1.1", group: str = "study:1", at: float = 100.0) -> bool:
-    return queue.record_instance(ReceivedInstance(sop, "1.2.840.10008.5.1.4.1.1.2", "1", series, group, Path(f"/data/{sop}.dcm"), "PACS"), now=at)
+    return queue.record_instance(
+        ReceivedInstance(sop, "1.2.840.10008.5.1.4.1.1.2", "1", series, group, Path(f"/data/{sop}.dcm"), "PACS"), now=at
+    )
 
 
 def one_job(path: Path) -> tuple[JobQueue, int]:
@@ -100,7 +102,9 @@ def test_unrouted_series_are_kept_as_records_with_the_reason(tmp_path: Path):
     queue = JobQueue(tmp_path / "q.sqlite")
     received(queue, "1.1.1")
     received(queue, "2.1.1", series="2.1")
-    ids = queue.dispatch_group("study:1", cutoff=100.0, routed={"ct": ["1.1"]}, unrouted={"2.1": "no route matches (Modality=MR)"}, now=200.0)
+    ids = queue.dispatch_group(
+        "study:1", cutoff=100.0, routed={"ct": ["1.1"]}, unrouted={"2.1": "no route matches (Modality=MR)"}, now=200.0
+    )
     unrouted = [queue.job(i) for i in ids if queue.job(i).state == UNROUTED]
     assert [(j.series_uids, j.error) for j in unrouted] == [(("2.1",), "no route matches (Modality=MR)")]
     assert queue.claim(set()).route == "ct" and queue.claim({ids[0]}) is None

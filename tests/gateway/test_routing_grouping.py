@@ -19,16 +19,20 @@ ROUTES = (
 )
 
 
-@pytest.mark.parametrize(("attributes", "expected"), [
-    ({"Modality": "CT", "ImageType": MultiValue(str, ["ORIGINAL", "PRIMARY", "AXIAL"])}, "spleen"),
-    ({"Modality": "ct", "ImageType": ["DERIVED", "SECONDARY", "axial"]}, "spleen"),
-    ({"Modality": "CT", "ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]}, None),
-    ({"Modality": "SM"}, "wsi"),
-    ({"Modality": "MR", "SeriesDescription": "T1 Abdomen axial"}, "abdomen-mr"),
-    ({"Modality": "MR", "SeriesDescription": "brain"}, None),
-    ({"Modality": "SEG"}, None),
-    ({}, None),
-], ids=["ct-axial", "case-insensitive", "ct-localizer", "sm", "mr-wildcard", "mr-other", "seg", "nothing"])
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        ({"Modality": "CT", "ImageType": MultiValue(str, ["ORIGINAL", "PRIMARY", "AXIAL"])}, "spleen"),
+        ({"Modality": "ct", "ImageType": ["DERIVED", "SECONDARY", "axial"]}, "spleen"),
+        ({"Modality": "CT", "ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]}, None),
+        ({"Modality": "SM"}, "wsi"),
+        ({"Modality": "MR", "SeriesDescription": "T1 Abdomen axial"}, "abdomen-mr"),
+        ({"Modality": "MR", "SeriesDescription": "brain"}, None),
+        ({"Modality": "SEG"}, None),
+        ({}, None),
+    ],
+    ids=["ct-axial", "case-insensitive", "ct-localizer", "sm", "mr-wildcard", "mr-other", "seg", "nothing"],
+)
 def test_first_route_whose_every_attribute_matches_wins(attributes, expected):
     route = choose_route(ROUTES, attributes)
     assert (route.name if route else None) == expected

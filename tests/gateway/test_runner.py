@@ -13,7 +13,9 @@ from tests.gateway.samples import ct_series, write_series
 
 
 def test_app_folder_runs_with_python_and_the_holoscan_variables(tmp_path: Path):
-    route = Route(name="spleen", match={"Modality": ("CT",)}, app=Path("/apps/spleen_seg_app"), model=Path("/models/model.ts"), args=("--x", "1"))
+    route = Route(
+        name="spleen", match={"Modality": ("CT",)}, app=Path("/apps/spleen_seg_app"), model=Path("/models/model.ts"), args=("--x", "1")
+    )
     paths = job_paths(tmp_path, 7)
     assert build_command(route, "python3", paths.input, paths.output) == ["python3", "/apps/spleen_seg_app", "--x", "1"]
     env = build_env(route, {"PATH": "/bin"}, paths)
@@ -23,9 +25,22 @@ def test_app_folder_runs_with_python_and_the_holoscan_variables(tmp_path: Path):
 
 
 def test_configured_command_gets_input_output_and_model_filled_in(tmp_path: Path):
-    route = Route(name="map", match={"Modality": ("CT",)}, model=Path("/m"),
-                  command=("monai-deploy", "run", "spleen:1.0", "-i", "{input}", "-o", "{output}", "--model={model}"))
-    assert build_command(route, "python3", Path("/in"), Path("/out")) == ["monai-deploy", "run", "spleen:1.0", "-i", "/in", "-o", "/out", "--model=/m"]
+    route = Route(
+        name="map",
+        match={"Modality": ("CT",)},
+        model=Path("/m"),
+        command=("monai-deploy", "run", "spleen:1.0", "-i", "{input}", "-o", "{output}", "--model={model}"),
+    )
+    assert build_command(route, "python3", Path("/in"), Path("/out")) == [
+        "monai-deploy",
+        "run",
+        "spleen:1.0",
+        "-i",
+        "/in",
+        "-o",
+        "/out",
+        "--model=/m",
+    ]
 
 
 def test_only_dicom_files_anywhere_in_the_output_tree_are_outputs(tmp_path: Path):
@@ -53,8 +68,20 @@ def test_missing_command_is_reported_not_raised(tmp_path: Path):
 
 
 def test_job_listing_shows_state_attempts_outputs_and_error():
-    job = Job(id=3, group_key="study:1.2", route="spleen-ct", series_uids=("1.2.3",), state="failed", attempts=3, send_attempts=0,
-              error="exit 2: spleen_seg_app: error: no CT series\nmore", next_try_at=0, created_at=0, updated_at=0, finished_at=None)
+    job = Job(
+        id=3,
+        group_key="study:1.2",
+        route="spleen-ct",
+        series_uids=("1.2.3",),
+        state="failed",
+        attempts=3,
+        send_attempts=0,
+        error="exit 2: spleen_seg_app: error: no CT series\nmore",
+        next_try_at=0,
+        created_at=0,
+        updated_at=0,
+        finished_at=None,
+    )
     header, line = format_jobs([job], {3: (0, 1)}, now=0).splitlines()
     assert header.split()[:5] == ["id", "state", "route", "attempts", "outputs"]
     assert line.split()[:5] == ["3", "failed", "spleen-ct", "3", "0/1"]

@@ -29,8 +29,9 @@ def orthanc_dicomweb(tmp_path: Path) -> Iterator[Orthanc]:
 def test_stow_body_is_multipart_related_with_one_application_dicom_part_per_file(tmp_path: Path):
     files = write_series(ct_series(2), tmp_path)
     body = stow_body(files, "BOUNDARY")
-    message = email.message_from_bytes(b'Content-Type: multipart/related; type="application/dicom"; boundary=BOUNDARY\r\n\r\n' + body,
-                                       policy=email.policy.HTTP)
+    message = email.message_from_bytes(
+        b'Content-Type: multipart/related; type="application/dicom"; boundary=BOUNDARY\r\n\r\n' + body, policy=email.policy.HTTP
+    )
     parts = list(message.iter_parts())
     assert [p.get_content_type() for p in parts] == ["application/dicom"] * 2
     assert [p.get_payload(decode=True) for p in parts] == [f.read_bytes() for f in files]
@@ -45,7 +46,9 @@ def test_stow_to_an_unreachable_server_reports_every_file_unsent(tmp_path: Path)
 @pytest.mark.slow
 def test_gateway_sends_the_app_seg_to_orthanc_by_stow_rs(tmp_path: Path, gateway_port: int, orthanc_dicomweb: Orthanc):
     web = {"name": "orthanc-web", "type": "dicomweb", "url": f"{orthanc_dicomweb.url}/dicom-web"}
-    gateway = GatewayProcess(write_config(tmp_path, gateway_port, [fake_route(tmp_path)], [web]), gateway_port, tmp_path / "gateway.log").start()
+    gateway = GatewayProcess(
+        write_config(tmp_path, gateway_port, [fake_route(tmp_path)], [web]), gateway_port, tmp_path / "gateway.log"
+    ).start()
     series = ct_series(3)
     assert store(gateway_port, series) == [0, 0, 0]
     [job] = gateway.wait_for_jobs({"done", "failed"})

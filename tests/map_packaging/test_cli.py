@@ -25,7 +25,14 @@ def test_stage_writes_the_folder_and_logs_the_monai_deploy_package_command(tmp_p
 
 def test_context_writes_manifests_dockerfile_app_and_models(tmp_path: Path):
     assert main(["context", "--app", "spleen_seg_app", "--models", str(SPLEEN_MODELS), "--out", str(tmp_path / "ctx")]) == 0
-    for path in ("Dockerfile", "map/app.json", "map/pkg.json", "app/__main__.py", "pip/requirements.txt", "models/spleen_ct_segmentation/model.ts"):
+    for path in (
+        "Dockerfile",
+        "map/app.json",
+        "map/pkg.json",
+        "app/__main__.py",
+        "pip/requirements.txt",
+        "models/spleen_ct_segmentation/model.ts",
+    ):
         assert (tmp_path / "ctx" / path).is_file(), path
     assert json.loads((tmp_path / "ctx" / "map" / "app.json").read_text())["command"] == '["python3", "/opt/holoscan/app"]'
 

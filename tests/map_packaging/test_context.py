@@ -130,5 +130,12 @@ def test_package_command_names_cuda_13_the_local_artifact_list_and_the_staged_ma
     argv = PackageRequest(tmp_path / "staged", SPLEEN_MODELS, "spleen-seg").package_argv()
     assert argv[:2] == ["package", str(tmp_path / "staged")]
     options = dict(zip(argv[2::2], argv[3::2], strict=True))
-    assert options == {"-c": str(tmp_path / "staged" / "app.yaml"), "-t": "spleen-seg", "--platform": "x86_64", "--cuda": "13",
-                       "-m": str(SPLEEN_MODELS), "--source": str(ARTIFACTS_FILE), "--sdk": "monai-deploy"}
+    assert options == {
+        "-c": str(tmp_path / "staged" / "app.yaml"),
+        "-t": "spleen-seg",
+        "--platform": "x86_64",
+        "--cuda": "13",
+        "-m": str(SPLEEN_MODELS),
+        "--source": str(ARTIFACTS_FILE),
+        "--sdk": "monai-deploy",
+    }

@@ -68,7 +68,9 @@ def run_packaged(context: BuildContext, mounts: LocalMounts, args: list[str]) ->
         set_writable(context.app_dir, True)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     logger.info("%s ran in %.1f s (largest child so far %.0f MiB)", context.app_dir, wall_s, peak / 2**20)
-    return PackagedRun(context, mounts, result, app_before, snapshot(context.app_dir), input_before, snapshot(mounts.input_dir), wall_s, peak)
+    return PackagedRun(
+        context, mounts, result, app_before, snapshot(context.app_dir), input_before, snapshot(mounts.input_dir), wall_s, peak
+    )
 
 
 def assert_succeeded(run: PackagedRun) -> None:
@@ -161,4 +163,3 @@ def test_packaged_wsi_app_peak_memory_is_within_the_pkg_json_memory(wsi_run: Pac
     summary = json.loads((wsi_run.mounts.output_dir / "node" / "summary.json").read_text())
     limit = _convert_to_bytes(wsi_run.context.pkg_json["resources"]["memory"])
     assert summary["peak_memory_mib"] * 2**20 < limit and wsi_run.children_peak_rss_bytes < limit
-

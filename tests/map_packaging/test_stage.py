@@ -22,7 +22,13 @@ def test_staged_folder_holds_entry_point_manifest_requirements_code_and_model_co
     assert (staged / "__main__.py").read_bytes() == (REPO_ROOT / "apps" / app / "__main__.py").read_bytes()
     assert (staged / "app.yaml").read_bytes() == (REPO_ROOT / "apps" / app / "app.yaml").read_bytes()
     assert (staged / "requirements.txt").read_bytes() == (REPO_ROOT / "requirements.txt").read_bytes()
-    for module in ("apps/__init__.py", "apps/common/entrypoint.py", f"apps/{app}/app.py", "operators/models/networks.py", "operators/models/loader.py"):
+    for module in (
+        "apps/__init__.py",
+        "apps/common/entrypoint.py",
+        f"apps/{app}/app.py",
+        "operators/models/networks.py",
+        "operators/models/loader.py",
+    ):
         assert (staged / module).is_file(), module
     for model in app_spec(app).model_names:
         assert (staged / "model_zoo" / model / "config.json").is_file()
@@ -70,8 +76,16 @@ def _stack_32mib() -> None:  # as `ulimit -s 32768`: the entry point then has no
 
 def probe_imports(app_dir: Path, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     """Run the entry point's imports (not main) of ``app_dir`` in a fresh interpreter; prints module -> file."""
-    return subprocess.run([sys.executable, "-c", IMPORT_PROBE, str(app_dir)], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300, check=False, preexec_fn=_stack_32mib)
+    return subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE, str(app_dir)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        preexec_fn=_stack_32mib,
+    )
 
 
 def clean_env(**extra: str) -> dict[str, str]:

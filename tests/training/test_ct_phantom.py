@@ -46,16 +46,19 @@ def test_spleen_is_on_the_left_and_posterior_and_liver_on_the_right(phantoms, se
     assert spleen_x > liver_x
 
 
-@pytest.mark.parametrize(("tissue", "low", "high"), [
-    (ct_phantom.AIR, -1010, -990),
-    (ct_phantom.SUBCUTANEOUS_FAT, -120, -75),
-    (ct_phantom.MUSCLE, 35, 65),
-    (ct_phantom.LIVER, 50, 72),
-    (ct_phantom.SPLEEN, 35, 55),
-    (ct_phantom.KIDNEY, 20, 40),
-    (ct_phantom.CORTICAL_BONE, 550, 850),
-    (ct_phantom.GAS, -900, -700),
-])
+@pytest.mark.parametrize(
+    ("tissue", "low", "high"),
+    [
+        (ct_phantom.AIR, -1010, -990),
+        (ct_phantom.SUBCUTANEOUS_FAT, -120, -75),
+        (ct_phantom.MUSCLE, 35, 65),
+        (ct_phantom.LIVER, 50, 72),
+        (ct_phantom.SPLEEN, 35, 55),
+        (ct_phantom.KIDNEY, 20, 40),
+        (ct_phantom.CORTICAL_BONE, 550, 850),
+        (ct_phantom.GAS, -900, -700),
+    ],
+)
 def test_tissue_hounsfield_units(phantoms, tissue, low, high):
     for phantom in phantoms.values():
         values = phantom.hu_zyx[phantom.tissue_zyx == tissue]
@@ -98,8 +101,7 @@ def test_fast_enough_for_a_clinical_size_volume():
     assert elapsed < 10.0  # about 0.5-1 s on 2 idle cores; generous for a shared, loaded machine
 
 
-@pytest.mark.parametrize(("shape", "spacing"), [((0, 10, 10), (1.0, 1.0, 1.0)), ((10, 10), (1.0, 1.0)),
-                                                 ((10, 10, 10), (1.0, 0.0, 1.0))])
+@pytest.mark.parametrize(("shape", "spacing"), [((0, 10, 10), (1.0, 1.0, 1.0)), ((10, 10), (1.0, 1.0)), ((10, 10, 10), (1.0, 0.0, 1.0))])
 def test_rejects_bad_geometry(shape, spacing):
     with pytest.raises(ValueError):
         make_abdomen_phantom(shape, spacing, seed=0)

@@ -94,20 +94,32 @@ def test_seed_makes_files_reproducible_and_uids_overridable(phantom_hu, tmp_path
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
     other = _read(write_ct_series(phantom_hu, SPACING, tmp_path / "c", seed=10))
     assert other[0].SeriesInstanceUID != pydicom.dcmread(first[0]).SeriesInstanceUID
-    given = _read(write_ct_series(phantom_hu, SPACING, tmp_path / "d", study_instance_uid="1.2.3.4",
-                                  series_instance_uid="1.2.3.4.5", series_number=7, patient_id="X1",
-                                  file_name_pattern="slice_{index:03d}.dcm"))
+    given = _read(
+        write_ct_series(
+            phantom_hu,
+            SPACING,
+            tmp_path / "d",
+            study_instance_uid="1.2.3.4",
+            series_instance_uid="1.2.3.4.5",
+            series_number=7,
+            patient_id="X1",
+            file_name_pattern="slice_{index:03d}.dcm",
+        )
+    )
     assert (given[0].StudyInstanceUID, given[0].SeriesInstanceUID, given[0].SeriesNumber) == ("1.2.3.4", "1.2.3.4.5", 7)
     assert given[0].PatientID == "X1"
     assert sorted(p.name for p in (tmp_path / "d").iterdir())[0] == "slice_000.dcm"
 
 
-@pytest.mark.parametrize(("hu", "spacing", "error"), [
-    (np.zeros((4, 4), np.int16), SPACING, ValueError),
-    (np.zeros((2, 4, 4), np.float32), SPACING, TypeError),
-    (np.zeros((2, 4, 4), np.int16), (1.0, 0.0, 1.0), ValueError),
-    (np.full((2, 4, 4), 40000, np.int32), SPACING, ValueError),
-])
+@pytest.mark.parametrize(
+    ("hu", "spacing", "error"),
+    [
+        (np.zeros((4, 4), np.int16), SPACING, ValueError),
+        (np.zeros((2, 4, 4), np.float32), SPACING, TypeError),
+        (np.zeros((2, 4, 4), np.int16), (1.0, 0.0, 1.0), ValueError),
+        (np.full((2, 4, 4), 40000, np.int32), SPACING, ValueError),
+    ],
+)
 def test_rejects_bad_input(hu, spacing, error, tmp_path):
     with pytest.raises(error):
         write_ct_series(hu, spacing, tmp_path)

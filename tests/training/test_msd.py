@@ -52,9 +52,9 @@ def test_nifti_is_xyz_with_a_ras_affine(dataset):
 def test_training_loader_and_app_preprocessing_agree(dataset):
     _, cases = dataset
     preprocessing = load_model_config("spleen_ct_segmentation")["preprocessing"]
-    loaded = Compose([LoadImaged(keys=["image", "label"]), EnsureChannelFirstd(keys=["image", "label"]),
-                      *spleen_dict_transforms(preprocessing)])({"image": str(cases[0].image),
-                                                                "label": str(cases[0].label)})
+    loaded = Compose(
+        [LoadImaged(keys=["image", "label"]), EnsureChannelFirstd(keys=["image", "label"]), *spleen_dict_transforms(preprocessing)]
+    )({"image": str(cases[0].image), "label": str(cases[0].label)})
     phantom = make_abdomen_phantom(SHAPE, SPACING, seed=case_seed(4, 1))
     affine_lps = np.diag([SPACING[2], SPACING[1], SPACING[0], 1.0])
     affine_lps[:3, 3] = centred_origin_lps_mm(SHAPE, SPACING)

@@ -34,9 +34,20 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(dataset, tmp_path_factory):
     torch.manual_seed(0)
-    settings = TrainSettings(data_dir=dataset, run_dir=tmp_path_factory.mktemp("run"), epochs=6, optimizer="adam",
-                             learning_rate=1e-3, lr_schedule="constant", crop_size=(32, 32, 32), num_samples=2,
-                             val_cases=1, val_interval=6, val_overlap=0.0, cache_workers=0)
+    settings = TrainSettings(
+        data_dir=dataset,
+        run_dir=tmp_path_factory.mktemp("run"),
+        epochs=6,
+        optimizer="adam",
+        learning_rate=1e-3,
+        lr_schedule="constant",
+        crop_size=(32, 32, 32),
+        num_samples=2,
+        val_cases=1,
+        val_interval=6,
+        val_overlap=0.0,
+        cache_workers=0,
+    )
     return settings, train(settings)
 
 
@@ -51,8 +62,7 @@ def test_training_lowers_the_loss_and_writes_a_run_folder(trained):
     config = json.loads((run / "config.json").read_text())
     assert config["crop_size"] == [32, 32, 32] and config["optimizer"] == "adam" and config["seed"] == 0
     assert config["model_config"]["network"]["channels"] == [16, 32, 64, 128, 256]
-    assert json.loads((run / "split.json").read_text()) == {"train": ["spleen_1.nii.gz", "spleen_2.nii.gz"],
-                                                            "val": ["spleen_3.nii.gz"]}
+    assert json.loads((run / "split.json").read_text()) == {"train": ["spleen_1.nii.gz", "spleen_2.nii.gz"], "val": ["spleen_3.nii.gz"]}
     session = json.loads((run / "environment.json").read_text())["sessions"][-1]
     assert {"git", "packages", "precision", "device"} <= set(session)
     assert session["packages"]["monai"] and session["packages"]["torch"]
@@ -72,8 +82,17 @@ def test_training_resumes_from_its_last_checkpoint(trained):
 def test_fine_tuning_starts_from_the_given_weights_and_records_them(trained, tmp_path):
     settings, result = trained
     start = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)["model"]
-    tuned = train(TrainSettings(**{**settings.__dict__, "run_dir": tmp_path / "tuned", "epochs": 1, "learning_rate": 1e-9,
-                                   "init_weights": result.best_checkpoint}))
+    tuned = train(
+        TrainSettings(
+            **{
+                **settings.__dict__,
+                "run_dir": tmp_path / "tuned",
+                "epochs": 1,
+                "learning_rate": 1e-9,
+                "init_weights": result.best_checkpoint,
+            }
+        )
+    )
     weights = torch.load(tuned.last_checkpoint, map_location="cpu", weights_only=True)["model"]
     conv = "model.0.conv.unit0.conv.weight"
     torch.testing.assert_close(weights[conv], start[conv], rtol=0, atol=1e-6)
@@ -109,8 +128,17 @@ def test_a_cache_on_the_training_device_trains_as_the_host_memory_cache_does(tra
     settings, _ = trained
     runs = {}
     for cache_device in ("cpu", "device"):
-        run = TrainSettings(**{**settings.__dict__, "run_dir": tmp_path / cache_device, "epochs": 2, "val_interval": 2,
-                               "device": device, "amp": "off", "cache_device": cache_device})
+        run = TrainSettings(
+            **{
+                **settings.__dict__,
+                "run_dir": tmp_path / cache_device,
+                "epochs": 2,
+                "val_interval": 2,
+                "device": device,
+                "amp": "off",
+                "cache_device": cache_device,
+            }
+        )
         train(run)
         runs[cache_device] = json.loads((run.run_dir / "metrics.json").read_text())["epochs"]
     assert [e["steps"] for e in runs["device"]] == [e["steps"] for e in runs["cpu"]]
@@ -124,14 +152,17 @@ def test_an_unknown_cache_device_is_refused(tmp_path):
         TrainSettings(data_dir=tmp_path, run_dir=tmp_path, cache_device="gpu")
 
 
-@pytest.mark.parametrize("argv", [
-    ["train", "--data", "d", "--run-dir", "r", "--bogus"],
-    ["train", "--data", "d", "--run-dir", "r", "--epoch", "3"],  # no abbreviations
-    ["train", "--data", "d", "--run-dir", "r", "--cache-device", "gpu"],
-    ["prepare", "--out", "d", "--optimizer", "adam"],
-    ["export"],
-    ["fit"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--data", "d", "--run-dir", "r", "--bogus"],
+        ["train", "--data", "d", "--run-dir", "r", "--epoch", "3"],  # no abbreviations
+        ["train", "--data", "d", "--run-dir", "r", "--cache-device", "gpu"],
+        ["prepare", "--out", "d", "--optimizer", "adam"],
+        ["export"],
+        ["fit"],
+    ],
+)
 def test_cli_rejects_unknown_or_missing_options(argv):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(argv)
@@ -139,19 +170,59 @@ def test_cli_rejects_unknown_or_missing_options(argv):
 
 
 def test_cli_prepare(tmp_path):
-    assert main(["prepare", "--out", str(tmp_path), "--cases", "1", "--shape", "8", "32", "32",
-                 "--spacing", "10", "12", "12"]) == 0
+    assert main(["prepare", "--out", str(tmp_path), "--cases", "1", "--shape", "8", "32", "32", "--spacing", "10", "12", "12"]) == 0
     assert (tmp_path / "imagesTr" / "spleen_1.nii.gz").is_file()
 
 
 def test_two_process_ddp_training_shares_the_cases_and_ends_with_identical_weights(dataset, tmp_path):
     run = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training.spleen",
-               "train", "--data", str(dataset), "--run-dir", str(run), "--epochs", "2", "--optimizer", "adam", "--lr", "1e-3",
-               "--crop-size", "32", "32", "32", "--num-samples", "2", "--val-cases", "1", "--val-interval", "2",
-               "--val-overlap", "0", "--cache-workers", "0", "--device", "cpu", "--amp", "off"]
-    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[2], env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=600)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "training.spleen",
+        "train",
+        "--data",
+        str(dataset),
+        "--run-dir",
+        str(run),
+        "--epochs",
+        "2",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "1e-3",
+        "--crop-size",
+        "32",
+        "32",
+        "32",
+        "--num-samples",
+        "2",
+        "--val-cases",
+        "1",
+        "--val-interval",
+        "2",
+        "--val-overlap",
+        "0",
+        "--cache-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--amp",
+        "off",
+    ]
+    done = subprocess.run(
+        command,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     digests = metrics["weights_sha256_per_rank"]

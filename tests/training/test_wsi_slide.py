@@ -47,8 +47,14 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     sizes = ",".join(str(s) for s in TUMORS_UM)
     assert wsi_slide.main([str(d / "tumor.tif"), "--size", size, "--seed", str(SEED), "--tumor-sizes", sizes]) == 0
     assert wsi_slide.main([str(d / "normal.tif"), "--size", size, "--seed", "4", "--normal", "--no-pyramid"]) == 0
-    return {"tumor": d / "tumor.tif", "xml": d / "tumor.xml", "mask": d / "tumor_mask.tif",
-            "normal": d / "normal.tif", "normal_xml": d / "normal.xml", "normal_mask": d / "normal_mask.tif"}
+    return {
+        "tumor": d / "tumor.tif",
+        "xml": d / "tumor.xml",
+        "mask": d / "tumor_mask.tif",
+        "normal": d / "normal.tif",
+        "normal_xml": d / "normal.xml",
+        "normal_mask": d / "normal_mask.tif",
+    }
 
 
 def _inside_point(poly: np.ndarray) -> tuple[float, float]:
@@ -78,7 +84,7 @@ def test_region_is_independent_of_tiling(scene: SlideScene, downsample: float, s
     big = scene.render((x0, y0), (192, 144 if sub[1] < 100 else 192), downsample)
     ox, oy, w, h = sub
     part = scene.render((x0 + ox * downsample, y0 + oy * downsample), (w, h), downsample)
-    assert np.array_equal(part, big[oy:oy + h, ox:ox + w])
+    assert np.array_equal(part, big[oy : oy + h, ox : ox + w])
 
 
 @pytest.mark.parametrize("factor", [2, 8, 32])
@@ -141,13 +147,16 @@ def test_dense_nucleus_layers_fade_to_their_measured_mean() -> None:
 # -- the TIFF ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("size", "pyramid", "expected"), [
-    ((16384, 12288), True, [(16384, 12288), (8192, 6144), (4096, 3072), (2048, 1536), (1024, 768), (512, 384)]),
-    ((8192, 8192), True, [(8192, 8192), (4096, 4096), (2048, 2048), (1024, 1024), (512, 512)]),
-    ((1000, 700), True, [(1000, 700)]),
-    ((5000, 3001), True, [(5000, 3001), (2500, 1501), (1250, 751), (625, 376)]),
-    ((16384, 12288), False, [(16384, 12288)]),
-])
+@pytest.mark.parametrize(
+    ("size", "pyramid", "expected"),
+    [
+        ((16384, 12288), True, [(16384, 12288), (8192, 6144), (4096, 3072), (2048, 1536), (1024, 768), (512, 384)]),
+        ((8192, 8192), True, [(8192, 8192), (4096, 4096), (2048, 2048), (1024, 1024), (512, 512)]),
+        ((1000, 700), True, [(1000, 700)]),
+        ((5000, 3001), True, [(5000, 3001), (2500, 1501), (1250, 751), (625, 376)]),
+        ((16384, 12288), False, [(16384, 12288)]),
+    ],
+)
 def test_level_sizes(size: tuple[int, int], pyramid: bool, expected: list[tuple[int, int]]) -> None:
     assert level_sizes(size, pyramid) == expected
 
@@ -325,8 +334,15 @@ def test_rasterize_polygons_exclusions() -> None:
 
 def test_camelyon_like_dataset_layout(tmp_path: Path) -> None:
     ds = write_camelyon_like_dataset(tmp_path, n_tumor=1, n_normal=1, n_test=2, size_xy_level0=(3072, 3072), seed=1)
-    for rel in ("training/tumor/tumor_001.tif", "training/normal/normal_001.tif", "training/lesion_annotations/tumor_001.xml",
-                "testing/images/test_001.tif", "testing/images/test_002.tif", "testing/reference.csv", "manifest.json"):
+    for rel in (
+        "training/tumor/tumor_001.tif",
+        "training/normal/normal_001.tif",
+        "training/lesion_annotations/tumor_001.xml",
+        "testing/images/test_001.tif",
+        "testing/images/test_002.tif",
+        "testing/reference.csv",
+        "manifest.json",
+    ):
         assert (tmp_path / rel).is_file(), rel
     assert not (tmp_path / "training" / "lesion_annotations" / "normal_001.xml").exists()
     with ds.reference_csv.open() as fh:

@@ -76,8 +76,13 @@ class AucResult:
     n_normal: int
 
 
-def bootstrap_auc_interval(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray,
-                           n_bootstrap: int = N_BOOTSTRAP, confidence: float = 0.95, seed: int = 0) -> AucResult:
+def bootstrap_auc_interval(
+    scores: Sequence[float] | np.ndarray,
+    labels: Sequence[bool] | np.ndarray,
+    n_bootstrap: int = N_BOOTSTRAP,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> AucResult:
     """AUC and its stratified-bootstrap percentile interval (module docstring); deterministic for a seed."""
     s, y = _checked(scores, labels)
     if n_bootstrap < 1 or not 0 < confidence < 1:
@@ -150,8 +155,11 @@ def pair_scores_and_labels(scores: dict[str, float], labels: dict[str, bool]) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.pathology.auc", allow_abbrev=False,
-                                 description="Slide-level ROC AUC with a stratified bootstrap percentile interval.")
+    ap = argparse.ArgumentParser(
+        prog="python -m training.pathology.auc",
+        allow_abbrev=False,
+        description="Slide-level ROC AUC with a stratified bootstrap percentile interval.",
+    )
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--detections", type=Path, metavar="DET_DIR", help="<slide>.csv detections; slide score = max probability")
     src.add_argument("--scores", type=Path, metavar="SCORES.csv", help="image,score rows")
@@ -176,14 +184,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         logger.error("%s", exc)
         return 1
-    report = {"auc": res.auc, "ci_low": res.ci_low, "ci_high": res.ci_high, "confidence": res.confidence,
-              "bootstrap": "stratified, percentile", "n_bootstrap": res.n_bootstrap, "seed": res.seed,
-              "n_tumor": res.n_tumor, "n_normal": res.n_normal,
-              "slides": [{"slide": n, "score": float(v), "tumor": bool(t)} for n, v, t in zip(slides, s, y, strict=True)]}
+    report = {
+        "auc": res.auc,
+        "ci_low": res.ci_low,
+        "ci_high": res.ci_high,
+        "confidence": res.confidence,
+        "bootstrap": "stratified, percentile",
+        "n_bootstrap": res.n_bootstrap,
+        "seed": res.seed,
+        "n_tumor": res.n_tumor,
+        "n_normal": res.n_normal,
+        "slides": [{"slide": n, "score": float(v), "tumor": bool(t)} for n, v, t in zip(slides, s, y, strict=True)],
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))
-    logger.info("AUC %.4f (%.0f%% CI %.4f-%.4f, %d tumor, %d normal) -> %s", res.auc, 100 * res.confidence, res.ci_low,
-                res.ci_high, res.n_tumor, res.n_normal, args.json)
+    logger.info(
+        "AUC %.4f (%.0f%% CI %.4f-%.4f, %d tumor, %d normal) -> %s",
+        res.auc,
+        100 * res.confidence,
+        res.ci_low,
+        res.ci_high,
+        res.n_tumor,
+        res.n_normal,
+        args.json,
+    )
     return 0
 
 

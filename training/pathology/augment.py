@@ -41,8 +41,7 @@ def shift_hue_and_saturation(rgb01: np.ndarray, hue_turns: float, saturation_fac
     saturation = np.where(value > 0, chroma / np.maximum(value, 1e-12), 0.0)
     red, green, blue = rgb01[..., 0], rgb01[..., 1], rgb01[..., 2]
     safe = np.maximum(chroma, 1e-12)
-    sector = np.where(value == red, (green - blue) / safe,
-                      np.where(value == green, 2.0 + (blue - red) / safe, 4.0 + (red - green) / safe))
+    sector = np.where(value == red, (green - blue) / safe, np.where(value == green, 2.0 + (blue - red) / safe, 4.0 + (red - green) / safe))
     hue = np.where(chroma > 0, sector / 6.0, 0.0) + hue_turns
     saturation = np.clip(saturation * saturation_factor, 0.0, 1.0)
     # HSV -> RGB: channel n is v - v s clip(min(k, 4 - k), 0, 1) with k = (n + 6 h) mod 6, n = 5, 3, 1

@@ -1,11 +1,11 @@
 """What ``prepare`` writes into its folder, and reading it back for training and evaluation.
 
-    PREP/split.json                 training slides by split and class, test slides, exclusions
-    PREP/slides.json                per training slide: path, size, mpp, candidate counts, mask files
-    PREP/candidates/<slide>.npz     tumor_xy_level0, normal_xy_level0: (n, 2) int64 patch centres
-    PREP/heldout_patches.csv        slide,x_level0,y_level0,label: fixed patches of the validation slides
-    PREP/masks/<slide>_tumor.png    tumor mask at the stated level; <slide>_tissue.png on the app's mask grid
-    PREP/prepare.json               settings, layout and environment of the prepare run
+PREP/split.json                 training slides by split and class, test slides, exclusions
+PREP/slides.json                per training slide: path, size, mpp, candidate counts, mask files
+PREP/candidates/<slide>.npz     tumor_xy_level0, normal_xy_level0: (n, 2) int64 patch centres
+PREP/heldout_patches.csv        slide,x_level0,y_level0,label: fixed patches of the validation slides
+PREP/masks/<slide>_tumor.png    tumor mask at the stated level; <slide>_tissue.png on the app's mask grid
+PREP/prepare.json               settings, layout and environment of the prepare run
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ def candidates_path(prep_dir: Path, slide: str) -> Path:
 def write_candidates(prep_dir: Path, slide: str, tumor_xy_level0: np.ndarray, normal_xy_level0: np.ndarray) -> Path:
     path = candidates_path(prep_dir, slide)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, tumor_xy_level0=np.asarray(tumor_xy_level0, np.int64).reshape(-1, 2),
-                        normal_xy_level0=np.asarray(normal_xy_level0, np.int64).reshape(-1, 2))
+    np.savez_compressed(
+        path,
+        tumor_xy_level0=np.asarray(tumor_xy_level0, np.int64).reshape(-1, 2),
+        normal_xy_level0=np.asarray(normal_xy_level0, np.int64).reshape(-1, 2),
+    )
     return path
 
 
@@ -79,7 +82,9 @@ def load_heldout(prep_dir: Path, limit: int | None = None) -> tuple[tuple[Path, 
     slide_paths = read_split(prep_dir)["slides"]
     names = sorted({row["slide"] for row in rows})
     index = {name: i for i, name in enumerate(names)}
-    draws = PatchDraws(np.array([index[row["slide"]] for row in rows], np.int64),
-                       np.array([[int(row["x_level0"]), int(row["y_level0"])] for row in rows], np.int64).reshape(-1, 2),
-                       np.array([int(row["label"]) for row in rows], np.uint8))
+    draws = PatchDraws(
+        np.array([index[row["slide"]] for row in rows], np.int64),
+        np.array([[int(row["x_level0"]), int(row["y_level0"])] for row in rows], np.int64).reshape(-1, 2),
+        np.array([int(row["label"]) for row in rows], np.uint8),
+    )
     return tuple(Path(slide_paths[name]) for name in names), draws

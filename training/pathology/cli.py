@@ -81,8 +81,11 @@ def _export_parser(stages) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.pathology", allow_abbrev=False,
-                                     description="Train the pathology tumor detection model on Camelyon16-layout data.")
+    parser = argparse.ArgumentParser(
+        prog="python -m training.pathology",
+        allow_abbrev=False,
+        description="Train the pathology tumor detection model on Camelyon16-layout data.",
+    )
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     stages = parser.add_subparsers(dest="stage", required=True)
     for add in (_prepare_parser, _train_parser, _evaluate_parser, _export_parser):
@@ -96,28 +99,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.stage == "prepare":
         from training.pathology.prepare import prepare
 
-        layout = CamelyonLayout.from_root(args.data, tumor_dir=args.tumor_dir, normal_dir=args.normal_dir,
-                                          annotations_dir=args.annotations_dir, test_images_dir=args.test_images_dir,
-                                          test_reference_dir=args.test_reference_dir, test_reference_csv=args.test_reference_csv)
-        prepare(PrepareSettings(layout, args.out, label_level=args.label_level, mask_level=args.mask_level, val_fraction=args.val_fraction,
-                                heldout_patches_per_class=args.heldout_per_class, seed=args.seed))
+        layout = CamelyonLayout.from_root(
+            args.data,
+            tumor_dir=args.tumor_dir,
+            normal_dir=args.normal_dir,
+            annotations_dir=args.annotations_dir,
+            test_images_dir=args.test_images_dir,
+            test_reference_dir=args.test_reference_dir,
+            test_reference_csv=args.test_reference_csv,
+        )
+        prepare(
+            PrepareSettings(
+                layout,
+                args.out,
+                label_level=args.label_level,
+                mask_level=args.mask_level,
+                val_fraction=args.val_fraction,
+                heldout_patches_per_class=args.heldout_per_class,
+                seed=args.seed,
+            )
+        )
     elif args.stage == "train":
         from training.pathology.train import train
 
-        result = train(TrainSettings(
-            prep_dir=args.prep, run_dir=args.run_dir, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-            learning_rate=args.lr, lr_schedule=args.lr_schedule, tumor_probability=args.tumor_probability,
-            position_jitter_px=args.position_jitter_px, augment=not args.no_augmentation, heldout_limit=args.heldout_limit,
-            workers=args.workers, seed=args.seed, amp=args.amp, device=args.device))
+        result = train(
+            TrainSettings(
+                prep_dir=args.prep,
+                run_dir=args.run_dir,
+                epochs=args.epochs,
+                steps_per_epoch=args.steps_per_epoch,
+                batch_size=args.batch_size,
+                learning_rate=args.lr,
+                lr_schedule=args.lr_schedule,
+                tumor_probability=args.tumor_probability,
+                position_jitter_px=args.position_jitter_px,
+                augment=not args.no_augmentation,
+                heldout_limit=args.heldout_limit,
+                workers=args.workers,
+                seed=args.seed,
+                amp=args.amp,
+                device=args.device,
+            )
+        )
         logger.info("done: %d epochs, best held-out accuracy %s at epoch %s", result.epochs_done, result.best_accuracy, result.best_epoch)
     elif args.stage == "evaluate":
         from training.pathology.evaluate import EvaluateSettings, evaluate
 
-        evaluate(EvaluateSettings(
-            prep_dir=args.prep, model_path=args.model, out_dir=args.out, ground_truth_dir=args.ground_truth, mode=args.mode, tta=args.tta,
-            nms_threshold=args.nms_threshold, nms_radius_um=args.nms_radius_um, batch_size=args.batch_size, workers=args.workers,
-            amp=args.amp, device=args.device, max_slides=args.max_slides, heldout_limit=args.heldout_limit, n_bootstrap=args.n_bootstrap,
-            seed=args.seed))
+        evaluate(
+            EvaluateSettings(
+                prep_dir=args.prep,
+                model_path=args.model,
+                out_dir=args.out,
+                ground_truth_dir=args.ground_truth,
+                mode=args.mode,
+                tta=args.tta,
+                nms_threshold=args.nms_threshold,
+                nms_radius_um=args.nms_radius_um,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                amp=args.amp,
+                device=args.device,
+                max_slides=args.max_slides,
+                heldout_limit=args.heldout_limit,
+                n_bootstrap=args.n_bootstrap,
+                seed=args.seed,
+            )
+        )
     elif args.stage == "export":
         from training.pathology.export import export
 

@@ -64,8 +64,15 @@ class SlidePatches:
 class PatchDataset(torch.utils.data.Dataset):
     """(uint8 (patch_px, patch_px, 3) RGB patch, float label) for each draw, augmented when ``augment``."""
 
-    def __init__(self, patches: SlidePatches, draws: PatchDraws, seed_key: Sequence[int], jitter_px: int = 0,
-                 color_jitter: ColorJitter | None = None, augment: bool = True) -> None:
+    def __init__(
+        self,
+        patches: SlidePatches,
+        draws: PatchDraws,
+        seed_key: Sequence[int],
+        jitter_px: int = 0,
+        color_jitter: ColorJitter | None = None,
+        augment: bool = True,
+    ) -> None:
         self.patches = patches
         self.draws = draws
         self.seed_key = [int(k) for k in seed_key]

@@ -46,8 +46,19 @@ from training.provenance import environment, write_json
 logger = logging.getLogger(__name__)
 
 FROC_VARIANTS = {"official": {"level": 5, "tumor_slides_only": False}, "bundle": {"level": 6, "tumor_slides_only": True}}
-SUMMARY_KEYS = ("froc", "sensitivity_at_fp_rates", "variant", "level", "n_slides", "n_tumor_slides", "n_normal_slides", "n_lesions",
-                "n_itc", "n_lesions_detected", "n_false_positives")
+SUMMARY_KEYS = (
+    "froc",
+    "sensitivity_at_fp_rates",
+    "variant",
+    "level",
+    "n_slides",
+    "n_tumor_slides",
+    "n_normal_slides",
+    "n_lesions",
+    "n_itc",
+    "n_lesions_detected",
+    "n_false_positives",
+)
 
 
 @dataclass(frozen=True)
@@ -72,15 +83,25 @@ class EvaluateSettings:
     model_name: str = MODEL_NAME
 
 
-def evaluate_slide(name: str, path: Path, classifier: PatchClassifier, compute: ComputeDevice, config: dict[str, Any], settings: EvaluateSettings) -> dict[str, Any]:
+def evaluate_slide(
+    name: str, path: Path, classifier: PatchClassifier, compute: ComputeDevice, config: dict[str, Any], settings: EvaluateSettings
+) -> dict[str, Any]:
     """The app's tissue mask, probability map and NMS on one slide; writes its CSV and map, returns its summary."""
     started = time.monotonic()
     preprocessing, inference, post = config["preprocessing"], config["inference"], config["postprocessing"]
-    tissue = compute_slide_tissue(SlideSource(name, path), preprocessing["model_mpp"], config["tissue_mask"]["mask_downsample"],
-                                  preprocessing["patch_size_px"], backend=settings.backend)
-    inference_settings = InferenceSettings.from_config(inference, mode=settings.mode, batch_size=settings.batch_size, tta=settings.tta,
-                                                       workers=settings.workers)
-    probability = slide_probability_map(tissue, classifier, compute, inference_settings, inference["dense_stride_px"], None, settings.backend)
+    tissue = compute_slide_tissue(
+        SlideSource(name, path),
+        preprocessing["model_mpp"],
+        config["tissue_mask"]["mask_downsample"],
+        preprocessing["patch_size_px"],
+        backend=settings.backend,
+    )
+    inference_settings = InferenceSettings.from_config(
+        inference, mode=settings.mode, batch_size=settings.batch_size, tta=settings.tta, workers=settings.workers
+    )
+    probability = slide_probability_map(
+        tissue, classifier, compute, inference_settings, inference["dense_stride_px"], None, settings.backend
+    )
     result = detect_lesions(probability, *nms_parameters(post, settings.nms_radius_um, settings.nms_threshold))
     maps = settings.out_dir / "probability_maps"
     maps.mkdir(parents=True, exist_ok=True)
@@ -88,9 +109,16 @@ def evaluate_slide(name: str, path: Path, classifier: PatchClassifier, compute: 
     write_detections_csv(result.detections, settings.out_dir / "detections" / f"{name}.csv")
     np.save(maps / f"{name}.npy", probability.probability_map.probabilities)
     seconds = time.monotonic() - started
-    logger.info("%s: score %.4f, %d detections, %s mode, %.0f s", name, result.slide_score, len(result.detections), probability.mode, seconds)
-    return {"score": result.slide_score, "detections": len(result.detections), "mode": probability.mode,
-            "windows_per_s": round(probability.windows_per_s, 1), "seconds": round(seconds, 1)}
+    logger.info(
+        "%s: score %.4f, %d detections, %s mode, %.0f s", name, result.slide_score, len(result.detections), probability.mode, seconds
+    )
+    return {
+        "score": result.slide_score,
+        "detections": len(result.detections),
+        "mode": probability.mode,
+        "windows_per_s": round(probability.windows_per_s, 1),
+        "seconds": round(seconds, 1),
+    }
 
 
 def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
@@ -106,8 +134,10 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     test = list(split["test"].items())[: settings.max_slides]
     if not test:
         raise ValueError(f"no test slides in {Path(settings.prep_dir) / 'split.json'}")
-    per_slide = {name: {**evaluate_slide(name, Path(entry["path"]), classifier, compute, config, settings), "type": entry["type"]}
-                 for name, entry in test}
+    per_slide = {
+        name: {**evaluate_slide(name, Path(entry["path"]), classifier, compute, config, settings), "type": entry["type"]}
+        for name, entry in test
+    }
     with (out_dir / "slide_scores.csv").open("w", newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(["image", "score", "type"])
@@ -121,15 +151,35 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
         write_json(out_dir / f"froc_{variant}.json", report)
         froc_reports[variant] = {key: report[key] for key in SUMMARY_KEYS}
         logger.info("FROC %s (level %d): %.4f %s", variant, options["level"], report["froc"], report["sensitivity_at_fp_rates"])
-    metrics = {"model": model.identity(), "device": compute.describe(), "settings": _json(asdict(settings)),
-               "froc": froc_reports["official"]["froc"], "froc_official": froc_reports["official"], "froc_bundle": froc_reports["bundle"],
-               "auc": slide_auc(per_slide, settings.n_bootstrap, settings.seed),
-               "patch_accuracy": heldout_accuracy(model.module, Path(settings.prep_dir), config["preprocessing"]["model_mpp"],
-                                                  config["preprocessing"]["patch_size_px"], compute, settings.heldout_limit),
-               "slides": per_slide, "seconds": round(time.monotonic() - started, 1), "environment": environment()}
+    metrics = {
+        "model": model.identity(),
+        "device": compute.describe(),
+        "settings": _json(asdict(settings)),
+        "froc": froc_reports["official"]["froc"],
+        "froc_official": froc_reports["official"],
+        "froc_bundle": froc_reports["bundle"],
+        "auc": slide_auc(per_slide, settings.n_bootstrap, settings.seed),
+        "patch_accuracy": heldout_accuracy(
+            model.module,
+            Path(settings.prep_dir),
+            config["preprocessing"]["model_mpp"],
+            config["preprocessing"]["patch_size_px"],
+            compute,
+            settings.heldout_limit,
+        ),
+        "slides": per_slide,
+        "seconds": round(time.monotonic() - started, 1),
+        "environment": environment(),
+    }
     write_json(out_dir / "metrics.json", metrics)
-    logger.info("FROC %.4f (official), %.4f (bundle); AUC %s; patch accuracy %s -> %s", metrics["froc"], metrics["froc_bundle"]["froc"],
-                metrics["auc"].get("auc"), metrics["patch_accuracy"]["accuracy"], out_dir / "metrics.json")
+    logger.info(
+        "FROC %.4f (official), %.4f (bundle); AUC %s; patch accuracy %s -> %s",
+        metrics["froc"],
+        metrics["froc_bundle"]["froc"],
+        metrics["auc"].get("auc"),
+        metrics["patch_accuracy"]["accuracy"],
+        out_dir / "metrics.json",
+    )
     return metrics
 
 
@@ -139,8 +189,16 @@ def slide_auc(per_slide: dict[str, dict[str, Any]], n_bootstrap: int, seed: int)
     if labels.all() or not labels.any():
         return {"auc": None, "reason": f"{int(labels.sum())} tumor and {int((~labels).sum())} normal test slides: AUC needs both"}
     result = bootstrap_auc_interval([s["score"] for s in per_slide.values()], labels, n_bootstrap, 0.95, seed)
-    return {"auc": result.auc, "ci_low": result.ci_low, "ci_high": result.ci_high, "confidence": result.confidence,
-            "n_bootstrap": result.n_bootstrap, "seed": result.seed, "n_tumor": result.n_tumor, "n_normal": result.n_normal}
+    return {
+        "auc": result.auc,
+        "ci_low": result.ci_low,
+        "ci_high": result.ci_high,
+        "confidence": result.confidence,
+        "n_bootstrap": result.n_bootstrap,
+        "seed": result.seed,
+        "n_tumor": result.n_tumor,
+        "n_normal": result.n_normal,
+    }
 
 
 def _json(values: dict[str, Any]) -> dict[str, Any]:

@@ -105,8 +105,10 @@ def label_evaluation_mask(tumor: np.ndarray, mpp: float, level: int) -> np.ndarr
     margin = int(math.ceil(radius)) + 1
     rows = np.flatnonzero(tumor.any(axis=1))
     cols = np.flatnonzero(tumor.any(axis=0))
-    box = (slice(max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, tumor.shape[0])),
-           slice(max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, tumor.shape[1])))
+    box = (
+        slice(max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, tumor.shape[0])),
+        slice(max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, tumor.shape[1])),
+    )
     distance = ndimage.distance_transform_edt(~tumor[box])
     filled = ndimage.binary_fill_holes(distance < radius)
     labels[box] = measure.label(filled, connectivity=2)
@@ -139,8 +141,16 @@ def describe_lesions(labels: np.ndarray, mpp: float, level: int) -> list[LesionI
     for p in measure.regionprops(labels):
         r, c = p.centroid
         r0, c0, r1, c1 = p.bbox
-        out.append(LesionInfo(int(p.label), bool(p.axis_major_length < limit), float(p.axis_major_length), int(p.area),
-                              ((c + 0.5) * d, (r + 0.5) * d), (c0 * d, r0 * d, c1 * d, r1 * d)))
+        out.append(
+            LesionInfo(
+                int(p.label),
+                bool(p.axis_major_length < limit),
+                float(p.axis_major_length),
+                int(p.area),
+                ((c + 0.5) * d, (r + 0.5) * d),
+                (c0 * d, r0 * d, c1 * d, r1 * d),
+            )
+        )
     return out
 
 
@@ -201,7 +211,7 @@ def slide_size_xy_level0(path: str | Path) -> tuple[int, int]:
         with openslide.OpenSlide(str(path)) as slide:
             w, h = slide.dimensions
             return int(w), int(h)
-    except Exception as exc:  # noqa: BLE001 - any OpenSlide failure: fall back to tifffile
+    except Exception as exc:
         logger.debug("OpenSlide cannot read %s (%s); trying tifffile", path, exc)
     with tifffile.TiffFile(path) as tf:
         page = tf.pages.first
@@ -217,8 +227,9 @@ class TumorMask:
     how: str
 
 
-def read_tumor_mask_at_level(gt: GroundTruthFile, level: int, mpp: float = CAMELYON16_MPP,
-                             slide_size_xy: tuple[int, int] | None = None) -> TumorMask:
+def read_tumor_mask_at_level(
+    gt: GroundTruthFile, level: int, mpp: float = CAMELYON16_MPP, slide_size_xy: tuple[int, int] | None = None
+) -> TumorMask:
     """The tumour mask of ``gt`` at ``level`` (see the module docstring for the rules per source)."""
     if gt.kind == "mask":
         return read_mask_tiff_at_level(gt.path, level)
@@ -269,8 +280,9 @@ def sample_block_centres(page: tifffile.TiffPage, d: int) -> np.ndarray:
     return out
 
 
-def rasterize_xml_at_level(path: str | Path, level: int, mpp: float = CAMELYON16_MPP,
-                           slide_size_xy: tuple[int, int] | None = None) -> TumorMask:
+def rasterize_xml_at_level(
+    path: str | Path, level: int, mpp: float = CAMELYON16_MPP, slide_size_xy: tuple[int, int] | None = None
+) -> TumorMask:
     """Tumour polygons of an ASAP XML (exclusion groups subtracted) rasterised at ``level``.
 
     The frame is ``ceil(slide_size_xy / 2**level)`` when the slide size is given, else the polygons'

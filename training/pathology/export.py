@@ -35,8 +35,10 @@ FROZEN_TOLERANCE = 1e-4  # the app folds batch norm into the convolutions on the
 
 def bundle_state_dict_keys() -> list[str]:
     """The keys of the bundle's ``model.pt``, written out from torchvision's ResNet18 names."""
+
     def bn(prefix: str) -> list[str]:
         return [f"{prefix}.{name}" for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+
     keys = ["features.0.weight", *bn("features.1")]
     for layer in range(4):
         for block in range(2):
@@ -61,23 +63,44 @@ def model_card(version: str, training: dict[str, Any], metrics: dict[str, Any] |
         "version": version,
         "task": "Metastasis detection in H&E lymph-node whole-slide images (tumor patch classification)",
         "description": "ResNet18 with a 1x1-convolution head, the architecture, input scaling and key layout of the MONAI model-zoo "
-                       "pathology_tumor_detection bundle. These weights were trained on synthetic Camelyon16-like slides only and are for "
-                       "software testing.",
+        "pathology_tumor_detection bundle. These weights were trained on synthetic Camelyon16-like slides only and are for "
+        "software testing.",
         "intended_use": "Software testing and demonstration only. Not for clinical use.",
         "authors": "clinical-ai apps team",
-        "monai_version": versions["monai"], "pytorch_version": versions["torch"],
+        "monai_version": versions["monai"],
+        "pytorch_version": versions["torch"],
         "data_source": "Synthetic H&E-like Camelyon16-layout slides (training.synthetic.camelyon_layout), 0.243 um/px",
         "data_type": "tiff",
         "fully_convolutional": {"output_stride_px": 32},
         "network_data_format": {
-            "inputs": {"image": {"type": "image", "format": "RGB", "num_channels": 3, "spatial_shape": [224, 224], "dtype": "float32",
-                                 "value_range": [-1, 1], "is_patch_data": True, "mpp": 0.243,
-                                 "preprocessing": "uint8 RGB / 127.5 - 1 (operators.wsi.inference.to_network_input)",
-                                 "channel_def": {"0": "R", "1": "G", "2": "B"}}},
-            "outputs": {"pred": {"type": "probabilities", "format": "logits", "num_channels": 1, "spatial_shape": [1, 1],
-                                 "dtype": "float32", "value_range": None, "is_patch_data": True,
-                                 "channel_def": {"0": "tumor"},
-                                 "postprocessing": "sigmoid; a (224 + 32 k)-pixel input gives a (k + 1) x (k + 1) map of windows"}}},
+            "inputs": {
+                "image": {
+                    "type": "image",
+                    "format": "RGB",
+                    "num_channels": 3,
+                    "spatial_shape": [224, 224],
+                    "dtype": "float32",
+                    "value_range": [-1, 1],
+                    "is_patch_data": True,
+                    "mpp": 0.243,
+                    "preprocessing": "uint8 RGB / 127.5 - 1 (operators.wsi.inference.to_network_input)",
+                    "channel_def": {"0": "R", "1": "G", "2": "B"},
+                }
+            },
+            "outputs": {
+                "pred": {
+                    "type": "probabilities",
+                    "format": "logits",
+                    "num_channels": 1,
+                    "spatial_shape": [1, 1],
+                    "dtype": "float32",
+                    "value_range": None,
+                    "is_patch_data": True,
+                    "channel_def": {"0": "tumor"},
+                    "postprocessing": "sigmoid; a (224 + 32 k)-pixel input gives a (k + 1) x (k + 1) map of windows",
+                }
+            },
+        },
         "training": training,
         "metrics": metrics,
     }
@@ -91,8 +114,9 @@ def round_to_float16(net: torch.nn.Module) -> None:
                 tensor.copy_(tensor.half().float())
 
 
-def export(checkpoint: Path, out_dir: Path | None = None, metrics_path: Path | None = None, version: str = CARD_VERSION,
-           float16: bool = False) -> Path:
+def export(
+    checkpoint: Path, out_dir: Path | None = None, metrics_path: Path | None = None, version: str = CARD_VERSION, float16: bool = False
+) -> Path:
     """Write ``model.pt`` and ``metadata.json`` into ``out_dir`` (default: the model zoo) and check them; returns model.pt.
 
     ``float16`` stores the floating-point tensors as float16 (half the size; the app loads them into its
@@ -105,8 +129,10 @@ def export(checkpoint: Path, out_dir: Path | None = None, metrics_path: Path | N
     net = checkpoint_network(checkpoint)
     if float16:
         round_to_float16(net)
-    state_dict = {key: (value.half() if float16 and value.is_floating_point() else value).detach().clone().contiguous()
-                  for key, value in net.state_dict().items()}
+    state_dict = {
+        key: (value.half() if float16 and value.is_floating_point() else value).detach().clone().contiguous()
+        for key, value in net.state_dict().items()
+    }
     if list(state_dict) != bundle_state_dict_keys():
         raise ValueError("the network's state dict does not have the bundle's key layout")
     path = out_dir / "model.pt"
@@ -154,10 +180,15 @@ def _card_metrics(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
     if metrics is None:
         return None
     official = metrics["froc_official"]
-    return {"test_data": "synthetic Camelyon16-like test split", "test_slides": official["n_slides"],
-            "test_tumor_slides": official["n_tumor_slides"], "test_lesions": official["n_lesions"], "test_itc": official["n_itc"],
-            "froc_official_level5_all_slides": metrics["froc_official"]["froc"],
-            "froc_bundle_level6_tumor_slides": metrics["froc_bundle"]["froc"],
-            "sensitivity_at_fp_rates_official": metrics["froc_official"]["sensitivity_at_fp_rates"],
-            "auc": metrics["auc"], "patch_accuracy": metrics["patch_accuracy"]}
-
+    return {
+        "test_data": "synthetic Camelyon16-like test split",
+        "test_slides": official["n_slides"],
+        "test_tumor_slides": official["n_tumor_slides"],
+        "test_lesions": official["n_lesions"],
+        "test_itc": official["n_itc"],
+        "froc_official_level5_all_slides": metrics["froc_official"]["froc"],
+        "froc_bundle_level6_tumor_slides": metrics["froc_bundle"]["froc"],
+        "sensitivity_at_fp_rates_official": metrics["froc_official"]["sensitivity_at_fp_rates"],
+        "auc": metrics["auc"],
+        "patch_accuracy": metrics["patch_accuracy"],
+    }

@@ -125,8 +125,18 @@ def score_slide(slide: str, detections: Detections, labels: np.ndarray | None, i
             best[label - 1] = probs[i]
             chosen[label] = int(i)
     return SlideOutcome(
-        slide, True, probs[fp].astype(np.float64), best.astype(np.float32), n_labels - len(itc_set), sorted(itc_set),
-        len(probs), int(is_itc.sum()), int(tp.sum()) - len(chosen), int((~inside).sum()), chosen)
+        slide,
+        True,
+        probs[fp].astype(np.float64),
+        best.astype(np.float32),
+        n_labels - len(itc_set),
+        sorted(itc_set),
+        len(probs),
+        int(is_itc.sum()),
+        int(tp.sum()) - len(chosen),
+        int((~inside).sum()),
+        chosen,
+    )
 
 
 @dataclass(frozen=True)
@@ -171,7 +181,9 @@ def froc_curve(fp_probabilities: np.ndarray, lesion_probabilities: np.ndarray, n
         np.append(thresholds, np.inf),
         np.append(fp_counts, 0) / float(n_slides),
         np.append(tp_counts, 0) / float(n_lesions),
-        int(n_slides), int(n_lesions))
+        int(n_slides),
+        int(n_lesions),
+    )
 
 
 def sensitivities_at(curve: FrocCurve, fp_rates: Sequence[float] = FP_RATES) -> np.ndarray:
@@ -224,8 +236,9 @@ def plan_slides(ground_truth: dict[str, GroundTruthFile], csvs: dict[str, Path],
         plans.append(SlidePlan(name, csv, ground_truth[gt_name] if gt_name else None))
     missing = sorted(set(ground_truth) - used)
     for name in missing:
-        logger.warning("%s has ground truth but no detection CSV: evaluated with zero detections "
-                       "(the official code would leave the slide out)", name)
+        logger.warning(
+            "%s has ground truth but no detection CSV: evaluated with zero detections (the official code would leave the slide out)", name
+        )
         plans.append(SlidePlan(name, None, ground_truth[name]))
     if tumor_slides_only:
         logger.info("tumor slides only: %d CSV(s) without ground truth left out", len(csvs) - (len(plans) - len(missing)))
@@ -246,21 +259,33 @@ class SlideReport:
         lesions = []
         for les in self.lesions:
             i = o.best_detection.get(les.label)
-            lesions.append({
-                "label": les.label, "is_itc": les.is_itc, "major_axis_px": round(les.major_axis_px, 3), "area_px": les.area_px,
-                "centroid_xy_level0": [round(v, 1) for v in les.centroid_xy_level0], "bbox_xyxy_level0": list(les.bbox_xyxy_level0),
-                "detected": i is not None,
-                "max_probability": None if i is None else float(det.probability[i]),
-                "hit_xy_level0": None if i is None else [float(det.x_level0[i]), float(det.y_level0[i])],
-            })
+            lesions.append(
+                {
+                    "label": les.label,
+                    "is_itc": les.is_itc,
+                    "major_axis_px": round(les.major_axis_px, 3),
+                    "area_px": les.area_px,
+                    "centroid_xy_level0": [round(v, 1) for v in les.centroid_xy_level0],
+                    "bbox_xyxy_level0": list(les.bbox_xyxy_level0),
+                    "detected": i is not None,
+                    "max_probability": None if i is None else float(det.probability[i]),
+                    "hit_xy_level0": None if i is None else [float(det.x_level0[i]), float(det.y_level0[i])],
+                }
+            )
         return {
-            "slide": o.slide, "type": "Tumor" if o.has_ground_truth else "Normal",
+            "slide": o.slide,
+            "type": "Tumor" if o.has_ground_truth else "Normal",
             "detections_csv": None if self.plan.csv is None else str(self.plan.csv),
             "ground_truth": None if self.plan.ground_truth is None else str(self.plan.ground_truth.path),
             "evaluation_mask": None if self.mask_shape_hw is None else {"shape_hw": list(self.mask_shape_hw), "source": self.mask_how},
-            "n_detections": o.n_detections, "n_false_positives": int(o.fp_probabilities.size),
-            "n_itc_hits": o.n_itc_hits, "n_repeat_hits": o.n_repeat_hits, "n_outside_frame": o.n_outside_frame,
-            "n_lesions": o.n_lesions, "n_itc": len(o.itc), "n_lesions_detected": len(o.best_detection),
+            "n_detections": o.n_detections,
+            "n_false_positives": int(o.fp_probabilities.size),
+            "n_itc_hits": o.n_itc_hits,
+            "n_repeat_hits": o.n_repeat_hits,
+            "n_outside_frame": o.n_outside_frame,
+            "n_lesions": o.n_lesions,
+            "n_itc": len(o.itc),
+            "n_lesions_detected": len(o.best_detection),
             "lesions": lesions,
         }
 
@@ -281,8 +306,13 @@ def evaluate_slide(plan: SlidePlan, level: int, mpp: float, slides_dir: Path | N
     labels = label_evaluation_mask(mask.tumor, mpp, level)
     outcome = score_slide(plan.slide, det, labels, itc_labels(labels, mpp, level), level)
     if outcome.n_outside_frame:
-        logger.warning("%s: %d detection(s) outside the %dx%d evaluation mask counted as false positives",
-                       plan.slide, outcome.n_outside_frame, labels.shape[1], labels.shape[0])
+        logger.warning(
+            "%s: %d detection(s) outside the %dx%d evaluation mask counted as false positives",
+            plan.slide,
+            outcome.n_outside_frame,
+            labels.shape[1],
+            labels.shape[0],
+        )
     return SlideReport(outcome, plan, det, describe_lesions(labels, mpp, level), labels.shape, mask.how)
 
 
@@ -290,9 +320,15 @@ def _json_float(v: float) -> float | None:
     return float(v) if np.isfinite(v) else None
 
 
-def evaluate(ground_truth_dir: str | Path, detections_dir: str | Path, level: int = OFFICIAL_LEVEL, mpp: float = CAMELYON16_MPP,
-             tumor_slides_only: bool = False, slides_dir: str | Path | None = None,
-             fp_rates: Sequence[float] = FP_RATES) -> dict:
+def evaluate(
+    ground_truth_dir: str | Path,
+    detections_dir: str | Path,
+    level: int = OFFICIAL_LEVEL,
+    mpp: float = CAMELYON16_MPP,
+    tumor_slides_only: bool = False,
+    slides_dir: str | Path | None = None,
+    fp_rates: Sequence[float] = FP_RATES,
+) -> dict:
     """Evaluate a detections folder against a ground-truth folder; returns the JSON-ready report."""
     plans = plan_slides(find_ground_truth(ground_truth_dir), find_detection_csvs(detections_dir), tumor_slides_only)
     if not plans:
@@ -302,43 +338,67 @@ def evaluate(ground_truth_dir: str | Path, detections_dir: str | Path, level: in
         reports.append(evaluate_slide(plan, level, mpp, None if slides_dir is None else Path(slides_dir)))
         logger.debug("evaluated %s", plan.slide)
     outcomes = [r.outcome for r in reports]
-    curve = froc_curve(np.concatenate([o.fp_probabilities for o in outcomes]),
-                       np.concatenate([o.lesion_probabilities for o in outcomes]),
-                       sum(o.n_lesions for o in outcomes), len(outcomes))
+    curve = froc_curve(
+        np.concatenate([o.fp_probabilities for o in outcomes]),
+        np.concatenate([o.lesion_probabilities for o in outcomes]),
+        sum(o.n_lesions for o in outcomes),
+        len(outcomes),
+    )
     sens = sensitivities_at(curve, fp_rates)
     return {
         "froc": float(np.mean(sens)),
         "sensitivity_at_fp_rates": {f"{r:g}": float(s) for r, s in zip(fp_rates, sens, strict=True)},
         "fp_rates": [float(r) for r in fp_rates],
         "variant": "model-zoo bundle (tumor slides only)" if tumor_slides_only else "Camelyon16 official (all slides)",
-        "level": level, "downsample": level_downsample(level), "mpp": mpp,
-        "growth_radius_px": growth_radius_px(mpp, level), "itc_threshold_px": itc_threshold_px(mpp, level),
+        "level": level,
+        "downsample": level_downsample(level),
+        "mpp": mpp,
+        "growth_radius_px": growth_radius_px(mpp, level),
+        "itc_threshold_px": itc_threshold_px(mpp, level),
         "tumor_slides_only": tumor_slides_only,
-        "n_slides": len(outcomes), "n_tumor_slides": sum(o.has_ground_truth for o in outcomes),
+        "n_slides": len(outcomes),
+        "n_tumor_slides": sum(o.has_ground_truth for o in outcomes),
         "n_normal_slides": sum(not o.has_ground_truth for o in outcomes),
-        "n_lesions": curve.n_lesions, "n_itc": sum(len(o.itc) for o in outcomes),
+        "n_lesions": curve.n_lesions,
+        "n_itc": sum(len(o.itc) for o in outcomes),
         "n_lesions_detected": sum(len(o.best_detection) for o in outcomes),
         "n_detections": sum(o.n_detections for o in outcomes),
         "n_false_positives": int(sum(o.fp_probabilities.size for o in outcomes)),
         "slides_without_detections_csv": [p.slide for p in plans if p.csv is None],
-        "curve": {"threshold": [_json_float(t) for t in curve.thresholds],
-                  "fps_per_slide": curve.fps_per_slide.tolist(), "sensitivity": curve.sensitivity.tolist()},
+        "curve": {
+            "threshold": [_json_float(t) for t in curve.thresholds],
+            "fps_per_slide": curve.fps_per_slide.tolist(),
+            "sensitivity": curve.sensitivity.tolist(),
+        },
         "slides": [r.as_json() for r in reports],
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.pathology.froc", allow_abbrev=False,
-                                 description="Camelyon16 lesion-level FROC (official algorithm) of a folder of detection CSVs.")
-    ap.add_argument("--ground-truth", type=Path, required=True, metavar="GT_DIR",
-                    help="<slide>.tif / <slide>_mask.tif masks (non-zero = tumor) or <slide>.xml ASAP annotations")
+    ap = argparse.ArgumentParser(
+        prog="python -m training.pathology.froc",
+        allow_abbrev=False,
+        description="Camelyon16 lesion-level FROC (official algorithm) of a folder of detection CSVs.",
+    )
+    ap.add_argument(
+        "--ground-truth",
+        type=Path,
+        required=True,
+        metavar="GT_DIR",
+        help="<slide>.tif / <slide>_mask.tif masks (non-zero = tumor) or <slide>.xml ASAP annotations",
+    )
     ap.add_argument("--detections", type=Path, required=True, metavar="DET_DIR", help="<slide>.csv rows probability,x,y (level 0)")
     ap.add_argument("--json", type=Path, required=True, metavar="OUT.json")
     ap.add_argument("--level", type=int, default=OFFICIAL_LEVEL, help="evaluation level (official 5; the bundle 6)")
     ap.add_argument("--tumor-slides-only", action="store_true", help="the bundle's variant: leave out slides without ground truth")
     ap.add_argument("--mpp", type=float, default=CAMELYON16_MPP, help="level-0 pixel size in um (0.243)")
-    ap.add_argument("--slides", type=Path, default=None, metavar="SLIDES_DIR",
-                    help="whole-slide images, for the level-0 frame of XML ground truth (default: the polygons' extent)")
+    ap.add_argument(
+        "--slides",
+        type=Path,
+        default=None,
+        metavar="SLIDES_DIR",
+        help="whole-slide images, for the level-0 frame of XML ground truth (default: the polygons' extent)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.level < 0 or not args.mpp > 0:
@@ -350,8 +410,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))
-    logger.info("FROC %.4f (%s, level %d, %d slides, %d lesions); sensitivities %s -> %s", report["froc"], report["variant"],
-                args.level, report["n_slides"], report["n_lesions"], report["sensitivity_at_fp_rates"], args.json)
+    logger.info(
+        "FROC %.4f (%s, level %d, %d slides, %d lesions); sensitivities %s -> %s",
+        report["froc"],
+        report["variant"],
+        args.level,
+        report["n_slides"],
+        report["n_lesions"],
+        report["sensitivity_at_fp_rates"],
+        args.json,
+    )
     return 0
 
 

@@ -24,14 +24,24 @@ def patch_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: floa
     truth = np.asarray(labels).astype(bool)
     clipped = np.clip(probabilities, 1e-7, 1 - 1e-7)
     loss = float(-np.mean(np.where(truth, np.log(clipped), np.log1p(-clipped)))) if truth.size else None
+
     def rate(selected: np.ndarray) -> float | None:
         return float((predicted[selected] == truth[selected]).mean()) if selected.any() else None
-    return {"patches": int(truth.size), "tumor_patches": int(truth.sum()), "threshold": threshold,
-            "accuracy": rate(np.ones_like(truth)), "tumor_sensitivity": rate(truth), "normal_specificity": rate(~truth), "loss": loss}
+
+    return {
+        "patches": int(truth.size),
+        "tumor_patches": int(truth.sum()),
+        "threshold": threshold,
+        "accuracy": rate(np.ones_like(truth)),
+        "tumor_sensitivity": rate(truth),
+        "normal_specificity": rate(~truth),
+        "loss": loss,
+    }
 
 
-def heldout_probabilities(network: torch.nn.Module, patches: SlidePatches, dataset: PatchDataset, compute: ComputeDevice,
-                          batch_size: int = 64, workers: int = 0) -> np.ndarray:
+def heldout_probabilities(
+    network: torch.nn.Module, patches: SlidePatches, dataset: PatchDataset, compute: ComputeDevice, batch_size: int = 64, workers: int = 0
+) -> np.ndarray:
     """Tumor probability of every patch of ``dataset`` (network in eval mode, restored afterwards)."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     was_training = network.training
@@ -44,15 +54,25 @@ def heldout_probabilities(network: torch.nn.Module, patches: SlidePatches, datas
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def heldout_accuracy(network: torch.nn.Module, prep_dir: Path, model_mpp: float, patch_px: int, compute: ComputeDevice,
-                     limit: int | None = None, batch_size: int = 64, workers: int = 0) -> dict[str, Any]:
+def heldout_accuracy(
+    network: torch.nn.Module,
+    prep_dir: Path,
+    model_mpp: float,
+    patch_px: int,
+    compute: ComputeDevice,
+    limit: int | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+) -> dict[str, Any]:
     """:func:`patch_metrics` of ``network`` on the prep folder's held-out patches (the first ``limit``)."""
     slide_paths, draws = load_heldout(prep_dir, limit)
     if not len(draws):
         return patch_metrics(np.zeros(0), np.zeros(0))
     patches = SlidePatches(slide_paths, model_mpp, patch_px)
     try:
-        probabilities = heldout_probabilities(network, patches, PatchDataset(patches, draws, [0], augment=False), compute, batch_size, workers)
+        probabilities = heldout_probabilities(
+            network, patches, PatchDataset(patches, draws, [0], augment=False), compute, batch_size, workers
+        )
     finally:
         patches.close()
     return patch_metrics(probabilities, draws.labels)

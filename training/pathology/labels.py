@@ -28,8 +28,13 @@ def read_annotations(xml_path: Path | None) -> tuple[list[np.ndarray], list[np.n
     return read_asap_xml(xml_path), read_asap_xml(xml_path, groups=EXCLUSION_GROUPS)
 
 
-def tumor_mask(polygons: Sequence[np.ndarray], size_xy_level0: tuple[int, int], level: int,
-               exclusions: Sequence[np.ndarray] = (), max_strip_pixels: int = MAX_STRIP_PIXELS) -> np.ndarray:
+def tumor_mask(
+    polygons: Sequence[np.ndarray],
+    size_xy_level0: tuple[int, int],
+    level: int,
+    exclusions: Sequence[np.ndarray] = (),
+    max_strip_pixels: int = MAX_STRIP_PIXELS,
+) -> np.ndarray:
     """uint8 (ceil(h / 2**level), ceil(w / 2**level)) mask, 1 = tumor, rasterised strip by strip."""
     downsample = 2**level
     width, height = (math.ceil(size / downsample) for size in size_xy_level0)
@@ -39,12 +44,18 @@ def tumor_mask(polygons: Sequence[np.ndarray], size_xy_level0: tuple[int, int], 
     rows_per_strip = max(1, max_strip_pixels // max(width, 1))
     for row in range(0, height, rows_per_strip):
         rows = min(rows_per_strip, height - row)
-        out[row:row + rows] = rasterize_polygons(polygons, (0.0, row * downsample), (width, rows), downsample, exclusions)
+        out[row : row + rows] = rasterize_polygons(polygons, (0.0, row * downsample), (width, rows), downsample, exclusions)
     return out
 
 
-def centre_region_labels(polygons: Sequence[np.ndarray], centres_xy_level0: np.ndarray, level: int, centre_px: int = 128,
-                         exclusions: Sequence[np.ndarray] = (), max_strip_pixels: int = MAX_STRIP_PIXELS) -> np.ndarray:
+def centre_region_labels(
+    polygons: Sequence[np.ndarray],
+    centres_xy_level0: np.ndarray,
+    level: int,
+    centre_px: int = 128,
+    exclusions: Sequence[np.ndarray] = (),
+    max_strip_pixels: int = MAX_STRIP_PIXELS,
+) -> np.ndarray:
     """Boolean label per (x, y) level-0 centre: any tumor pixel (at ``level``) in its centre region."""
     centres = np.asarray(centres_xy_level0, np.float64).reshape(-1, 2)
     labels = np.zeros(len(centres), bool)

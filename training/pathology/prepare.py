@@ -54,7 +54,7 @@ def split_slides(names: list[str], val_fraction: float, seed: int, salt: int) ->
 
 
 def types_of_test_slides(layout: CamelyonLayout, test_names: list[str]) -> dict[str, str]:
-    """"Tumor" / "Normal" per test slide: from the reference CSV when there is one, else Tumor when it has ground truth."""
+    """ "Tumor" / "Normal" per test slide: from the reference CSV when there is one, else Tumor when it has ground truth."""
     csv_path = layout.test_reference_csv
     if csv_path is not None and Path(csv_path).is_file():
         is_tumor = read_reference_csv(csv_path)
@@ -76,8 +76,12 @@ def _save_png(mask: np.ndarray, path: Path) -> str:
 def prepare_slide(name: str, path: Path, xml_path: Path | None, settings: PrepareSettings, model_config: dict[str, Any]) -> dict[str, Any]:
     """Candidates and masks of one training slide; returns its slides.json entry."""
     preprocessing = model_config["preprocessing"]
-    tissue = compute_slide_tissue(SlideSource(name, Path(path)), preprocessing["model_mpp"],
-                                  model_config["tissue_mask"]["mask_downsample"], preprocessing["patch_size_px"])
+    tissue = compute_slide_tissue(
+        SlideSource(name, Path(path)),
+        preprocessing["model_mpp"],
+        model_config["tissue_mask"]["mask_downsample"],
+        preprocessing["patch_size_px"],
+    )
     grid = tissue.mask_grid
     rows, cols = np.nonzero(tissue.mask)
     origin_x, origin_y = grid.origin_xy_level0
@@ -92,13 +96,29 @@ def prepare_slide(name: str, path: Path, xml_path: Path | None, settings: Prepar
     masks = Path(settings.prep_dir) / "masks"
     tumor_png = _save_png(tumor_mask(polygons, tissue.size_xy, settings.mask_level, exclusions), masks / f"{name}_tumor.png")
     tissue_png = _save_png(tissue.mask, masks / f"{name}_tissue.png")
-    logger.info("%s: %d tissue cells, %d tumor and %d normal candidates%s", name, len(centres), int(labels.sum()), len(normal),
-                f" (normal patches excluded: {excluded})" if excluded else "")
-    return {"path": str(path), "annotations": None if xml_path is None else str(xml_path), "size_xy_level0": list(tissue.size_xy),
-            "mpp": tissue.mpp, "candidate_stride_level0_px": grid.stride_level0_px, "tissue_cells": len(centres),
-            "tumor_candidates": int(labels.sum()), "normal_candidates": len(normal), "normal_patches_excluded": excluded,
-            "tumor_mask_png": tumor_png, "tumor_mask_level": settings.mask_level, "tissue_mask_png": tissue_png,
-            "tissue_mask_stride_level0_px": grid.stride_level0_px}
+    logger.info(
+        "%s: %d tissue cells, %d tumor and %d normal candidates%s",
+        name,
+        len(centres),
+        int(labels.sum()),
+        len(normal),
+        f" (normal patches excluded: {excluded})" if excluded else "",
+    )
+    return {
+        "path": str(path),
+        "annotations": None if xml_path is None else str(xml_path),
+        "size_xy_level0": list(tissue.size_xy),
+        "mpp": tissue.mpp,
+        "candidate_stride_level0_px": grid.stride_level0_px,
+        "tissue_cells": len(centres),
+        "tumor_candidates": int(labels.sum()),
+        "normal_candidates": len(normal),
+        "normal_patches_excluded": excluded,
+        "tumor_mask_png": tumor_png,
+        "tumor_mask_level": settings.mask_level,
+        "tissue_mask_png": tissue_png,
+        "tissue_mask_stride_level0_px": grid.stride_level0_px,
+    }
 
 
 def prepare(settings: PrepareSettings) -> dict[str, Any]:
@@ -115,20 +135,44 @@ def prepare(settings: PrepareSettings) -> dict[str, Any]:
         raise ValueError(f"tumor slides without annotations in {layout.annotations_dir}: {', '.join(missing_xml)}")
     train_tumor, val_tumor = split_slides(list(tumor), settings.val_fraction, settings.seed, 1)
     train_normal, val_normal = split_slides(list(normal), settings.val_fraction, settings.seed, 2)
-    entries = {name: prepare_slide(name, path, Path(layout.annotations_dir) / f"{name}.xml", settings, model_config) for name, path in tumor.items()}
+    entries = {
+        name: prepare_slide(name, path, Path(layout.annotations_dir) / f"{name}.xml", settings, model_config)
+        for name, path in tumor.items()
+    }
     entries.update({name: prepare_slide(name, path, None, settings, model_config) for name, path in normal.items()})
     test = slides_in(layout.test_images_dir)
-    split = {"train": {"tumor": train_tumor, "normal": train_normal}, "val": {"tumor": val_tumor, "normal": val_normal},
-             "test": {name: {"path": str(path), "type": kind} for (name, path), kind in zip(test.items(), types_of_test_slides(layout, list(test)).values(), strict=True)},
-             "normal_patches_excluded": {n: e["normal_patches_excluded"] for n, e in entries.items() if e["normal_patches_excluded"]},
-             "slides": {name: entry["path"] for name, entry in entries.items()}}
+    split = {
+        "train": {"tumor": train_tumor, "normal": train_normal},
+        "val": {"tumor": val_tumor, "normal": val_normal},
+        "test": {
+            name: {"path": str(path), "type": kind}
+            for (name, path), kind in zip(test.items(), types_of_test_slides(layout, list(test)).values(), strict=True)
+        },
+        "normal_patches_excluded": {n: e["normal_patches_excluded"] for n, e in entries.items() if e["normal_patches_excluded"]},
+        "slides": {name: entry["path"] for name, entry in entries.items()},
+    }
     write_json(prep_dir / "split.json", split)
     write_json(prep_dir / "slides.json", entries)
     _write_heldout_set(settings)
-    write_json(prep_dir / "prepare.json", {"settings": {**asdict(settings), "layout": layout.as_json(), "prep_dir": str(prep_dir)},
-                                           "seconds": round(time.monotonic() - started, 1), "environment": environment()})
-    logger.info("prepared %d training slides (%d+%d train, %d+%d val) and %d test slides in %.0f s into %s", len(entries),
-                len(train_tumor), len(train_normal), len(val_tumor), len(val_normal), len(test), time.monotonic() - started, prep_dir)
+    write_json(
+        prep_dir / "prepare.json",
+        {
+            "settings": {**asdict(settings), "layout": layout.as_json(), "prep_dir": str(prep_dir)},
+            "seconds": round(time.monotonic() - started, 1),
+            "environment": environment(),
+        },
+    )
+    logger.info(
+        "prepared %d training slides (%d+%d train, %d+%d val) and %d test slides in %.0f s into %s",
+        len(entries),
+        len(train_tumor),
+        len(train_normal),
+        len(val_tumor),
+        len(val_normal),
+        len(test),
+        time.monotonic() - started,
+        prep_dir,
+    )
     return split
 
 
@@ -154,5 +198,7 @@ def _write_heldout_set(settings: PrepareSettings) -> None:
     val = load_pools(settings.prep_dir, "val")
     draws = heldout_draws(val.pools, settings.heldout_patches_per_class, settings.seed)
     if not len(draws) or draws.labels.min() == draws.labels.max():
-        logger.warning("the held-out patch set has %d patches, %d tumor: patch accuracy will be one-sided", len(draws), int(draws.labels.sum()))
+        logger.warning(
+            "the held-out patch set has %d patches, %d tumor: patch accuracy will be one-sided", len(draws), int(draws.labels.sum())
+        )
     write_heldout(Path(settings.prep_dir) / "heldout_patches.csv", list(val.pools.slides), draws)

@@ -14,7 +14,8 @@ MODEL_NAME = "pathology_tumor_detection"
 
 # Liu et al. (2017): tumor slides whose annotations are incomplete; their non-tumor areas are never normal.
 INCOMPLETE_ANNOTATION_TUMOR_SLIDES = frozenset(
-    f"tumor_{n:03d}" for n in (10, 15, 18, 20, 25, 29, 33, 34, 44, 46, 51, 54, 55, 56, 67, 79, 85, 92, 95, 110))
+    f"tumor_{n:03d}" for n in (10, 15, 18, 20, 25, 29, 33, 34, 44, 46, 51, 54, 55, 56, 67, 79, 85, 92, 95, 110)
+)
 # Normal slides that contain tumor (unannotated): none of their patches are used.
 NORMAL_SLIDES_WITH_TUMOR = frozenset({"normal_086", "normal_144"})
 
@@ -44,9 +45,13 @@ class CamelyonLayout:
         """The standard layout under ``root``; any path given in ``overrides`` (not None) replaces its default."""
         root = Path(root)
         paths: dict[str, Path | None] = {
-            "tumor_dir": root / "training" / "tumor", "normal_dir": root / "training" / "normal",
-            "annotations_dir": root / "training" / "lesion_annotations", "test_images_dir": root / "testing" / "images",
-            "test_reference_dir": root / "testing" / "reference", "test_reference_csv": root / "testing" / "reference.csv"}
+            "tumor_dir": root / "training" / "tumor",
+            "normal_dir": root / "training" / "normal",
+            "annotations_dir": root / "training" / "lesion_annotations",
+            "test_images_dir": root / "testing" / "images",
+            "test_reference_dir": root / "testing" / "reference",
+            "test_reference_csv": root / "testing" / "reference.csv",
+        }
         paths.update({key: Path(value) for key, value in overrides.items() if value is not None})
         return cls(**paths)
 
@@ -112,15 +117,18 @@ def resolve_train(settings: TrainSettings, model_config: dict[str, Any], world_s
     resolved = {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(settings).items()}
     resolved["learning_rate"] = settings.learning_rate or training["optimizer"]["lr"]
     resolved["optimizer"] = training["optimizer"]["name"]
-    resolved["position_jitter_px"] = (training["position_jitter_px"] if settings.position_jitter_px is None
-                                      else settings.position_jitter_px)
+    resolved["position_jitter_px"] = training["position_jitter_px"] if settings.position_jitter_px is None else settings.position_jitter_px
     jitter = training["color_jitter"]
-    resolved["color_jitter"] = dict(zip(("brightness", "saturation", "hue", "contrast"), settings.color_jitter or (
-        jitter["brightness"], jitter["saturation"], jitter["hue"], jitter["contrast"]), strict=True))
+    resolved["color_jitter"] = dict(
+        zip(
+            ("brightness", "saturation", "hue", "contrast"),
+            settings.color_jitter or (jitter["brightness"], jitter["saturation"], jitter["hue"], jitter["contrast"]),
+            strict=True,
+        )
+    )
     resolved["patch_px"] = model_config["preprocessing"]["patch_size_px"]
     resolved["loss"] = "BCEWithLogitsLoss"
     resolved["world_size"] = world_size
     resolved["global_batch_size"] = settings.batch_size * world_size
     resolved["model_config"] = model_config
     return resolved
-

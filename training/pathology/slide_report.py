@@ -49,9 +49,17 @@ def main(argv: list[str] | None = None) -> None:
     logger.info("Outputs in %s:", folder)
     for kind, name in summary["outputs"].items():
         logger.info("  %-16s %s", kind, folder / name if name else "(none)")
-    logger.info("Slide %s: score %.3f, %d detection(s), tissue %.1f mm2; model '%s' %s; %s mode; total %.1f s",
-                summary["slide"]["name"], summary["slide_score"], summary["lesion_count"], summary["tissue_area_mm2"],
-                summary["model"]["name"], summary["model"]["version"], summary["probability_map"]["mode"], summary["timings_s"]["total"])
+    logger.info(
+        "Slide %s: score %.3f, %d detection(s), tissue %.1f mm2; model '%s' %s; %s mode; total %.1f s",
+        summary["slide"]["name"],
+        summary["slide_score"],
+        summary["lesion_count"],
+        summary["tissue_area_mm2"],
+        summary["model"]["name"],
+        summary["model"]["version"],
+        summary["probability_map"]["mode"],
+        summary["timings_s"]["total"],
+    )
     if args.ground_truth:
         logger.info("Against the ground truth (Camelyon16 rules, level %d):", OFFICIAL_LEVEL)
         for line in lesion_lines(folder, Path(summary["slide"]["path"]).stem, args.ground_truth):

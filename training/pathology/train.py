@@ -82,8 +82,15 @@ def cosine_lr(step: int, total_steps: int, base_lr: float, floor_fraction: float
     return base_lr * (floor_fraction + (1 - floor_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train_step(model: torch.nn.Module, images_nhwc: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, compute: ComputeDevice, ctx: Distributed | None = None) -> float | None:
+def train_step(
+    model: torch.nn.Module,
+    images_nhwc: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    compute: ComputeDevice,
+    ctx: Distributed | None = None,
+) -> float | None:
     """One BCEWithLogitsLoss step on uint8 (N, H, W, 3) patches scaled as the app scales them; the loss, or None
     when the step was skipped (a non-finite loss on any rank, or a non-finite gradient)."""
     optimizer.zero_grad(set_to_none=True)
@@ -126,14 +133,30 @@ def _train(settings: TrainSettings, ctx: Distributed, run_dir: Path) -> TrainRes
     if state.epoch:
         logger.info("resumed from %s at epoch %d", last_path, state.epoch)
     model = DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None) if ctx.active else net
-    heldout = dict(prep_dir=Path(settings.prep_dir), model_mpp=preprocessing["model_mpp"], patch_px=config["patch_px"], compute=compute,
-                   limit=settings.heldout_limit, batch_size=settings.batch_size, workers=settings.workers)
+    heldout = dict(
+        prep_dir=Path(settings.prep_dir),
+        model_mpp=preprocessing["model_mpp"],
+        patch_px=config["patch_px"],
+        compute=compute,
+        limit=settings.heldout_limit,
+        batch_size=settings.batch_size,
+        workers=settings.workers,
+    )
     if ctx.is_main and state.epoch == 0 and state.initial_heldout is None:
         state.initial_heldout = heldout_accuracy(net, **heldout)
         logger.info("before training: held-out %s", _brief(state.initial_heldout))
-    logger.info("run %s: %d slides (%d with tumor), %d process(es) on %s, precision %s, %d x %d steps of %d patches", run_dir,
-                len(slides.slide_paths), len(slides.pools.slides_with(1)), ctx.world_size, ctx.device, precision.name,
-                settings.epochs, settings.steps_per_epoch, settings.batch_size)
+    logger.info(
+        "run %s: %d slides (%d with tumor), %d process(es) on %s, precision %s, %d x %d steps of %d patches",
+        run_dir,
+        len(slides.slide_paths),
+        len(slides.pools.slides_with(1)),
+        ctx.world_size,
+        ctx.device,
+        precision.name,
+        settings.epochs,
+        settings.steps_per_epoch,
+        settings.batch_size,
+    )
 
     jitter = ColorJitter(**config["color_jitter"]) if settings.augment else None
     total_steps = settings.epochs * settings.steps_per_epoch
@@ -141,13 +164,22 @@ def _train(settings: TrainSettings, ctx: Distributed, run_dir: Path) -> TrainRes
         key = (settings.seed, epoch, ctx.rank)
         draws = draw_balanced(slides.pools, settings.steps_per_epoch * settings.batch_size, key, settings.tumor_probability)
         dataset = PatchDataset(patches, draws, key, config["position_jitter_px"], jitter, settings.augment)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, shuffle=False, drop_last=True,
-                                             num_workers=settings.workers, pin_memory=ctx.device.type == "cuda")
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=settings.batch_size,
+            shuffle=False,
+            drop_last=True,
+            num_workers=settings.workers,
+            pin_memory=ctx.device.type == "cuda",
+        )
         net.train()
         started, losses, skipped = time.monotonic(), [], 0
         for step, (images, labels) in enumerate(loader):
-            lr = cosine_lr(epoch * settings.steps_per_epoch + step, total_steps, config["learning_rate"]) if (
-                settings.lr_schedule == "cosine") else config["learning_rate"]
+            lr = (
+                cosine_lr(epoch * settings.steps_per_epoch + step, total_steps, config["learning_rate"])
+                if (settings.lr_schedule == "cosine")
+                else config["learning_rate"]
+            )
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss = train_step(model, images, labels, optimizer, scaler, compute, ctx)
@@ -157,15 +189,27 @@ def _train(settings: TrainSettings, ctx: Distributed, run_dir: Path) -> TrainRes
             losses.append(loss)
             if (step + 1) % LOG_EVERY_STEPS == 0:
                 rate = (step + 1) * settings.batch_size * ctx.world_size / (time.monotonic() - started)
-                logger.info("epoch %d step %d/%d loss %.4f lr %.3g, %.1f patches/s", epoch + 1, step + 1, settings.steps_per_epoch,
-                            sum(losses[-LOG_EVERY_STEPS:]) / len(losses[-LOG_EVERY_STEPS:]), lr, rate)
+                logger.info(
+                    "epoch %d step %d/%d loss %.4f lr %.3g, %.1f patches/s",
+                    epoch + 1,
+                    step + 1,
+                    settings.steps_per_epoch,
+                    sum(losses[-LOG_EVERY_STEPS:]) / len(losses[-LOG_EVERY_STEPS:]),
+                    lr,
+                    rate,
+                )
         broadcast_buffers(ctx, net)
         seconds = time.monotonic() - started
         record: dict[str, Any] = {
-            "epoch": epoch + 1, "loss": mean_over_ranks(ctx, sum(losses) / len(losses) if losses else float("nan")),
-            "steps": len(losses), "skipped_steps": skipped, "lr": optimizer.param_groups[0]["lr"], "train_seconds": round(seconds, 1),
+            "epoch": epoch + 1,
+            "loss": mean_over_ranks(ctx, sum(losses) / len(losses) if losses else float("nan")),
+            "steps": len(losses),
+            "skipped_steps": skipped,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_seconds": round(seconds, 1),
             "patches_per_s": round(len(losses) * settings.batch_size * ctx.world_size / max(seconds, 1e-9), 2),
-            "step_losses": [round(v, 5) for v in losses]}
+            "step_losses": [round(v, 5) for v in losses],
+        }
         if ctx.is_main:
             record["heldout"] = heldout_accuracy(net, **heldout)
             state.epoch, state.history = epoch + 1, [*state.history, record]
@@ -175,15 +219,23 @@ def _train(settings: TrainSettings, ctx: Distributed, run_dir: Path) -> TrainRes
                 _save_checkpoint(best_path, net, optimizer, state)
             _save_checkpoint(last_path, net, optimizer, state)
             _write_metrics(run_dir / "metrics.json", state, None)
-            logger.info("epoch %d/%d: loss %.4f, %.1f patches/s, %.0f s; held-out %s", epoch + 1, settings.epochs, record["loss"],
-                        record["patches_per_s"], seconds, _brief(record["heldout"]))
+            logger.info(
+                "epoch %d/%d: loss %.4f, %.1f patches/s, %.0f s; held-out %s",
+                epoch + 1,
+                settings.epochs,
+                record["loss"],
+                record["patches_per_s"],
+                seconds,
+                _brief(record["heldout"]),
+            )
         state.epoch = epoch + 1
         barrier(ctx)
     digests = gather_objects(ctx, weights_sha256(net))
     if ctx.is_main:
         _write_metrics(run_dir / "metrics.json", state, digests)
-    return TrainResult(run_dir, state.epoch, state.best_accuracy, state.best_epoch, last_path,
-                       best_path if best_path.is_file() else None, digests)
+    return TrainResult(
+        run_dir, state.epoch, state.best_accuracy, state.best_epoch, last_path, best_path if best_path.is_file() else None, digests
+    )
 
 
 def _brief(metrics: dict[str, Any]) -> str:
@@ -191,19 +243,43 @@ def _brief(metrics: dict[str, Any]) -> str:
 
 
 def _save_checkpoint(path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, state: _State) -> None:
-    save_torch(path, {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": state.epoch, "history": state.history,
-                      "initial_heldout": state.initial_heldout, "best_accuracy": state.best_accuracy, "best_epoch": state.best_epoch})
+    save_torch(
+        path,
+        {
+            "model": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": state.epoch,
+            "history": state.history,
+            "initial_heldout": state.initial_heldout,
+            "best_accuracy": state.best_accuracy,
+            "best_epoch": state.best_epoch,
+        },
+    )
 
 
 def _load_checkpoint(path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> _State:
     checkpoint = torch.load(path, map_location=device, weights_only=True)
     net.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
-    return _State(checkpoint["epoch"], list(checkpoint["history"]), checkpoint["initial_heldout"], checkpoint["best_accuracy"],
-                  checkpoint["best_epoch"])
+    return _State(
+        checkpoint["epoch"],
+        list(checkpoint["history"]),
+        checkpoint["initial_heldout"],
+        checkpoint["best_accuracy"],
+        checkpoint["best_epoch"],
+    )
 
 
 def _write_metrics(path: Path, state: _State, digests: list[str] | None) -> None:
-    write_json(path, {"epochs_done": state.epoch, "best_heldout_accuracy": state.best_accuracy, "best_epoch": state.best_epoch,
-                      "train_seconds": round(sum(r["train_seconds"] for r in state.history), 1),
-                      "initial_heldout": state.initial_heldout, "weights_sha256_per_rank": digests, "epochs": state.history})
+    write_json(
+        path,
+        {
+            "epochs_done": state.epoch,
+            "best_heldout_accuracy": state.best_accuracy,
+            "best_epoch": state.best_epoch,
+            "train_seconds": round(sum(r["train_seconds"] for r in state.history), 1),
+            "initial_heldout": state.initial_heldout,
+            "weights_sha256_per_rank": digests,
+            "epochs": state.history,
+        },
+    )

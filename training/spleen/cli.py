@@ -15,8 +15,9 @@ logger = logging.getLogger("training.spleen")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.spleen", allow_abbrev=False,
-                                     description="Train the spleen CT segmentation model on synthetic phantoms.")
+    parser = argparse.ArgumentParser(
+        prog="python -m training.spleen", allow_abbrev=False, description="Train the spleen CT segmentation model on synthetic phantoms."
+    )
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     stages = parser.add_subparsers(dest="stage", required=True)
 
@@ -24,12 +25,16 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--out", type=Path, required=True, help="dataset folder to write")
     prepare.add_argument("--cases", type=int, default=41, help="number of phantoms (default 41, as MSD Task09)")
     prepare.add_argument("--seed", type=int, default=0)
-    prepare.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
-                         help="fixed volume shape (default: random per case)")
-    prepare.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
-                         help="fixed voxel spacing in mm (default: random per case)")
-    prepare.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                         help="processes writing cases in parallel (the files do not depend on it)")
+    prepare.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="fixed volume shape (default: random per case)")
+    prepare.add_argument(
+        "--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="fixed voxel spacing in mm (default: random per case)"
+    )
+    prepare.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="processes writing cases in parallel (the files do not depend on it)",
+    )
 
     train = stages.add_parser("train", allow_abbrev=False, help="train into a run folder (resumes if present)")
     train.add_argument("--data", type=Path, required=True, help="MSD-layout dataset folder")
@@ -38,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--optimizer", choices=OPTIMIZERS, default=TrainSettings.optimizer)
     train.add_argument("--lr", type=float, help="learning rate (default: the config's for the optimizer)")
     train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=TrainSettings.lr_schedule)
-    train.add_argument("--crop-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
-                       help="training crop in voxels (default: the config's 96 96 96)")
+    train.add_argument(
+        "--crop-size", type=int, nargs=3, metavar=("X", "Y", "Z"), help="training crop in voxels (default: the config's 96 96 96)"
+    )
     train.add_argument("--num-samples", type=int, help="crops per volume (default: the config's)")
     train.add_argument("--batch-size", type=int, default=TrainSettings.batch_size, help="volumes per step")
     train.add_argument("--val-cases", type=int, help="last N cases validate (default: the config's 9)")
@@ -51,8 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default=TrainSettings.device, help="auto, cpu, cuda, cuda:N")
     train.add_argument("--no-intensity-augmentation", action="store_true")
     train.add_argument("--cache-workers", type=int, default=TrainSettings.cache_workers)
-    train.add_argument("--cache-device", choices=CACHE_DEVICES, default=TrainSettings.cache_device,
-                       help="keep the cached training volumes in host memory (cpu) or on the training device")
+    train.add_argument(
+        "--cache-device",
+        choices=CACHE_DEVICES,
+        default=TrainSettings.cache_device,
+        help="keep the cached training volumes in host memory (cpu) or on the training device",
+    )
     train.add_argument("--init-weights", type=Path, help="start from these weights (a checkpoint or state dict): fine-tuning")
 
     evaluate = stages.add_parser("evaluate", allow_abbrev=False, help="sliding-window Dice per case and mean")
@@ -80,22 +90,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.stage == "train":
         from training.spleen.train import train
 
-        result = train(TrainSettings(
-            data_dir=args.data, run_dir=args.run_dir, epochs=args.epochs, optimizer=args.optimizer,
-            learning_rate=args.lr, lr_schedule=args.lr_schedule,
-            crop_size=tuple(args.crop_size) if args.crop_size else None, num_samples=args.num_samples,
-            batch_size=args.batch_size, val_cases=args.val_cases, train_cases=args.train_cases,
-            val_interval=args.val_interval, val_overlap=args.val_overlap, seed=args.seed, amp=args.amp,
-            device=args.device, intensity_augmentation=not args.no_intensity_augmentation,
-            cache_workers=args.cache_workers, cache_device=args.cache_device,
-            init_weights=args.init_weights))
-        logger.info("done: %d epochs, best validation Dice %s at epoch %s", result.epochs_done,
-                    result.best_val_dice, result.best_epoch)
+        result = train(
+            TrainSettings(
+                data_dir=args.data,
+                run_dir=args.run_dir,
+                epochs=args.epochs,
+                optimizer=args.optimizer,
+                learning_rate=args.lr,
+                lr_schedule=args.lr_schedule,
+                crop_size=tuple(args.crop_size) if args.crop_size else None,
+                num_samples=args.num_samples,
+                batch_size=args.batch_size,
+                val_cases=args.val_cases,
+                train_cases=args.train_cases,
+                val_interval=args.val_interval,
+                val_overlap=args.val_overlap,
+                seed=args.seed,
+                amp=args.amp,
+                device=args.device,
+                intensity_augmentation=not args.no_intensity_augmentation,
+                cache_workers=args.cache_workers,
+                cache_device=args.cache_device,
+                init_weights=args.init_weights,
+            )
+        )
+        logger.info("done: %d epochs, best validation Dice %s at epoch %s", result.epochs_done, result.best_val_dice, result.best_epoch)
     elif args.stage == "evaluate":
         from training.spleen.evaluate import evaluate
 
-        evaluate(args.data, args.model, args.out, last_n=args.last, overlap=args.overlap, amp=args.amp,
-                 device=args.device)
+        evaluate(args.data, args.model, args.out, last_n=args.last, overlap=args.overlap, amp=args.amp, device=args.device)
     elif args.stage == "export":
         from training.spleen.export import export
 

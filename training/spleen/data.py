@@ -92,8 +92,9 @@ def split_datalist(items: Sequence[dict[str, str]], val_cases: int, train_cases:
     return Split(train=train, val=val)
 
 
-def deterministic_transforms(preprocessing: dict[str, Any], pad_to: Sequence[int] | None = None,
-                             with_indices: bool = False, device: torch.device | None = None) -> Compose:
+def deterministic_transforms(
+    preprocessing: dict[str, Any], pad_to: Sequence[int] | None = None, with_indices: bool = False, device: torch.device | None = None
+) -> Compose:
     """Load, channel first, the shared spleen preprocessing, crop to the body (cached by CacheDataset).
 
     ``device``: move image and label there last (the crop indices stay NumPy arrays), so that a
@@ -110,21 +111,28 @@ def deterministic_transforms(preprocessing: dict[str, Any], pad_to: Sequence[int
     if pad_to is not None:
         transforms.append(SpatialPadd(keys=KEYS, spatial_size=tuple(pad_to)))
     if with_indices:
-        transforms.append(FgBgToIndicesd(keys="label", fg_postfix="_fg", bg_postfix="_bg", image_key="image",
-                                         image_threshold=0.0))
+        transforms.append(FgBgToIndicesd(keys="label", fg_postfix="_fg", bg_postfix="_bg", image_key="image", image_threshold=0.0))
         transforms.append(ThinIndicesd(keys=("label_bg",), max_count=MAX_BACKGROUND_INDICES))
     if device is not None:
         transforms.append(EnsureTyped(keys=KEYS, device=device, track_meta=True))
     return Compose(transforms)
 
 
-def random_transforms(crop_size: Sequence[int], num_samples: int, pos: float, neg: float,
-                      intensity_augmentation: bool) -> Compose:
+def random_transforms(crop_size: Sequence[int], num_samples: int, pos: float, neg: float, intensity_augmentation: bool) -> Compose:
     """RandCropByPosNegLabeld (pos/neg/num_samples from the config), then mild intensity jitter."""
     transforms = [
-        RandCropByPosNegLabeld(keys=KEYS, label_key="label", spatial_size=tuple(crop_size), pos=pos, neg=neg,
-                               num_samples=num_samples, image_key="image", image_threshold=0.0,
-                               fg_indices_key="label_fg", bg_indices_key="label_bg"),
+        RandCropByPosNegLabeld(
+            keys=KEYS,
+            label_key="label",
+            spatial_size=tuple(crop_size),
+            pos=pos,
+            neg=neg,
+            num_samples=num_samples,
+            image_key="image",
+            image_threshold=0.0,
+            fg_indices_key="label_fg",
+            bg_indices_key="label_bg",
+        ),
         DeleteItemsd(keys=("label_fg", "label_bg")),
     ]
     if intensity_augmentation:

@@ -43,9 +43,17 @@ class EvalResult:
     metrics_path: Path | None
 
 
-def evaluate(data_dir: Path, model_path: Path, metrics_path: Path | None = None, *, last_n: int | None = None,
-             overlap: float | None = None, amp: str = "auto", device: str = "auto",
-             model_name: str = MODEL_NAME) -> EvalResult:
+def evaluate(
+    data_dir: Path,
+    model_path: Path,
+    metrics_path: Path | None = None,
+    *,
+    last_n: int | None = None,
+    overlap: float | None = None,
+    amp: str = "auto",
+    device: str = "auto",
+    model_name: str = MODEL_NAME,
+) -> EvalResult:
     """Dice of ``model_path`` (``.ts`` TorchScript or ``.pt`` checkpoint) on the cases of an MSD folder.
 
     ``last_n`` evaluates only the last N cases (the bundle's validation split is the last 9).
@@ -77,26 +85,37 @@ def evaluate(data_dir: Path, model_path: Path, metrics_path: Path | None = None,
         label_zyx = metatensor_to_volume(original["label"]) > 0
         dice_original = dice_of_labels(torch.from_numpy(mask_zyx)[None, None], torch.from_numpy(label_zyx)[None, None])
         name = Path(item["image"]).name
-        per_case[name] = {"dice_resampled": dice_resampled, "dice_original": dice_original,
-                          "seconds": round(time.monotonic() - started, 2)}
+        per_case[name] = {"dice_resampled": dice_resampled, "dice_original": dice_original, "seconds": round(time.monotonic() - started, 2)}
         logger.info("%s: Dice %.4f (resampled) %.4f (original grid)", name, dice_resampled, dice_original)
 
     result = EvalResult(
         mean_dice_resampled=sum(c["dice_resampled"] for c in per_case.values()) / len(per_case),
         mean_dice_original=sum(c["dice_original"] for c in per_case.values()) / len(per_case),
-        per_case=per_case, metrics_path=Path(metrics_path) if metrics_path else None)
+        per_case=per_case,
+        metrics_path=Path(metrics_path) if metrics_path else None,
+    )
     if metrics_path is not None:
         write_json(Path(metrics_path), _metrics_json(result, data_dir, model, settings, compute.describe()))
-    logger.info("mean Dice %.4f (resampled) %.4f (original grid) over %d cases", result.mean_dice_resampled,
-                result.mean_dice_original, len(per_case))
+    logger.info(
+        "mean Dice %.4f (resampled) %.4f (original grid) over %d cases",
+        result.mean_dice_resampled,
+        result.mean_dice_original,
+        len(per_case),
+    )
     return result
 
 
 def _metrics_json(result: EvalResult, data_dir, model, settings: SlidingWindowSettings, precision: str) -> dict[str, Any]:
     return {
-        "model": model.identity(), "data_dir": str(data_dir), "cases": len(result.per_case),
-        "roi_size": list(settings.roi_size), "sw_batch_size": settings.sw_batch_size, "overlap": settings.overlap,
-        "crop_to_body": settings.crop_to_body, "precision": precision,
-        "mean_dice_resampled": result.mean_dice_resampled, "mean_dice_original": result.mean_dice_original,
+        "model": model.identity(),
+        "data_dir": str(data_dir),
+        "cases": len(result.per_case),
+        "roi_size": list(settings.roi_size),
+        "sw_batch_size": settings.sw_batch_size,
+        "overlap": settings.overlap,
+        "crop_to_body": settings.crop_to_body,
+        "precision": precision,
+        "mean_dice_resampled": result.mean_dice_resampled,
+        "mean_dice_original": result.mean_dice_original,
         "per_case": result.per_case,
     }

@@ -44,18 +44,23 @@ def export(checkpoint: Path, out_prefix: Path | None = None, *, model_name: str 
     prefix = str(out_prefix if out_prefix is not None else default_export_prefix(model_name))
     path = Path(prefix if prefix.endswith(".ts") else prefix + ".ts")
     path.parent.mkdir(parents=True, exist_ok=True)
-    extra = {"config.json": json.dumps(model_config, indent=2).encode(),
-             "training.json": json.dumps(_training_info(checkpoint, state), indent=2, default=str).encode()}
-    save_net_with_metadata(scripted, str(path), include_config_vals=False, append_timestamp=False, meta_values=card,
-                           more_extra_files=extra)
+    extra = {
+        "config.json": json.dumps(model_config, indent=2).encode(),
+        "training.json": json.dumps(_training_info(checkpoint, state), indent=2, default=str).encode(),
+    }
+    save_net_with_metadata(scripted, str(path), include_config_vals=False, append_timestamp=False, meta_values=card, more_extra_files=extra)
     _verify(path, net, card)
     logger.info("exported %s (%.1f MB, model %s %s)", path, path.stat().st_size / 1e6, card["name"], card["version"])
     return path
 
 
 def _training_info(checkpoint: Path, state: dict[str, Any]) -> dict[str, Any]:
-    info: dict[str, Any] = {"checkpoint": checkpoint.name, "epoch": state.get("epoch"),
-                            "best_val_dice": state.get("best_val_dice"), "best_epoch": state.get("best_epoch")}
+    info: dict[str, Any] = {
+        "checkpoint": checkpoint.name,
+        "epoch": state.get("epoch"),
+        "best_val_dice": state.get("best_val_dice"),
+        "best_epoch": state.get("best_epoch"),
+    }
     run_dir = checkpoint.parent.parent
     for name in ("config.json", "environment.json"):
         candidate = run_dir / name

@@ -13,8 +13,7 @@ OPTIMIZERS = ("novograd", "adam")
 LR_SCHEDULES = ("constant", "cosine")
 CACHE_DEVICES = ("cpu", "device")  # where CacheDataset keeps the preprocessed volumes: host memory or the training device
 # Settings that may change when a run is resumed (more epochs, different validation cadence, ...).
-RESUMABLE_CHANGES = frozenset({"epochs", "val_interval", "val_overlap", "cache_workers", "cache_device",
-                               "run_dir", "data_dir"})
+RESUMABLE_CHANGES = frozenset({"epochs", "val_interval", "val_overlap", "cache_workers", "cache_device", "run_dir", "data_dir"})
 
 
 @dataclass(frozen=True)
@@ -65,8 +64,7 @@ def resolve(settings: TrainSettings, model_config: dict[str, Any]) -> dict[str, 
     resolved["num_samples"] = settings.num_samples or training["num_samples"]
     resolved["pos"], resolved["neg"] = training["pos"], training["neg"]
     resolved["val_cases"] = settings.val_cases or training["val_cases"]
-    resolved["val_overlap"] = settings.val_overlap if settings.val_overlap is not None else (
-        model_config["inference"]["overlap"])
+    resolved["val_overlap"] = settings.val_overlap if settings.val_overlap is not None else (model_config["inference"]["overlap"])
     resolved["loss"] = "DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True, batch=True)"
     resolved["model_config"] = model_config
     if settings.init_weights is not None:

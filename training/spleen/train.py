@@ -94,10 +94,20 @@ def _train(settings: TrainSettings, run_dir: Path, ctx: Distributed) -> TrainRes
     share = len(split.train) // ctx.world_size
     if share == 0:
         raise ValueError(f"{len(split.train)} training cases cannot be shared by {ctx.world_size} processes")
-    train_items = split.train[ctx.rank::ctx.world_size][:share]
-    logger.info("run %s: %d train / %d val cases (%d on rank %d of %d), device %s, precision %s, crop %s x%d", run_dir,
-                len(split.train), len(split.val), len(train_items), ctx.rank, ctx.world_size, device, precision.name,
-                config["crop_size"], config["num_samples"])
+    train_items = split.train[ctx.rank :: ctx.world_size][:share]
+    logger.info(
+        "run %s: %d train / %d val cases (%d on rank %d of %d), device %s, precision %s, crop %s x%d",
+        run_dir,
+        len(split.train),
+        len(split.val),
+        len(train_items),
+        ctx.rank,
+        ctx.world_size,
+        device,
+        precision.name,
+        config["crop_size"],
+        config["num_samples"],
+    )
 
     net = build_network(model_config).to(device)
     model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None) if ctx.active else net
@@ -117,24 +127,35 @@ def _train(settings: TrainSettings, run_dir: Path, ctx: Distributed) -> TrainRes
         return _result(run_dir, state, last_path, best_path, [weights_sha256(net)])
 
     preprocessing = model_config["preprocessing"]
-    random_part = data.random_transforms(config["crop_size"], config["num_samples"], config["pos"], config["neg"],
-                                         settings.intensity_augmentation)
+    random_part = data.random_transforms(
+        config["crop_size"], config["num_samples"], config["pos"], config["neg"], settings.intensity_augmentation
+    )
     # flat, so that CacheDataset caches everything up to the first random transform (a nested Compose
     # counts as random); the random transforms are the objects of ``random_part``, reseeded every epoch
     # the training cache may live on the device (read every step); validation's stays on the CPU, as
     # its sliding window moves each body region to the device itself
     cache_device = device if settings.cache_device == "device" else None
-    cached_part = data.deterministic_transforms(preprocessing, pad_to=config["crop_size"], with_indices=True,
-                                                device=cache_device)
+    cached_part = data.deterministic_transforms(preprocessing, pad_to=config["crop_size"], with_indices=True, device=cache_device)
     train_transforms = Compose([*cached_part.transforms, *random_part.transforms])
     started = time.monotonic()
     # copy_cache=False: the random transforms make new crops and never modify the cached volumes
-    train_ds = CacheDataset(train_items, transform=train_transforms, cache_rate=1.0, copy_cache=False,
-                            num_workers=settings.cache_workers, progress=False)
-    val_ds = CacheDataset(split.val if ctx.is_main else [], transform=data.deterministic_transforms(preprocessing),
-                          cache_rate=1.0, num_workers=settings.cache_workers, progress=False)
-    logger.info("cached %d + %d cases in %.0f s (training cases in %s memory)", len(train_ds), len(val_ds),
-                time.monotonic() - started, (cache_device or torch.device("cpu")).type)
+    train_ds = CacheDataset(
+        train_items, transform=train_transforms, cache_rate=1.0, copy_cache=False, num_workers=settings.cache_workers, progress=False
+    )
+    val_ds = CacheDataset(
+        split.val if ctx.is_main else [],
+        transform=data.deterministic_transforms(preprocessing),
+        cache_rate=1.0,
+        num_workers=settings.cache_workers,
+        progress=False,
+    )
+    logger.info(
+        "cached %d + %d cases in %.0f s (training cases in %s memory)",
+        len(train_ds),
+        len(val_ds),
+        time.monotonic() - started,
+        (cache_device or torch.device("cpu")).type,
+    )
 
     # as the model-zoo bundle: Dice over the whole batch, so crops without spleen still steer it
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True, batch=True)
@@ -142,8 +163,9 @@ def _train(settings: TrainSettings, run_dir: Path, ctx: Distributed) -> TrainRes
         epoch_started = time.monotonic()
         epoch_seed = settings.seed * 1000 + epoch + RANK_SEED_STRIDE * ctx.rank  # rank 0: as a single process
         random_part.set_random_state(seed=epoch_seed)
-        loader = DataLoader(train_ds, batch_size=settings.batch_size, shuffle=True, num_workers=0,
-                            generator=torch.Generator().manual_seed(epoch_seed))
+        loader = DataLoader(
+            train_ds, batch_size=settings.batch_size, shuffle=True, num_workers=0, generator=torch.Generator().manual_seed(epoch_seed)
+        )
         model.train()
         losses = []
         skipped = 0
@@ -161,10 +183,14 @@ def _train(settings: TrainSettings, run_dir: Path, ctx: Distributed) -> TrainRes
         broadcast_buffers(ctx, net)  # DDP keeps the weights equal, not the batch-norm statistics
         if skipped:
             logger.warning("epoch %d: skipped %d step(s) with a non-finite loss or gradient", epoch + 1, skipped)
-        record: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_over_ranks(ctx, sum(losses) / len(losses) if losses else float("nan")),
-                                  "steps": len(losses), "skipped_steps": skipped,
-                                  "lr": optimizer.param_groups[0]["lr"],
-                                  "train_seconds": round(time.monotonic() - epoch_started, 2)}
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "loss": mean_over_ranks(ctx, sum(losses) / len(losses) if losses else float("nan")),
+            "steps": len(losses),
+            "skipped_steps": skipped,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_seconds": round(time.monotonic() - epoch_started, 2),
+        }
         validate = (epoch + 1) % settings.val_interval == 0 or epoch + 1 == settings.epochs
         if validate and ctx.is_main:
             record.update(_validate(net, val_ds, model_config["inference"], precision, config["val_overlap"]))
@@ -177,17 +203,23 @@ def _train(settings: TrainSettings, run_dir: Path, ctx: Distributed) -> TrainRes
             _save_checkpoint(last_path, net, optimizer, scheduler, state, epoch + 1)
             _write_metrics(run_dir / "metrics.json", state)
         barrier(ctx)
-        logger.info("epoch %d/%d %s", epoch + 1, settings.epochs,
-                    " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
-                             if k not in ("epoch", "val_per_case")))
+        logger.info(
+            "epoch %d/%d %s",
+            epoch + 1,
+            settings.epochs,
+            " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items() if k not in ("epoch", "val_per_case")
+            ),
+        )
     digests = gather_objects(ctx, weights_sha256(net))
     if ctx.is_main:
         _write_metrics(run_dir / "metrics.json", state, digests)
     return _result(run_dir, state, last_path, best_path, digests)
 
 
-def _validate(net: torch.nn.Module, val_ds: CacheDataset, inference: dict[str, Any], precision: Precision,
-              overlap: float) -> dict[str, Any]:
+def _validate(
+    net: torch.nn.Module, val_ds: CacheDataset, inference: dict[str, Any], precision: Precision, overlap: float
+) -> dict[str, Any]:
     started = time.monotonic()
     net.eval()
     per_case = {}
@@ -195,7 +227,8 @@ def _validate(net: torch.nn.Module, val_ds: CacheDataset, inference: dict[str, A
     for item in val_ds:
         probability = foreground_probability(item["image"], net, settings, precision.compute_device())
         per_case[Path(item["image"].meta["filename_or_obj"]).name] = dice_of_labels(
-            (probability > 0.5).long()[None], item["label"].as_tensor()[None])
+            (probability > 0.5).long()[None], item["label"].as_tensor()[None]
+        )
     net.train()
     mean = sum(per_case.values()) / len(per_case)
     return {"val_dice": mean, "val_seconds": round(time.monotonic() - started, 2), "val_per_case": per_case}
@@ -209,15 +242,23 @@ def _optimizer(config: dict[str, Any], net: torch.nn.Module) -> torch.optim.Opti
 
 def _scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer):
     if config["lr_schedule"] == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config["epochs"],
-                                                          eta_min=config["learning_rate"] * 0.01)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config["epochs"], eta_min=config["learning_rate"] * 0.01)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
 def _save_checkpoint(path: Path, net, optimizer, scheduler, state: _State, epoch: int) -> None:
-    save_torch(path, {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                      "epoch": epoch, "history": state.history, "best_val_dice": state.best_val_dice,
-                      "best_epoch": state.best_epoch})
+    save_torch(
+        path,
+        {
+            "model": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+            "history": state.history,
+            "best_val_dice": state.best_val_dice,
+            "best_epoch": state.best_epoch,
+        },
+    )
 
 
 def _load_checkpoint(path: Path, net, optimizer, scheduler, device: torch.device) -> _State:
@@ -225,19 +266,35 @@ def _load_checkpoint(path: Path, net, optimizer, scheduler, device: torch.device
     net.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
-    return _State(epoch=checkpoint["epoch"], history=list(checkpoint["history"]),
-                  best_val_dice=checkpoint["best_val_dice"], best_epoch=checkpoint["best_epoch"])
+    return _State(
+        epoch=checkpoint["epoch"],
+        history=list(checkpoint["history"]),
+        best_val_dice=checkpoint["best_val_dice"],
+        best_epoch=checkpoint["best_epoch"],
+    )
 
 
 def _write_metrics(path: Path, state: _State, weights_sha256_per_rank: list[str] | None = None) -> None:
-    write_json(path, {"best_val_dice": state.best_val_dice, "best_epoch": state.best_epoch,
-                      "epochs_done": state.epoch, "weights_sha256_per_rank": weights_sha256_per_rank,
-                      "train_seconds": round(sum(r["train_seconds"] + r.get("val_seconds", 0.0)
-                                                 for r in state.history), 1),
-                      "epochs": state.history})
+    write_json(
+        path,
+        {
+            "best_val_dice": state.best_val_dice,
+            "best_epoch": state.best_epoch,
+            "epochs_done": state.epoch,
+            "weights_sha256_per_rank": weights_sha256_per_rank,
+            "train_seconds": round(sum(r["train_seconds"] + r.get("val_seconds", 0.0) for r in state.history), 1),
+            "epochs": state.history,
+        },
+    )
 
 
 def _result(run_dir: Path, state: _State, last_path: Path, best_path: Path, digests: list[str]) -> TrainResult:
-    return TrainResult(run_dir=run_dir, best_val_dice=state.best_val_dice, best_epoch=state.best_epoch,
-                       last_checkpoint=last_path, best_checkpoint=best_path if best_path.is_file() else None,
-                       epochs_done=state.epoch, weights_sha256_per_rank=digests)
+    return TrainResult(
+        run_dir=run_dir,
+        best_val_dice=state.best_val_dice,
+        best_epoch=state.best_epoch,
+        last_checkpoint=last_path,
+        best_checkpoint=best_path if best_path.is_file() else None,
+        epochs_done=state.epoch,
+        weights_sha256_per_rank=digests,
+    )

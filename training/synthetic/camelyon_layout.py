@@ -38,8 +38,9 @@ logger = logging.getLogger(__name__)
 _SPLIT_SEED_OFFSET = {"tumor": 1_000_003, "normal": 2_000_003, "test": 3_000_017}
 
 
-def write_ground_truth(scene: SlideScene, xml_path: str | Path, mask_path: str | Path | None = None,
-                       pyramid: bool = True, workers: int | None = None) -> tuple[Path, Path | None]:
+def write_ground_truth(
+    scene: SlideScene, xml_path: str | Path, mask_path: str | Path | None = None, pyramid: bool = True, workers: int | None = None
+) -> tuple[Path, Path | None]:
     """Write the scene's tumour polygons as ASAP XML and (unless ``mask_path`` is None) as a mask TIFF.
 
     A normal scene gives an XML with no annotations and an all-zero mask.
@@ -56,13 +57,15 @@ def describe_lesions(scene: SlideScene) -> list[dict]:
     out = []
     for t in scene.tumors:
         p = t.polygon_xy
-        out.append({
-            "category": t.category,
-            "major_axis_um": round(t.major_axis_um, 3),
-            "centroid_xy": [round(float(v), 2) for v in p.mean(0)],
-            "bbox_xyxy": [round(float(v), 2) for v in (*p.min(0), *p.max(0))],
-            "n_vertices": int(len(p)),
-        })
+        out.append(
+            {
+                "category": t.category,
+                "major_axis_um": round(t.major_axis_um, 3),
+                "centroid_xy": [round(float(v), 2) for v in p.mean(0)],
+                "bbox_xyxy": [round(float(v), 2) for v in (*p.min(0), *p.max(0))],
+                "n_vertices": int(len(p)),
+            }
+        )
     return out
 
 
@@ -142,9 +145,16 @@ def write_camelyon_like_dataset(
         slide_seed = _split_seed(seed, split, index)
         scene = scene_for(slide_seed, size_xy_level0, tumor)
         write_slide(scene, tif, pyramid=pyramid, workers=workers)
-        manifest["slides"].append({"image": tif.stem, "path": str(tif.relative_to(root)), "split": split,
-                                   "type": "Tumor" if scene.is_tumor else "Normal", "seed": slide_seed,
-                                   "lesions": describe_lesions(scene)})
+        manifest["slides"].append(
+            {
+                "image": tif.stem,
+                "path": str(tif.relative_to(root)),
+                "split": split,
+                "type": "Tumor" if scene.is_tumor else "Normal",
+                "seed": slide_seed,
+                "lesions": describe_lesions(scene),
+            }
+        )
         return scene
 
     for i in range(n_tumor):
@@ -183,8 +193,7 @@ def write_camelyon_like_dataset(
     ds.manifest = root / "manifest.json"
     root.mkdir(parents=True, exist_ok=True)
     ds.manifest.write_text(json.dumps(manifest, indent=1))
-    logger.info("Wrote %d tumour, %d normal and %d test slides to %s in %.1f s", n_tumor, n_normal, n_test, root,
-                time.perf_counter() - t0)
+    logger.info("Wrote %d tumour, %d normal and %d test slides to %s in %.1f s", n_tumor, n_normal, n_test, root, time.perf_counter() - t0)
     return ds
 
 
@@ -205,8 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    write_camelyon_like_dataset(args.out_dir, args.n_tumor, args.n_normal, args.n_test, args.size, args.seed,
-                                pyramid=not args.no_pyramid, workers=args.workers)
+    write_camelyon_like_dataset(
+        args.out_dir, args.n_tumor, args.n_normal, args.n_test, args.size, args.seed, pyramid=not args.no_pyramid, workers=args.workers
+    )
     return 0
 
 

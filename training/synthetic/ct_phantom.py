@@ -64,8 +64,11 @@ class _Grid:
     def box(self, centre_xyz: np.ndarray, half_xyz: np.ndarray) -> tuple[slice, slice, slice] | None:
         """Index slices (z, y, x) of the voxels within ``half_xyz`` mm of a centre; None if empty."""
         slices = []
-        for axis, c, h in ((self.z, centre_xyz[2], half_xyz[2]), (self.y, centre_xyz[1], half_xyz[1]),
-                           (self.x, centre_xyz[0], half_xyz[0])):
+        for axis, c, h in (
+            (self.z, centre_xyz[2], half_xyz[2]),
+            (self.y, centre_xyz[1], half_xyz[1]),
+            (self.x, centre_xyz[0], half_xyz[0]),
+        ):
             lo, hi = np.searchsorted(axis, [c - h, c + h])
             if hi <= lo:
                 return None
@@ -77,7 +80,7 @@ class _Grid:
         return (self.x[box[2]][None, None, :], self.y[box[1]][None, :, None], self.z[box[0]][:, None, None])
 
 
-_RBF_STD = float(np.pi ** 0.75)  # std of a unit-weight Gaussian-RBF lattice field with spacing = width
+_RBF_STD = float(np.pi**0.75)  # std of a unit-weight Gaussian-RBF lattice field with spacing = width
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -93,14 +96,16 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 def _lattice_normals(seed: int, kz: np.ndarray, ky: np.ndarray, kx: np.ndarray) -> np.ndarray:
     """Standard normal weights of lattice nodes (kz, ky, kx), a pure function of (seed, node)."""
     offset = np.int64(1 << 20)
-    node = (((kz.astype(np.int64)[:, None, None] + offset) << np.int64(42))
-            | ((ky.astype(np.int64)[None, :, None] + offset) << np.int64(21))
-            | (kx.astype(np.int64)[None, None, :] + offset)).astype(np.uint64)
+    node = (
+        ((kz.astype(np.int64)[:, None, None] + offset) << np.int64(42))
+        | ((ky.astype(np.int64)[None, :, None] + offset) << np.int64(21))
+        | (kx.astype(np.int64)[None, None, :] + offset)
+    ).astype(np.uint64)
     key = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
     h1 = _splitmix64(_splitmix64(node * np.uint64(2)) ^ key)
     h2 = _splitmix64(_splitmix64(node * np.uint64(2) + np.uint64(1)) ^ key)
-    u1 = ((h1 >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0 ** -53  # (0, 1]
-    u2 = (h2 >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    u1 = ((h1 >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0**-53  # (0, 1]
+    u2 = (h2 >> np.uint64(11)).astype(np.float64) * 2.0**-53
     return (np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)).astype(np.float32)
 
 
@@ -208,7 +213,7 @@ class _Body:
         self.theta = np.arctan2(dy, dx)
         rho = ((np.abs(dx) / self.a) ** self.p + (np.abs(dy) / self.b) ** self.p) ** (1.0 / self.p)
         self.boundary = np.where(rho > 0, self.r / np.maximum(rho, 1e-6), 1e6).astype(np.float32)  # (ny, nx)
-        self.scale = (1.0 + self.scale_amp * np.sin(2 * np.pi * grid.z / self.scale_period + self.scale_phase))
+        self.scale = 1.0 + self.scale_amp * np.sin(2 * np.pi * grid.z / self.scale_period + self.scale_phase)
         self.scale = self.scale.astype(np.float32)[:, None, None]
 
     def fat_thickness(self, theta):
@@ -231,8 +236,7 @@ def _seed(rng: np.random.Generator) -> int:
     return int(rng.integers(0, 2**63 - 1))
 
 
-def make_abdomen_phantom(shape_zyx: tuple[int, int, int], spacing_zyx_mm: tuple[float, float, float],
-                         seed: int) -> CTPhantom:
+def make_abdomen_phantom(shape_zyx: tuple[int, int, int], spacing_zyx_mm: tuple[float, float, float], seed: int) -> CTPhantom:
     """A plausible non-contrast abdominal CT (int16 HU) and its spleen mask (uint8), both (z, y, x).
 
     The anatomy depends on ``seed`` only, in millimetres about the volume centre; the shape and
@@ -243,8 +247,13 @@ def make_abdomen_phantom(shape_zyx: tuple[int, int, int], spacing_zyx_mm: tuple[
     if len(shape) != 3 or min(shape) < 1 or len(spacing) != 3 or min(spacing) <= 0:
         raise ValueError(f"need a 3-D shape and positive spacing, got {shape_zyx} and {spacing_zyx_mm}")
     # One independent stream per structure: what one draws never shifts another's parameters.
-    streams = dict(zip(("body", "trunk", "gas", "stomach", "liver", "spine", "kidneys", "spleen", "vessels",
-                        "ribs", "thorax", "render", "noise"), np.random.default_rng(seed).spawn(13), strict=False))
+    streams = dict(
+        zip(
+            ("body", "trunk", "gas", "stomach", "liver", "spine", "kidneys", "spleen", "vessels", "ribs", "thorax", "render", "noise"),
+            np.random.default_rng(seed).spawn(13),
+            strict=False,
+        )
+    )
     grid = _Grid.centred(shape, spacing)
     body = _Body(streams["body"], grid)
     z0, spleen_z = body.z0, body.spleen_z
@@ -286,8 +295,7 @@ def _draw_gas_pockets(rng, grid, body, tissue, z0) -> None:
         phi = rng.uniform(-np.pi, np.pi)
         radius = rng.uniform(0.0, 0.8) * body.inner_radius(phi)
         centre = body.point(phi, radius, z0 + rng.uniform(-150, 60))
-        pockets.append(_Ellipsoid(centre, np.eye(3), rng.uniform(5, 18, size=3), lobulation=0.2,
-                                  lobulation_mm=10.0, seed=_seed(rng)))
+        pockets.append(_Ellipsoid(centre, np.eye(3), rng.uniform(5, 18, size=3), lobulation=0.2, lobulation_mm=10.0, seed=_seed(rng)))
     for pocket in pockets:
         gas = pocket.field(grid)
         if gas is not None:
@@ -320,10 +328,15 @@ def _draw_liver(rng, grid, body, tissue, z0) -> None:
     semi = np.array([rng.uniform(70, 90), rng.uniform(70, 90), rng.uniform(70, 95)])
     centre = body.point(phi, body.inner_radius(phi) - 0.8 * semi[0], z0 + rng.uniform(10, 35))
     right = _Ellipsoid(centre, np.eye(3), semi, lobulation=0.12, lobulation_mm=40.0, seed=_seed(rng))
-    left_centre = np.array([body.cx + rng.uniform(-10, 35),
-                            body.cy - rng.uniform(0.35, 0.55) * body.b, centre[2] + rng.uniform(0, 30)])
-    left = _Ellipsoid(left_centre, np.eye(3), np.array([rng.uniform(55, 80), rng.uniform(22, 35), rng.uniform(40, 60)]),
-                      lobulation=0.12, lobulation_mm=30.0, seed=_seed(rng))
+    left_centre = np.array([body.cx + rng.uniform(-10, 35), body.cy - rng.uniform(0.35, 0.55) * body.b, centre[2] + rng.uniform(0, 30)])
+    left = _Ellipsoid(
+        left_centre,
+        np.eye(3),
+        np.array([rng.uniform(55, 80), rng.uniform(22, 35), rng.uniform(40, 60)]),
+        lobulation=0.12,
+        lobulation_mm=30.0,
+        seed=_seed(rng),
+    )
     over = _CAVITY_FILL + (STOMACH_WALL, STOMACH_FLUID)
     for lobe in (right, left):
         shape = lobe.field(grid)
@@ -343,8 +356,7 @@ def _draw_kidneys(rng, grid, body, tissue, spleen_z, spine) -> None:
         axes = np.array([u, v, np.cross(u, v)])
         semi = np.array([rng.uniform(48, 60), rng.uniform(24, 32), rng.uniform(18, 24)])
         kidney = _Ellipsoid(centre, axes, semi, lobulation=0.06, lobulation_mm=30.0, seed=_seed(rng), margin=1.3)
-        sinus = _Ellipsoid(centre + _unit([-side, -0.6, 0.0]) * semi[1] * 0.55, axes,
-                           semi * np.array([0.45, 0.35, 0.4]))
+        sinus = _Ellipsoid(centre + _unit([-side, -0.6, 0.0]) * semi[1] * 0.55, axes, semi * np.array([0.45, 0.35, 0.4]))
         kidneys.append((kidney, sinus, rng.uniform(1.15, 1.5) ** 2))
     for kidney, sinus, halo in kidneys:
         shape = kidney.field(grid)
@@ -369,8 +381,9 @@ def _draw_spleen(rng, grid, body, tissue, spleen_z) -> np.ndarray:
     axes = np.array([u, np.cross(outward, u), outward])
     centre = body.point(phi, body.inner_radius(phi) - semi[2] - rng.uniform(0, 6), spleen_z)
     bend = (rng.uniform(0.3, 0.8) * semi[2] / semi[0] ** 2, rng.uniform(0.1, 0.5) * semi[2] / semi[1] ** 2)
-    spleen = _Ellipsoid(centre, axes, semi, bend=bend, lobulation=rng.uniform(0.05, 0.15),
-                        lobulation_mm=rng.uniform(20, 35), seed=_seed(rng))
+    spleen = _Ellipsoid(
+        centre, axes, semi, bend=bend, lobulation=rng.uniform(0.05, 0.15), lobulation_mm=rng.uniform(20, 35), seed=_seed(rng)
+    )
     halo = rng.uniform(1.05, 1.3) ** 2  # a thin perisplenic fat plane where it borders the cavity
     hilum = _Ellipsoid(centre - outward * semi[2] * rng.uniform(0.7, 1.0), axes, semi * np.array([0.25, 0.3, 0.45]))
     shape = spleen.field(grid)
@@ -410,7 +423,7 @@ def _draw_spine(rng, grid, body, tissue, spleen_z) -> dict[str, float]:
     bone2d = arch | spinous | transverse | (vertebra < 1)
     tissue[np.isin(tissue, (FAT, MUSCLE, BOWEL, GAS)) & paraspinal[None]] = MUSCLE
     tissue[:, bone2d] = CORTICAL_BONE
-    tissue[:, vertebra < shell ** 2] = CANCELLOUS_BONE
+    tissue[:, vertebra < shell**2] = CANCELLOUS_BONE
     tissue[:, dcanal < canal_r] = CSF
     disc_z = ((grid.z - spleen_z - disc_phase) % pitch) < disc
     if disc_z.any():
@@ -420,7 +433,7 @@ def _draw_spine(rng, grid, body, tissue, spleen_z) -> dict[str, float]:
     zsel = grid.z < psoas_top  # psoas muscles, growing toward the pelvis below the kidneys
     if zsel.any():
         grow = np.clip((psoas_top - grid.z[zsel]) / 120.0, 0.15, 1.0)[:, None, None] * psoas_r
-        psoas = ((np.abs(x) - psoas_x) ** 2)[None] + ((y + ry * 0.2) ** 2)[None] < grow ** 2
+        psoas = ((np.abs(x) - psoas_x) ** 2)[None] + ((y + ry * 0.2) ** 2)[None] < grow**2
         sub = tissue[zsel]
         sub[psoas & np.isin(sub, (FAT, BOWEL, GAS))] = MUSCLE
         tissue[zsel] = sub
@@ -463,17 +476,19 @@ def _draw_thorax(rng, grid, body, tissue, spleen_top) -> None:
     x_left, x_right = body.cx + rng.uniform(55, 90), body.cx - rng.uniform(55, 90)
     yd, curvature = body.cy + rng.uniform(0, 30), rng.uniform(120, 220)
     # the left dome passes from 5 mm below to 10 mm above the spleen's top
-    z_left = spleen_top[2] + rng.uniform(-5, 10) + ((spleen_top[0] - x_left) ** 2 + (spleen_top[1] - yd) ** 2) / (
-        2 * curvature)
+    z_left = spleen_top[2] + rng.uniform(-5, 10) + ((spleen_top[0] - x_left) ** 2 + (spleen_top[1] - yd) ** 2) / (2 * curvature)
     z_right = z_left + rng.uniform(-5, 20)
     thickness = rng.uniform(4, 7)
-    heart = _Ellipsoid(np.array([body.cx + rng.uniform(10, 35), body.cy - rng.uniform(15, 40),
-                                 max(z_left, z_right) + rng.uniform(45, 65)]), np.eye(3),
-                       np.array([rng.uniform(55, 70), rng.uniform(45, 55), rng.uniform(50, 60)]))
+    heart = _Ellipsoid(
+        np.array([body.cx + rng.uniform(10, 35), body.cy - rng.uniform(15, 40), max(z_left, z_right) + rng.uniform(45, 65)]),
+        np.eye(3),
+        np.array([rng.uniform(55, 70), rng.uniform(45, 55), rng.uniform(50, 60)]),
+    )
     dx = grid.x[None, :]
     dy2 = (grid.y[:, None] - yd) ** 2
-    dome = np.maximum(z_left - ((dx - x_left) ** 2 + dy2) / (2 * curvature),
-                      z_right - ((dx - x_right) ** 2 + dy2) / (2 * curvature)).astype(np.float32)
+    dome = np.maximum(
+        z_left - ((dx - x_left) ** 2 + dy2) / (2 * curvature), z_right - ((dx - x_right) ** 2 + dy2) / (2 * curvature)
+    ).astype(np.float32)
     zsel = grid.z > float(dome.min())
     if not zsel.any():
         return

@@ -108,8 +108,7 @@ def write_ct_series(
         raise ValueError(f"spacing_zyx_mm must be three positive numbers, got {spacing_zyx_mm}")
     if modality != "CT":
         raise ValueError(f"this writer writes CT Image Storage only, got modality {modality!r}")
-    origin = tuple(float(v) for v in (origin_lps_mm if origin_lps_mm is not None
-                                      else centred_origin_lps_mm(hu.shape, spacing)))
+    origin = tuple(float(v) for v in (origin_lps_mm if origin_lps_mm is not None else centred_origin_lps_mm(hu.shape, spacing)))
     if len(origin) != 3:
         raise ValueError(f"origin_lps_mm must be (x, y, z), got {origin_lps_mm}")
 
@@ -122,10 +121,19 @@ def write_ct_series(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     template = _series_template(
-        study_uid=study_uid, series_uid=series_uid, frame_uid=frame_uid, when=when, patient_id=patient_id,
-        patient_name=patient_name, series_number=series_number, series_description=series_description,
-        study_description=study_description, body_part_examined=body_part_examined, image_type=image_type,
-        manufacturer=manufacturer, window_center_width=window_center_width,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        frame_uid=frame_uid,
+        when=when,
+        patient_id=patient_id,
+        patient_name=patient_name,
+        series_number=series_number,
+        series_description=series_description,
+        study_description=study_description,
+        body_part_examined=body_part_examined,
+        image_type=image_type,
+        manufacturer=manufacturer,
+        window_center_width=window_center_width,
     )
     rows, columns = hu.shape[1], hu.shape[2]
     template.Rows, template.Columns = rows, columns
@@ -163,9 +171,22 @@ def _file_meta(sop_instance_uid: str) -> FileMetaDataset:
     return meta
 
 
-def _series_template(*, study_uid, series_uid, frame_uid, when, patient_id, patient_name, series_number,
-                     series_description, study_description, body_part_examined, image_type, manufacturer,
-                     window_center_width) -> pydicom.Dataset:
+def _series_template(
+    *,
+    study_uid,
+    series_uid,
+    frame_uid,
+    when,
+    patient_id,
+    patient_name,
+    series_number,
+    series_description,
+    study_description,
+    body_part_examined,
+    image_type,
+    manufacturer,
+    window_center_width,
+) -> pydicom.Dataset:
     """The attributes shared by every slice of the series."""
     date, time = when.strftime("%Y%m%d"), when.strftime("%H%M%S")
     ds = pydicom.Dataset()

@@ -45,8 +45,7 @@ class MsdCase:
     phantom_seed: int
 
 
-def nifti_affine_ras(shape_zyx: Sequence[int], spacing_zyx_mm: Sequence[float],
-                     origin_lps_mm: Sequence[float] | None = None) -> np.ndarray:
+def nifti_affine_ras(shape_zyx: Sequence[int], spacing_zyx_mm: Sequence[float], origin_lps_mm: Sequence[float] | None = None) -> np.ndarray:
     """4x4 affine from (x, y, z) = (column, row, slice) indices to RAS mm, for an axial LPS volume."""
     sz, sy, sx = (float(s) for s in spacing_zyx_mm)
     ox, oy, oz = origin_lps_mm if origin_lps_mm is not None else centred_origin_lps_mm(shape_zyx, spacing_zyx_mm)
@@ -77,9 +76,14 @@ def case_seed(dataset_seed: int, case_id: int) -> int:
     return int(np.random.SeedSequence([int(dataset_seed), int(case_id), 0x5B1EE4]).generate_state(1)[0])
 
 
-def write_msd_spleen_dataset(out_dir: Path, n_cases: int, shape_zyx: Sequence[int] | None = None,
-                             spacing_zyx_mm: Sequence[float] | None = None, seed: int = 0,
-                             workers: int = 1) -> list[MsdCase]:
+def write_msd_spleen_dataset(
+    out_dir: Path,
+    n_cases: int,
+    shape_zyx: Sequence[int] | None = None,
+    spacing_zyx_mm: Sequence[float] | None = None,
+    seed: int = 0,
+    workers: int = 1,
+) -> list[MsdCase]:
     """Write ``n_cases`` phantoms as spleen_1..spleen_N with a Task09-style dataset.json.
 
     ``shape_zyx`` / ``spacing_zyx_mm`` fix the acquisition of every case; left as None, each case
@@ -110,16 +114,18 @@ def write_msd_spleen_dataset(out_dir: Path, n_cases: int, shape_zyx: Sequence[in
     return cases
 
 
-def _write_case(out_dir: Path, case_id: int, shape: tuple[int, int, int], spacing: tuple[float, float, float],
-                phantom_seed: int) -> MsdCase:
+def _write_case(
+    out_dir: Path, case_id: int, shape: tuple[int, int, int], spacing: tuple[float, float, float], phantom_seed: int
+) -> MsdCase:
     phantom = make_abdomen_phantom(shape, spacing, phantom_seed)
     affine = nifti_affine_ras(shape, spacing)
     image = out_dir / "imagesTr" / f"spleen_{case_id}.nii.gz"
     label = out_dir / "labelsTr" / f"spleen_{case_id}.nii.gz"
     write_nifti_zyx(phantom.hu_zyx, affine, image)
     write_nifti_zyx(phantom.spleen_mask_zyx, affine, label)
-    logger.info("case %d (phantom seed %d): shape %s spacing %s mm, spleen %.0f mL", case_id, phantom_seed, shape,
-                spacing, phantom.spleen_volume_ml)
+    logger.info(
+        "case %d (phantom seed %d): shape %s spacing %s mm, spleen %.0f mL", case_id, phantom_seed, shape, spacing, phantom.spleen_volume_ml
+    )
     return MsdCase(case_id, image, label, shape, spacing, phantom.spleen_volume_ml, phantom_seed)
 
 

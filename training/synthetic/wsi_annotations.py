@@ -33,8 +33,9 @@ EXCLUSION_GROUPS = ("_2", "Exclusion")
 """Groups that mark non-tumour areas inside tumour outlines (Camelyon16 re-annotations, Camelyon17)."""
 
 
-def write_asap_xml(polygons: Iterable[np.ndarray], path: str | Path, group: str = TUMOR_GROUP,
-                   color: str = "#F4FA58", group_color: str = "#00ff00") -> Path:
+def write_asap_xml(
+    polygons: Iterable[np.ndarray], path: str | Path, group: str = TUMOR_GROUP, color: str = "#F4FA58", group_color: str = "#00ff00"
+) -> Path:
     """Write polygons ((n, 2) level-0 x, y) as a Camelyon16-style ASAP XML file; returns the path.
 
     An empty ``polygons`` writes a file with no annotations (and still the group).
@@ -45,8 +46,7 @@ def write_asap_xml(polygons: Iterable[np.ndarray], path: str | Path, group: str 
         p = np.asarray(poly, np.float64)
         if p.ndim != 2 or p.shape[1] != 2 or len(p) < 3:
             raise ValueError(f"polygon {k} must be (n >= 3, 2), got {p.shape}")
-        ann = ET.SubElement(annotations, "Annotation", {"Name": f"Annotation {k}", "Type": "Polygon",
-                                                        "PartOfGroup": group, "Color": color})
+        ann = ET.SubElement(annotations, "Annotation", {"Name": f"Annotation {k}", "Type": "Polygon", "PartOfGroup": group, "Color": color})
         coords = ET.SubElement(ann, "Coordinates")
         for order, (x, y) in enumerate(p):
             ET.SubElement(coords, "Coordinate", {"Order": str(order), "X": f"{x:.4f}", "Y": f"{y:.4f}"})
@@ -75,8 +75,9 @@ def read_asap_xml_groups(path: str | Path) -> dict[str, list[np.ndarray]]:
             continue
         rows = []
         for c in ann.iter("Coordinate"):
-            rows.append((float(c.get("Order", len(rows))), float(c.get("X", "nan").replace(",", ".")),
-                         float(c.get("Y", "nan").replace(",", "."))))
+            rows.append(
+                (float(c.get("Order", len(rows))), float(c.get("X", "nan").replace(",", ".")), float(c.get("Y", "nan").replace(",", ".")))
+            )
         if len(rows) < 3:
             logger.debug("skipping annotation %s with %d vertices", ann.get("Name"), len(rows))
             continue
@@ -87,8 +88,9 @@ def read_asap_xml_groups(path: str | Path) -> dict[str, list[np.ndarray]]:
     return out
 
 
-def read_asap_xml(path: str | Path, groups: Sequence[str] | None = None,
-                  exclude_groups: Sequence[str] = EXCLUSION_GROUPS) -> list[np.ndarray]:
+def read_asap_xml(
+    path: str | Path, groups: Sequence[str] | None = None, exclude_groups: Sequence[str] = EXCLUSION_GROUPS
+) -> list[np.ndarray]:
     """Tumour polygons of an ASAP XML file: list of (n, 2) float64 arrays of level-0 (x, y).
 
     Args:

@@ -451,15 +451,19 @@ class SlideScene:
             E += weights["lymph"] * (F32(0.32) + F32(0.12) * mottle)
         if active["gc"]:
             w = weights["gc"]
-            hn = np.maximum(nuclei(CENTROBLASTS, X, Y, d, subkey(key, "cb"), mpp, fine),
-                            nuclei(SPARSE_LYMPHOCYTES, X, Y, d, subkey(key, "gcl"), mpp, fine))
+            hn = np.maximum(
+                nuclei(CENTROBLASTS, X, Y, d, subkey(key, "cb"), mpp, fine),
+                nuclei(SPARSE_LYMPHOCYTES, X, Y, d, subkey(key, "gcl"), mpp, fine),
+            )
             H += w * hn
             E += w * (F32(0.34) + F32(0.15) * mottle)
         if active["sinus"]:
             w = weights["sinus"]
             contour = contour_field(X, Y, d, mpp, subkey(key, "contour"))
-            hn = np.maximum(nuclei(HISTIOCYTES, X, Y, d, subkey(key, "his"), mpp, fine, contour),
-                            nuclei(SPARSE_LYMPHOCYTES, X, Y, d, subkey(key, "sly"), mpp, fine))
+            hn = np.maximum(
+                nuclei(HISTIOCYTES, X, Y, d, subkey(key, "his"), mpp, fine, contour),
+                nuclei(SPARSE_LYMPHOCYTES, X, Y, d, subkey(key, "sly"), mpp, fine),
+            )
             H += w * hn
             E += w * (F32(0.2) + F32(0.2) * mottle)
         if active["fibrous"]:
@@ -480,8 +484,18 @@ class SlideScene:
         if active["tumor"]:
             w = weights["tumor"]
             contour = contour_field(X, Y, d, mpp, subkey(key, "contour"))
-            hn = nuclei(TUMOR_CELLS, X, Y, d, subkey(key, "tum"), mpp, fine, contour,
-                        keep=lambda xc, yc: in_tumor(xc, yc, nests=True), mean_weight=w)
+            hn = nuclei(
+                TUMOR_CELLS,
+                X,
+                Y,
+                d,
+                subkey(key, "tum"),
+                mpp,
+                fine,
+                contour,
+                keep=lambda xc, yc: in_tumor(xc, yc, nests=True),
+                mean_weight=w,
+            )
             np.maximum(H, hn, out=H)  # whole nuclei, selected by centre
             cyto = F32(0.3) + F32(0.15) * mottle
             E += w * cyto
@@ -523,8 +537,9 @@ def _lut_at(lut: np.ndarray, theta: float) -> float:
     return float(np.interp((theta + np.pi) * _LUT_N / (2 * np.pi), np.arange(_LUT_N + 1), lut))
 
 
-def _make_section(rng: np.random.Generator, centre: tuple[float, float], semi_axes_px: tuple[float, float],
-                  angle: float, mpp: float, tight: bool) -> TissueSection:
+def _make_section(
+    rng: np.random.Generator, centre: tuple[float, float], semi_axes_px: tuple[float, float], angle: float, mpp: float, tight: bool
+) -> TissueSection:
     """A lymph node of the given semi-axes (outer edge), with a variable fat rim, capsule and follicles.
 
     ``tight``: a rounder outline and a thin fat rim, for a node that must hold a big tumour.
@@ -559,9 +574,15 @@ def _make_section(rng: np.random.Generator, centre: tuple[float, float], semi_ax
     return TissueSection(shape, node_lut, capsule_px, np.array(follicles, np.float64).reshape(-1, 3))
 
 
-def _place_sections(rng: np.random.Generator, W: int, H: int, mpp: float, tissue_fraction: float,
-                    first_semi_axes: tuple[float, float] | None,
-                    min_first_semi_axes: tuple[float, float] | None = None) -> list[TissueSection]:
+def _place_sections(
+    rng: np.random.Generator,
+    W: int,
+    H: int,
+    mpp: float,
+    tissue_fraction: float,
+    first_semi_axes: tuple[float, float] | None,
+    min_first_semi_axes: tuple[float, float] | None = None,
+) -> list[TissueSection]:
     """1-3 sections covering about ``tissue_fraction`` of the slide.
 
     The first has at least ``first_semi_axes`` where the slide allows, and never less than
@@ -596,7 +617,8 @@ def _place_sections(rng: np.random.Generator, W: int, H: int, mpp: float, tissue
             if need_a > lim_a or need_b > lim_b:
                 raise ValueError(
                     f"a {2 * need_a * mpp:.0f} x {2 * need_b * mpp:.0f} um lymph node for the largest tumour does not fit "
-                    f"a {W * mpp:.0f} x {H * mpp:.0f} um slide; use a larger slide or smaller tumour_sizes_um")
+                    f"a {W * mpp:.0f} x {H * mpp:.0f} um slide; use a larger slide or smaller tumour_sizes_um"
+                )
             a, b = min(a, lim_a), min(b, lim_b)
             half_long, half_short = grow * a, grow * b
             ext_x, ext_y = (half_long, half_short) if landscape else (half_short, half_long)
@@ -648,8 +670,9 @@ def _separated(a: StarShape, pa: np.ndarray, b: StarShape, pb: np.ndarray, gap_p
     return bool(d2.min() >= gap_px * gap_px)
 
 
-def _place_tumors(rng: np.random.Generator, sections: list[TissueSection], templates: list[_TumorTemplate],
-                  mpp: float) -> list[TumorRegion]:
+def _place_tumors(
+    rng: np.random.Generator, sections: list[TissueSection], templates: list[_TumorTemplate], mpp: float
+) -> list[TumorRegion]:
     """Tumours inside the nodes (>= 40 um from the node edge), >= 180 um apart so that regions grown by 75 um never merge.
 
     Placed largest first; the largest in the first node, roughly along its major axis. The whole set
@@ -682,8 +705,11 @@ def _place_tumors(rng: np.random.Generator, sections: list[TissueSection], templ
                 # cheap rejections first: the centre's depth in the node, its distance to the others
                 if s.shape.depth_at(cx, cy, s.node_lut)[1][0] < r_in + margin_px:
                     continue
-                if any(o.depth_at(cx, cy)[0][0] > -(r_in + gap_px)
-                       or np.hypot(op[:, 0] - centre[0], op[:, 1] - centre[1]).min() < r_in + gap_px for o, op in placed.values()):
+                if any(
+                    o.depth_at(cx, cy)[0][0] > -(r_in + gap_px)
+                    or np.hypot(op[:, 0] - centre[0], op[:, 1] - centre[1]).min() < r_in + gap_px
+                    for o, op in placed.values()
+                ):
                     continue
                 shape = StarShape(centre, angle, tpl.semi_axes_px, tpl.lut)
                 outline = shape.polygon_n(96)
@@ -761,6 +787,7 @@ def make_slide_scene(
             first = (first[0] * 1.04, first[1] * 1.04)
             logger.debug("tumour placement failed (attempt %d); retrying with a larger first node", attempt + 1)
     scene = SlideScene((W, H), int(seed), float(mpp), tuple(sections), tuple(tumors), stain)
-    logger.debug("scene seed=%d size=%dx%d sections=%d tumours=%s", seed, W, H, len(sections),
-                 [(t.category, round(t.major_axis_um)) for t in tumors])
+    logger.debug(
+        "scene seed=%d size=%dx%d sections=%d tumours=%s", seed, W, H, len(sections), [(t.category, round(t.major_axis_um)) for t in tumors]
+    )
     return scene

@@ -82,14 +82,20 @@ def _parse_sizes(text: str) -> tuple[float, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.synthetic.wsi_slide",
-                                 description="Write a synthetic H&E lymph-node slide (tiled pyramidal TIFF) with its ASAP XML and tumour mask.")
+    ap = argparse.ArgumentParser(
+        prog="python -m training.synthetic.wsi_slide",
+        description="Write a synthetic H&E lymph-node slide (tiled pyramidal TIFF) with its ASAP XML and tumour mask.",
+    )
     ap.add_argument("out", type=Path, help="slide path (.tif); OUT.xml and OUT_mask.tif are written next to it")
     ap.add_argument("--size", type=_parse_size, default=(16384, 12288), help="level-0 WIDTHxHEIGHT (default 16384x12288)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--normal", action="store_true", help="no tumour")
-    ap.add_argument("--tumor-sizes", type=_parse_sizes, default=DEFAULT_TUMOR_SIZES_UM,
-                    help="comma-separated lesion major axes in um (default %(default)s)")
+    ap.add_argument(
+        "--tumor-sizes",
+        type=_parse_sizes,
+        default=DEFAULT_TUMOR_SIZES_UM,
+        help="comma-separated lesion major axes in um (default %(default)s)",
+    )
     ap.add_argument("--no-pyramid", action="store_true", help="level 0 only")
     ap.add_argument("--tile-size", type=int, default=256)
     ap.add_argument("--jpeg-quality", type=int, default=90)
@@ -100,8 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     scene = make_slide_scene(args.size, args.seed, () if args.normal else args.tumor_sizes)
     for lesion in describe_lesions(scene):
         logger.info("lesion %s", lesion)
-    write_slide(scene, args.out, tile_size=args.tile_size, pyramid=not args.no_pyramid,
-                jpeg_quality=args.jpeg_quality, workers=args.workers)
+    write_slide(
+        scene, args.out, tile_size=args.tile_size, pyramid=not args.no_pyramid, jpeg_quality=args.jpeg_quality, workers=args.workers
+    )
     xml, mask = ground_truth_paths(args.out)
     write_ground_truth(scene, xml, mask, workers=args.workers)  # the mask keeps its pyramid (FROC reads level 5)
     logger.info("Done in %.1f s: %s, %s, %s", time.perf_counter() - t0, args.out, xml, mask)

@@ -166,11 +166,17 @@ class NucleusLayer:
 
 
 LYMPHOCYTES = NucleusLayer("lymphocytes", cell_um=7.0, r_um=(2.4, 3.4), max_aspect=1.0, presence=0.94, stain=2.0, mean_h=0.6841)
-SPARSE_LYMPHOCYTES = NucleusLayer("sparse_lymphocytes", cell_um=7.0, r_um=(2.4, 3.3), max_aspect=1.0, presence=0.25, stain=2.0, mean_h=0.1565)
+SPARSE_LYMPHOCYTES = NucleusLayer(
+    "sparse_lymphocytes", cell_um=7.0, r_um=(2.4, 3.3), max_aspect=1.0, presence=0.25, stain=2.0, mean_h=0.1565
+)
 CENTROBLASTS = NucleusLayer("centroblasts", cell_um=10.6, r_um=(3.4, 4.6), max_aspect=1.3, presence=0.85, stain=1.3, mean_h=0.3758)
-HISTIOCYTES = NucleusLayer("histiocytes", cell_um=22.0, r_um=(4.0, 6.0), max_aspect=1.6, presence=0.35, stain=1.2, mean_h=0.0478, vesicular=True)
+HISTIOCYTES = NucleusLayer(
+    "histiocytes", cell_um=22.0, r_um=(4.0, 6.0), max_aspect=1.6, presence=0.35, stain=1.2, mean_h=0.0478, vesicular=True
+)
 SPINDLE = NucleusLayer("spindle", cell_um=18.0, r_um=(1.8, 2.4), max_aspect=4.0, presence=0.45, stain=1.7, mean_h=0.0211)
-TUMOR_CELLS = NucleusLayer("tumor", cell_um=15.0, r_um=(5.0, 6.5), max_aspect=1.3, presence=1.0, stain=1.75, mean_h=0.4944, jitter=0.9, vesicular=True)
+TUMOR_CELLS = NucleusLayer(
+    "tumor", cell_um=15.0, r_um=(5.0, 6.5), max_aspect=1.3, presence=1.0, stain=1.75, mean_h=0.4944, jitter=0.9, vesicular=True
+)
 NUCLEUS_LAYERS = (LYMPHOCYTES, SPARSE_LYMPHOCYTES, CENTROBLASTS, HISTIOCYTES, SPINDLE, TUMOR_CELLS)
 
 # channels of one cell's hash
@@ -181,8 +187,9 @@ KeepFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """keep(x, y) -> bool array: which nuclei, by their level-0 centres, exist (e.g. only inside a tumour)."""
 
 
-def _cell_table(layer: NucleusLayer, gx: np.ndarray, gy: np.ndarray, key: int, mpp: float, edge_px: float,
-                keep: KeepFn | None = None) -> dict[str, np.ndarray]:
+def _cell_table(
+    layer: NucleusLayer, gx: np.ndarray, gy: np.ndarray, key: int, mpp: float, edge_px: float, keep: KeepFn | None = None
+) -> dict[str, np.ndarray]:
     """Per-cell attributes for cells ``gy[:, None], gx[None, :]``, float32 (len(gy), len(gx)).
 
     ox, oy: centre within the cell (px); k*: the ellipse's quadratic form divided by its
@@ -199,8 +206,7 @@ def _cell_table(layer: NucleusLayer, gx: np.ndarray, gy: np.ndarray, key: int, m
     # coverage ramp in q = (distance / radius)^2: 1 - q ~ 2 (1 - distance / radius) at the edge
     s2 = r / (2 * edge_px)
     t = np.where(present, s2 + 0.5, -1.0)  # absent: never covered
-    table = {"ox": ox, "oy": oy, "t": t,
-             "dark": 0.82 + 0.36 * u[_CH_DARK]}
+    table = {"ox": ox, "oy": oy, "t": t, "dark": 0.82 + 0.36 * u[_CH_DARK]}
     if layer.max_aspect > 1:
         aspect = 1 + (layer.max_aspect - 1) * u[_CH_ASPECT] ** 1.5
         angle = np.pi * u[_CH_ANGLE]
@@ -226,9 +232,17 @@ def _cell_table(layer: NucleusLayer, gx: np.ndarray, gy: np.ndarray, key: int, m
     return {k: np.ascontiguousarray(np.broadcast_to(v, (gy.size, gx.size)), dtype=F32) for k, v in table.items()}
 
 
-def nuclei_detail(layer: NucleusLayer, X: np.ndarray, Y: np.ndarray, d: float, key: int, mpp: float,
-                  fine: np.ndarray | None = None, contour: np.ndarray | None = None,
-                  keep: KeepFn | None = None) -> np.ndarray:
+def nuclei_detail(
+    layer: NucleusLayer,
+    X: np.ndarray,
+    Y: np.ndarray,
+    d: float,
+    key: int,
+    mpp: float,
+    fine: np.ndarray | None = None,
+    contour: np.ndarray | None = None,
+    keep: KeepFn | None = None,
+) -> np.ndarray:
     """Hematoxylin of a layer's nuclei at full detail.
 
     Each nucleus is evaluated on a small window about its centre (a "stamp") and merged into the
@@ -244,8 +258,8 @@ def nuclei_detail(layer: NucleusLayer, X: np.ndarray, Y: np.ndarray, d: float, k
     gx = np.arange(math.floor((X[0] - reach) / c), math.floor((X[-1] + reach) / c) + 1)
     gy = np.arange(math.floor((Y[0] - reach) / c), math.floor((Y[-1] + reach) / c) + 1)
     tab = {k: v.ravel() for k, v in _cell_table(layer, gx, gy, key, mpp, edge, keep).items()}
-    cx = (np.broadcast_to(gx[None, :] * c, (gy.size, gx.size)).ravel() + tab["ox"].astype(np.float64))
-    cy = (np.broadcast_to(gy[:, None] * c, (gy.size, gx.size)).ravel() + tab["oy"].astype(np.float64))
+    cx = np.broadcast_to(gx[None, :] * c, (gy.size, gx.size)).ravel() + tab["ox"].astype(np.float64)
+    cy = np.broadcast_to(gy[:, None] * c, (gy.size, gx.size)).ravel() + tab["oy"].astype(np.float64)
     h, w = Y.size, X.size
     win = int(2 * reach / d) + 2  # window edge in output px
     # first window pixel: the first pixel centre at or after centre - reach
@@ -260,7 +274,7 @@ def nuclei_detail(layer: NucleusLayer, X: np.ndarray, Y: np.ndarray, d: float, k
     out = np.zeros((h + 2 * pad) * wp, F32)
     if contour is not None:
         cpad = np.ones((h + 2 * pad, wp), F32)
-        cpad[pad:pad + h, pad:pad + w] = contour
+        cpad[pad : pad + h, pad : pad + w] = contour
         cpad = cpad.ravel()
     ar = np.arange(win)
     one, zero = F32(1.0), F32(0.0)
@@ -301,7 +315,7 @@ def nuclei_detail(layer: NucleusLayer, X: np.ndarray, Y: np.ndarray, d: float, k
             np.clip(cover, zero, one, out=cover)
         cover *= p("dark")
         out[flat] = np.maximum(out[flat], cover.ravel())
-    hmap = out.reshape(h + 2 * pad, wp)[pad:pad + h, pad:pad + w].copy()
+    hmap = out.reshape(h + 2 * pad, wp)[pad : pad + h, pad : pad + w].copy()
     if fine is not None:
         hmap *= one + (F32(0.8) if layer.vesicular else F32(0.35)) * fine  # granular chromatin
     hmap *= F32(layer.stain)
@@ -336,9 +350,18 @@ def contour_field(X: np.ndarray, Y: np.ndarray, d: float, mpp: float, key: int) 
     return np.clip(out, F32(CONTOUR_MIN), F32(1.0 / CONTOUR_MIN), out=out)
 
 
-def nuclei(layer: NucleusLayer, X: np.ndarray, Y: np.ndarray, d: float, key: int, mpp: float,
-           fine: np.ndarray | None = None, contour: np.ndarray | None = None,
-           keep: KeepFn | None = None, mean_weight: np.ndarray | None = None) -> np.ndarray:
+def nuclei(
+    layer: NucleusLayer,
+    X: np.ndarray,
+    Y: np.ndarray,
+    d: float,
+    key: int,
+    mpp: float,
+    fine: np.ndarray | None = None,
+    contour: np.ndarray | None = None,
+    keep: KeepFn | None = None,
+    mean_weight: np.ndarray | None = None,
+) -> np.ndarray:
     """Hematoxylin of a nucleus layer at downsample ``d``: detail blended into its mean as nuclei get sub-pixel.
 
     ``keep`` selects nuclei by centre at full detail; ``mean_weight`` (a pixel field) stands for it

@@ -44,8 +44,9 @@ MASK_MIN_LEVELS = 7
 _SOFTWARE = "training.synthetic.wsi_slide"
 
 
-def level_sizes(size_xy_level0: tuple[int, int], pyramid: bool = True, min_side: int = MIN_LEVEL_SIDE,
-                min_levels: int = 1) -> list[tuple[int, int]]:
+def level_sizes(
+    size_xy_level0: tuple[int, int], pyramid: bool = True, min_side: int = MIN_LEVEL_SIDE, min_levels: int = 1
+) -> list[tuple[int, int]]:
     """(width, height) of each level: level k is ceil(size / 2^k), down until the longer side < ``min_side``.
 
     ``min_levels`` adds levels past that rule (never below 1 x 1). Without ``pyramid``, level 0 only.
@@ -88,9 +89,17 @@ def _tile_grid(level: int, size_xy: tuple[int, int], tile: int) -> Iterator[tupl
             yield level, tx, ty
 
 
-def _write_pyramid(path: Path, sizes: Sequence[tuple[int, int]], tile: int, samples: int, mpp: float,
-                   encode_tile: Callable[[tuple[int, int, int]], bytes], workers: int, description: str,
-                   tiff_kwargs: dict) -> None:
+def _write_pyramid(
+    path: Path,
+    sizes: Sequence[tuple[int, int]],
+    tile: int,
+    samples: int,
+    mpp: float,
+    encode_tile: Callable[[tuple[int, int, int]], bytes],
+    workers: int,
+    description: str,
+    tiff_kwargs: dict,
+) -> None:
     """Write pages for ``sizes`` with tiles from ``encode_tile((level, tx, ty))`` (already encoded bytes)."""
     W, H = sizes[0]
     # classic TIFF offsets are 32-bit: BigTIFF when the data could come near 4 GB
@@ -160,10 +169,18 @@ def write_slide(
         return imagecodecs.jpeg8_encode(scene.render((x0, y0), (tile_size, tile_size), d), **jpeg_args)
 
     W, H = scene.size_xy
-    description = (f"Synthetic H&E lymph node slide ({_SOFTWARE}) seed={scene.seed} size={W}x{H} "
-                   f"mpp={scene.mpp} tumors={len(scene.tumors)}")
-    _write_pyramid(path, sizes, tile_size, 3, scene.mpp, encode, workers or _default_workers(), description,
-                   {"compression": "jpeg", "photometric": "rgb", "subsampling": (2, 2)})
+    description = f"Synthetic H&E lymph node slide ({_SOFTWARE}) seed={scene.seed} size={W}x{H} mpp={scene.mpp} tumors={len(scene.tumors)}"
+    _write_pyramid(
+        path,
+        sizes,
+        tile_size,
+        3,
+        scene.mpp,
+        encode,
+        workers or _default_workers(),
+        description,
+        {"compression": "jpeg", "photometric": "rgb", "subsampling": (2, 2)},
+    )
     logger.info("Wrote %s: %d levels %s, %d tiles rendered, %d glass", path, len(sizes), sizes[-1], counts["rendered"], counts["glass"])
     return path
 
@@ -201,8 +218,16 @@ def write_mask(
         return imagecodecs.zlib_encode(m, level=6) if m.any() else zero_bytes
 
     W, H = int(size_xy_level0[0]), int(size_xy_level0[1])
-    _write_pyramid(path, sizes, tile_size, 1, mpp, encode, workers or _default_workers(),
-                   f"Tumor mask ({_SOFTWARE}) size={W}x{H} mpp={mpp} values: 1 tumor, 0 elsewhere",
-                   {"compression": "zlib", "photometric": "minisblack"})
+    _write_pyramid(
+        path,
+        sizes,
+        tile_size,
+        1,
+        mpp,
+        encode,
+        workers or _default_workers(),
+        f"Tumor mask ({_SOFTWARE}) size={W}x{H} mpp={mpp} values: 1 tumor, 0 elsewhere",
+        {"compression": "zlib", "photometric": "minisblack"},
+    )
     logger.info("Wrote mask %s: %d levels, %d polygons", path, len(sizes), len(polys))
     return path

@@ -105,8 +105,12 @@ def dicom_volume_levels(source: DicomSlideSource) -> list[SegSourceLevel]:
         else:
             downsample = (width0 / width, height0 / height)
         if not _same_placement(header, level0.header):
-            logger.warning("%s: VOLUME level %d %s is not placed like level 0 (orientation or origin); not used for a SEG",
-                           source.folder, index, (width, height))
+            logger.warning(
+                "%s: VOLUME level %d %s is not placed like level 0 (orientation or origin); not used for a SEG",
+                source.folder,
+                index,
+                (width, height),
+            )
             continue
         levels.append(SegSourceLevel(index, (width, height), downsample, tuple(instance.header for instance in instances)))
     return levels
@@ -145,8 +149,14 @@ def build_fractional_wsi_seg(
     level = choose_seg_source_level(slide.dicom_source, prob_map.grid.stride_level0_px)
     on_level = map_on_pixel_grid(prob_map, level.size_xy, level.downsample_xy)
     fractions = np.clip(on_level, 0.0, 1.0)[np.newaxis]  # (1, rows, columns): one plane, the total pixel matrix
-    logger.info("DICOM SEG on VOLUME level %d %s (downsample %.4g x %.4g; map stride %.4g level-0 px)",
-                level.index, level.size_xy, level.downsample_xy[0], level.downsample_xy[1], prob_map.grid.stride_level0_px)
+    logger.info(
+        "DICOM SEG on VOLUME level %d %s (downsample %.4g x %.4g; map stride %.4g level-0 px)",
+        level.index,
+        level.size_xy,
+        level.downsample_xy[0],
+        level.downsample_xy[1],
+        prob_map.grid.stride_level0_px,
+    )
     sources = with_empty_type2_attributes(level.datasets)
     seg = hd.seg.Segmentation(
         source_images=sources[:1],

@@ -109,18 +109,20 @@ def tumor_contours(prob_map: ProbabilityMap, threshold: float = 0.5) -> list[Con
     for ring, ring_holes in polygons:
         col_min, row_min = np.floor(ring.min(axis=0)).astype(int)
         col_max, row_max = np.ceil(ring.max(axis=0)).astype(int)
-        rr, cc = np.mgrid[max(row_min, 0):min(row_max, rows - 1) + 1, max(col_min, 0):min(col_max, cols - 1) + 1]
+        rr, cc = np.mgrid[max(row_min, 0) : min(row_max, rows - 1) + 1, max(col_min, 0) : min(col_max, cols - 1) + 1]
         centres = np.column_stack([cc.ravel(), rr.ravel()]).astype(np.float64)
         inside = measure.points_in_poly(centres, ring)
         for hole in ring_holes:
             inside &= ~measure.points_in_poly(centres, hole)
         values = probabilities[rr.ravel()[inside], cc.ravel()[inside]]
         max_probability = float(values.max()) if values.size else float(threshold)
-        results.append(ContourPolygon(
-            exterior=_oriented(_ring_xy_level0(prob_map, ring), positive=True),
-            holes=tuple(_oriented(_ring_xy_level0(prob_map, hole), positive=False) for hole in ring_holes),
-            max_probability=max_probability,
-        ))
+        results.append(
+            ContourPolygon(
+                exterior=_oriented(_ring_xy_level0(prob_map, ring), positive=True),
+                holes=tuple(_oriented(_ring_xy_level0(prob_map, hole), positive=False) for hole in ring_holes),
+                max_probability=max_probability,
+            )
+        )
     results.sort(key=lambda p: -signed_area(p.exterior))
     return results
 
@@ -156,11 +158,13 @@ def detections_and_contours_geojson(
     features: list[dict[str, Any]] = []
     for rank, detection in enumerate(detections, start=1):
         probability = float(detection.probability)
-        features.append({
-            "type": "Feature",
-            "geometry": {"type": "Point", "coordinates": [int(detection.x), int(detection.y)]},
-            "properties": _properties(f"Detection {rank} (p={probability:.3f})", qupath_class, {"probability": probability}),
-        })
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [int(detection.x), int(detection.y)]},
+                "properties": _properties(f"Detection {rank} (p={probability:.3f})", qupath_class, {"probability": probability}),
+            }
+        )
     mpp = prob_map.grid.slide_mpp
     index = 0
     for polygon in tumor_contours(prob_map, threshold):
@@ -170,11 +174,13 @@ def detections_and_contours_geojson(
         index += 1
         area_um2 = (signed_area(polygon.exterior) + sum(signed_area(h) for h in polygon.holes)) * mpp * mpp
         measurements = {"max probability": polygon.max_probability, "area um^2": area_um2, "threshold": float(threshold)}
-        features.append({
-            "type": "Feature",
-            "geometry": {"type": "Polygon", "coordinates": [rings[0], *(ring for ring in rings[1:] if len(ring) >= 4)]},
-            "properties": _properties(f"Tumor region {index} (p>={threshold:g})", qupath_class, measurements),
-        })
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [rings[0], *(ring for ring in rings[1:] if len(ring) >= 4)]},
+                "properties": _properties(f"Tumor region {index} (p>={threshold:g})", qupath_class, measurements),
+            }
+        )
     return {"type": "FeatureCollection", "features": features}
 
 

@@ -68,8 +68,14 @@ def _draw_colour_bar(image: Image.Image) -> None:
         draw.text((bar_x0 + bar_w + margin, y), f"{value:.1f}", fill=(0, 0, 0), font=font, anchor="lm")
 
 
-def render_heatmap_overlay(thumbnail_rgb: np.ndarray, prob_map: ProbabilityMap, thumbnail_downsample: float,
-                           max_alpha: float = 0.6, min_probability: float = 0.05, colour_bar: bool = True) -> Image.Image:
+def render_heatmap_overlay(
+    thumbnail_rgb: np.ndarray,
+    prob_map: ProbabilityMap,
+    thumbnail_downsample: float,
+    max_alpha: float = 0.6,
+    min_probability: float = 0.05,
+    colour_bar: bool = True,
+) -> Image.Image:
     """RGB image of the thumbnail's size: the heatmap blended over the thumbnail, with a colour bar."""
     thumbnail = np.asarray(thumbnail_rgb)
     if thumbnail.ndim != 3 or thumbnail.shape[2] != 3 or thumbnail.dtype != np.uint8:
@@ -78,8 +84,9 @@ def render_heatmap_overlay(thumbnail_rgb: np.ndarray, prob_map: ProbabilityMap, 
         raise ValueError(f"thumbnail_downsample must be positive, got {thumbnail_downsample}")
     height, width = thumbnail.shape[:2]
     on_thumbnail = map_on_pixel_grid(prob_map, (width, height), (thumbnail_downsample, thumbnail_downsample))
-    overlay = Image.alpha_composite(Image.fromarray(thumbnail).convert("RGBA"),
-                                    Image.fromarray(heatmap_rgba(on_thumbnail, max_alpha, min_probability), "RGBA")).convert("RGB")
+    overlay = Image.alpha_composite(
+        Image.fromarray(thumbnail).convert("RGBA"), Image.fromarray(heatmap_rgba(on_thumbnail, max_alpha, min_probability), "RGBA")
+    ).convert("RGB")
     if colour_bar:
         _draw_colour_bar(overlay)
     return overlay

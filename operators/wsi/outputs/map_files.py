@@ -128,7 +128,9 @@ def write_probability_tiff(prob_map: ProbabilityMap, path: Path, tile_px: int = 
     return [(level.shape[1], level.shape[0]) for level in levels]
 
 
-def probability_map_sidecar(prob_map: ProbabilityMap, npy_name: str, tiff_name: str, tiff_levels_xy: list[tuple[int, int]]) -> dict[str, Any]:
+def probability_map_sidecar(
+    prob_map: ProbabilityMap, npy_name: str, tiff_name: str, tiff_levels_xy: list[tuple[int, int]]
+) -> dict[str, Any]:
     """How the map's cells relate to the slide's level 0 (JSON-serialisable)."""
     grid = prob_map.grid
     stride = grid.stride_level0_px
@@ -136,9 +138,11 @@ def probability_map_sidecar(prob_map: ProbabilityMap, npy_name: str, tiff_name: 
     rows, cols = prob_map.probabilities.shape
     return {
         "description": "Tumor probability per classification window; see cell_convention",
-        "cell_convention": ("cell (row, col) is the window centred at level-0 (x, y) = cell_0_centre_xy_level0 + (col, row) * stride_px_level0; "
-                            "as an image, it covers level-0 [x0 + col*S, x0 + (col+1)*S) x [y0 + row*S, y0 + (row+1)*S) "
-                            "with (x0, y0) = cell_0_corner_xy_level0 and S = stride_px_level0"),
+        "cell_convention": (
+            "cell (row, col) is the window centred at level-0 (x, y) = cell_0_centre_xy_level0 + (col, row) * stride_px_level0; "
+            "as an image, it covers level-0 [x0 + col*S, x0 + (col+1)*S) x [y0 + row*S, y0 + (row+1)*S) "
+            "with (x0, y0) = cell_0_corner_xy_level0 and S = stride_px_level0"
+        ),
         "npy": npy_name,
         "tiff": tiff_name,
         "shape_rows_cols": [rows, cols],
@@ -158,7 +162,9 @@ def probability_map_sidecar(prob_map: ProbabilityMap, npy_name: str, tiff_name: 
     }
 
 
-def write_probability_map(prob_map: ProbabilityMap, npy_path: Path, tiff_path: Path, sidecar_path: Path | None = None) -> ProbabilityMapFiles:
+def write_probability_map(
+    prob_map: ProbabilityMap, npy_path: Path, tiff_path: Path, sidecar_path: Path | None = None
+) -> ProbabilityMapFiles:
     """Write the map as .npy, pyramidal TIFF and JSON sidecar (default: ``npy_path`` with suffix .json)."""
     npy_path, tiff_path = Path(npy_path), Path(tiff_path)
     sidecar_path = npy_path.with_suffix(".json") if sidecar_path is None else Path(sidecar_path)
@@ -175,6 +181,12 @@ def write_probability_map(prob_map: ProbabilityMap, npy_path: Path, tiff_path: P
     write_atomically(npy_path, save_npy)
     levels = write_probability_tiff(prob_map, tiff_path)
     write_json_atomically(sidecar_path, probability_map_sidecar(prob_map, npy_path.name, tiff_path.name, levels))
-    logger.info("Wrote the probability map %s (%d x %d cells, %.4g um/cell; TIFF levels %s)",
-                npy_path, probabilities.shape[1], probabilities.shape[0], prob_map.grid.map_mpp, levels)
+    logger.info(
+        "Wrote the probability map %s (%d x %d cells, %.4g um/cell; TIFF levels %s)",
+        npy_path,
+        probabilities.shape[1],
+        probabilities.shape[0],
+        prob_map.grid.map_mpp,
+        levels,
+    )
     return ProbabilityMapFiles(npy_path, tiff_path, sidecar_path)

@@ -27,8 +27,9 @@ from scipy import sparse
 from operators.wsi.grid import ProbabilityMap
 
 
-def overlap_weights(target_count: int, target_step_px_level0: float, cell_count: int, cell_start_px_level0: float,
-                    cell_step_px_level0: float) -> sparse.csr_matrix:
+def overlap_weights(
+    target_count: int, target_step_px_level0: float, cell_count: int, cell_start_px_level0: float, cell_step_px_level0: float
+) -> sparse.csr_matrix:
     """(target_count, cell_count) float32 weights along one axis: the fraction of target interval k
     ``[k*t, (k+1)*t)`` covered by cell interval c ``[start + c*s, start + (c+1)*s)``."""
     if target_step_px_level0 <= 0 or cell_step_px_level0 <= 0:
@@ -50,8 +51,9 @@ def overlap_weights(target_count: int, target_step_px_level0: float, cell_count:
         values.append(overlap[keep] / target_step_px_level0)
     if not rows:
         return sparse.csr_matrix((target_count, cell_count), dtype=np.float32)
-    return sparse.csr_matrix((np.concatenate(values).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
-                             shape=(target_count, cell_count))
+    return sparse.csr_matrix(
+        (np.concatenate(values).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))), shape=(target_count, cell_count)
+    )
 
 
 def map_on_pixel_grid(prob_map: ProbabilityMap, size_xy: tuple[int, int], downsample_xy: tuple[float, float]) -> np.ndarray:

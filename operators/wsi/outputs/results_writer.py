@@ -40,16 +40,23 @@ def write_png(image: Image.Image, path: Path) -> Path:
     return write_atomically(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
-def write_slide_results(result: SlideDetections, output_dir: Path, run_info: dict[str, Any], threshold: float,
-                        mpp_override: float | None, backend: str) -> dict[str, str]:
+def write_slide_results(
+    result: SlideDetections, output_dir: Path, run_info: dict[str, Any], threshold: float, mpp_override: float | None, backend: str
+) -> dict[str, str]:
     """Write the slide's files (not the summary); returns {kind: file name}."""
     tissue = result.probability.tissue
     prob_map = result.probability.probability_map
     files: dict[str, str] = {}
     files["tissue_mask"] = write_png(Image.fromarray((tissue.mask * 255).astype(np.uint8)), output_dir / "tissue_mask.png").name
     files["detections_csv"] = write_detections_csv(result.detections, output_dir / "detections.csv").name
-    map_files = write_probability_map(prob_map, output_dir / "probability_map.npy", output_dir / "probability_map.tif", output_dir / "probability_map.json")
-    files |= {"probability_map_npy": map_files.npy.name, "probability_map_tiff": map_files.tiff.name, "probability_map_geometry": map_files.sidecar.name}
+    map_files = write_probability_map(
+        prob_map, output_dir / "probability_map.npy", output_dir / "probability_map.tif", output_dir / "probability_map.json"
+    )
+    files |= {
+        "probability_map_npy": map_files.npy.name,
+        "probability_map_tiff": map_files.tiff.name,
+        "probability_map_geometry": map_files.sidecar.name,
+    }
     geojson = detections_and_contours_geojson(result.detections, prob_map, threshold)
     files["geojson"] = write_geojson(geojson, output_dir / "detections.geojson").name
     with open_slide(tissue.source.path, mpp_override, backend) as slide:
@@ -58,7 +65,9 @@ def write_slide_results(result: SlideDetections, output_dir: Path, run_info: dic
         files["overlay_png"] = write_png(overlay, output_dir / "overlay.png").name
         if tissue.is_dicom:
             model = run_info["model"]
-            seg = build_fractional_wsi_seg(slide, prob_map, tumor_segment(model["name"], model["version"]), EquipmentSpec(**run_info["equipment"]))
+            seg = build_fractional_wsi_seg(
+                slide, prob_map, tumor_segment(model["name"], model["version"]), EquipmentSpec(**run_info["equipment"])
+            )
             files["dicom_seg"] = write_seg(seg, output_dir / "tumor_seg.dcm").name
     return files
 
@@ -68,16 +77,31 @@ def slide_summary(result: SlideDetections, files: dict[str, str], run_info: dict
     probability = result.probability
     tissue, grid = probability.tissue, probability.probability_map.grid
     return {
-        "slide": {"name": tissue.source.name, "path": str(tissue.source.path), "size_xy_level0_px": list(tissue.size_xy),
-                  "mpp": round(tissue.mpp, 5), "mpp_source": tissue.mpp_source, "reader": tissue.backend, "dicom": tissue.is_dicom},
+        "slide": {
+            "name": tissue.source.name,
+            "path": str(tissue.source.path),
+            "size_xy_level0_px": list(tissue.size_xy),
+            "mpp": round(tissue.mpp, 5),
+            "mpp_source": tissue.mpp_source,
+            "reader": tissue.backend,
+            "dicom": tissue.is_dicom,
+        },
         "slide_score": round(result.slide_score, 6),
         "lesion_count": len(result.detections),
-        "top_detections": [{"probability": round(d.probability, 6), "x_level0_px": d.x, "y_level0_px": d.y} for d in result.detections[:10]],
+        "top_detections": [
+            {"probability": round(d.probability, 6), "x_level0_px": d.x, "y_level0_px": d.y} for d in result.detections[:10]
+        ],
         "tissue_area_mm2": round(tissue.tissue_area_mm2, 4),
-        "probability_map": {"mode": probability.mode, "shape_rows_cols": list(grid.shape_rows_cols), "map_mpp": round(grid.map_mpp, 4),
-                            "stride_level0_px": round(grid.stride_level0_px, 4), "origin_xy_level0_px": [round(v, 4) for v in grid.origin_xy_level0],
-                            "model_mpp": grid.model_mpp, "level0_px_per_model_px": round(grid.level0_px_per_model_px, 5),
-                            "windows_per_s": round(probability.windows_per_s, 2)},
+        "probability_map": {
+            "mode": probability.mode,
+            "shape_rows_cols": list(grid.shape_rows_cols),
+            "map_mpp": round(grid.map_mpp, 4),
+            "stride_level0_px": round(grid.stride_level0_px, 4),
+            "origin_xy_level0_px": [round(v, 4) for v in grid.origin_xy_level0],
+            "model_mpp": grid.model_mpp,
+            "level0_px_per_model_px": round(grid.level0_px_per_model_px, 5),
+            "windows_per_s": round(probability.windows_per_s, 2),
+        },
         "outputs": files,
         **{key: value for key, value in run_info.items() if key != "equipment"},
         "timings_s": timings,
@@ -100,8 +124,18 @@ class WsiResultsWriterOperator(Operator):
 
     INPUT_DETECTIONS = "detections"
 
-    def __init__(self, fragment: Fragment, *args, output_dir: Path, run_info: dict[str, Any], threshold: float, timings: StageTimings,
-                 mpp_override: float | None, backend: str, **kwargs) -> None:
+    def __init__(
+        self,
+        fragment: Fragment,
+        *args,
+        output_dir: Path,
+        run_info: dict[str, Any],
+        threshold: float,
+        timings: StageTimings,
+        mpp_override: float | None,
+        backend: str,
+        **kwargs,
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.run_info = run_info
         self.threshold = threshold
@@ -118,4 +152,10 @@ class WsiResultsWriterOperator(Operator):
         with self.timings.stage("outputs"):
             files = write_slide_results(result, self.output_dir, self.run_info, self.threshold, self.mpp_override, self.backend)
         write_json_atomically(self.output_dir / "summary.json", slide_summary(result, files, self.run_info, self.timings.as_dict()))
-        logger.info("%s: score %.3f, %d lesions; outputs in %s", result.probability.tissue.source.name, result.slide_score, len(result.detections), self.output_dir)
+        logger.info(
+            "%s: score %.3f, %d lesions; outputs in %s",
+            result.probability.tissue.source.name,
+            result.slide_score,
+            len(result.detections),
+            self.output_dir,
+        )

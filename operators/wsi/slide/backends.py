@@ -128,7 +128,9 @@ class TiffInfo:
                 return f"level {index} uses predictor {level.predictor} (cuCIM 23.10 mis-decodes it)"
             if not (level.samples == 3 and level.planar_contig and level.dtype == "uint8"):
                 return f"level {index} is not 8-bit interleaved RGB"
-            if level.photometric not in (PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR) or (level.photometric == PHOTOMETRIC_YCBCR and level.compression != 7):
+            if level.photometric not in (PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR) or (
+                level.photometric == PHOTOMETRIC_YCBCR and level.compression != 7
+            ):
                 return f"level {index} has photometric {level.photometric}"
             if level.pages != 1:
                 return f"level {index} has {level.pages} pages (focal planes or channels)"
@@ -164,7 +166,9 @@ def _resolution_mpp(page: Any) -> tuple[tuple[float, float] | None, str]:
         return None, "no XResolution/YResolution tags"
     if unit not in _RESOLUTION_UNIT_UM:
         return None, f"ResolutionUnit {unit} (no absolute unit)"
-    pixels_per_unit = [r[0] / r[1] if isinstance(r, tuple) and r[1] else float(r) if not isinstance(r, tuple) else 0.0 for r in (x_res, y_res)]
+    pixels_per_unit = [
+        r[0] / r[1] if isinstance(r, tuple) and r[1] else float(r) if not isinstance(r, tuple) else 0.0 for r in (x_res, y_res)
+    ]
     if min(pixels_per_unit) <= 0:
         return None, "zero XResolution/YResolution"
     mpp = (_RESOLUTION_UNIT_UM[unit] / pixels_per_unit[0], _RESOLUTION_UNIT_UM[unit] / pixels_per_unit[1])
@@ -196,13 +200,17 @@ def _check_ifd_chain(path: Path, file_size: int, max_ifds: int = 100_000) -> Non
             if offset in seen:
                 raise SlideReadError(f"{path}: corrupt TIFF: its image directories loop back to byte {offset}")
             if offset + count_size > file_size:
-                raise SlideReadError(f"{path}: truncated TIFF: image directory {len(seen)} starts at byte {offset} but the file has {file_size} bytes")
+                raise SlideReadError(
+                    f"{path}: truncated TIFF: image directory {len(seen)} starts at byte {offset} but the file has {file_size} bytes"
+                )
             seen.add(offset)
             stream.seek(offset)
             count = struct.unpack(count_format, stream.read(count_size))[0]
             next_at = offset + count_size + count * entry_size
             if next_at + offset_size > file_size:
-                raise SlideReadError(f"{path}: truncated TIFF: image directory {len(seen) - 1} ends at byte {next_at + offset_size} but the file has {file_size} bytes")
+                raise SlideReadError(
+                    f"{path}: truncated TIFF: image directory {len(seen) - 1} ends at byte {next_at + offset_size} but the file has {file_size} bytes"
+                )
             stream.seek(next_at)
             offset = struct.unpack(offset_format, stream.read(offset_size))[0]
 
@@ -232,17 +240,19 @@ def inspect_tiff(path: Path) -> TiffInfo | None:
             levels = []
             for level in series.levels:
                 page = level.keyframe
-                levels.append(TiffLevelInfo(
-                    size_xy=(int(page.imagewidth), int(page.imagelength)),
-                    tiled=bool(page.is_tiled),
-                    compression=int(page.compression),
-                    predictor=int(page.predictor),
-                    photometric=int(page.photometric),
-                    samples=int(page.samplesperpixel),
-                    planar_contig=int(page.planarconfig) == 1 or int(page.samplesperpixel) == 1,
-                    dtype=str(page.dtype) if page.dtype is not None else f"{page.bitspersample}-bit",
-                    pages=len(level.pages),
-                ))
+                levels.append(
+                    TiffLevelInfo(
+                        size_xy=(int(page.imagewidth), int(page.imagelength)),
+                        tiled=bool(page.is_tiled),
+                        compression=int(page.compression),
+                        predictor=int(page.predictor),
+                        photometric=int(page.photometric),
+                        samples=int(page.samplesperpixel),
+                        planar_contig=int(page.planarconfig) == 1 or int(page.samplesperpixel) == 1,
+                        dtype=str(page.dtype) if page.dtype is not None else f"{page.bitspersample}-bit",
+                        pages=len(level.pages),
+                    )
+                )
             mpp, note = _tiff_mpp(tif, series.levels[0].keyframe)
             kind = str(series.kind)
     except SlideReadError:
@@ -298,7 +308,7 @@ class _FloorAlignedBackend(SlideBackend):
         out = np.empty((height, width, 3), dtype=np.uint8)
         out[...] = self.background
         if x1 > x0 and y1 > y0:
-            out[y0 - y:y1 - y, x0 - x:x1 - x] = self._read_inside(level, x0, y0, x1 - x0, y1 - y0)
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = self._read_inside(level, x0, y0, x1 - x0, y1 - y0)
         return out
 
     def _read_inside(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
@@ -325,7 +335,7 @@ class OpenSlideBackend(SlideBackend):
         self.ycbcr_levels: frozenset[int] = frozenset()  # (our) levels whose pixels OpenSlide returns as undecoded YCbCr
         color = self._slide.properties.get("openslide.background-color")
         if color and len(color) == 6:
-            self.background = tuple(int(color[i:i + 2], 16) for i in (0, 2, 4))
+            self.background = tuple(int(color[i : i + 2], 16) for i in (0, 2, 4))
 
     def hide_levels(self, hidden: set[int]) -> None:
         """Leave out levels OpenSlide cannot read (before any other use); level 0 cannot be hidden."""
@@ -342,14 +352,18 @@ class OpenSlideBackend(SlideBackend):
 
     def read_rgb(self, location_xy_level0, level, size_xy):
         try:
-            rgba = np.asarray(self._slide.read_region(tuple(int(v) for v in location_xy_level0), self._levels[level], tuple(int(v) for v in size_xy)))
+            rgba = np.asarray(
+                self._slide.read_region(tuple(int(v) for v in location_xy_level0), self._levels[level], tuple(int(v) for v in size_xy))
+            )
         except self._error_type as error:
             raise self._failed(f"the region at {tuple(location_xy_level0)} level {level} size {tuple(size_xy)}", error) from error
         return self._finish(rgba, level)
 
     def read_rgb_uncorrected(self, location_xy_level0, level, size_xy) -> np.ndarray:
         """As :meth:`read_rgb` without the YCbCr correction (to calibrate it)."""
-        return composite_on(np.asarray(self._slide.read_region(tuple(location_xy_level0), self._levels[level], tuple(size_xy))), self.background)
+        return composite_on(
+            np.asarray(self._slide.read_region(tuple(location_xy_level0), self._levels[level], tuple(size_xy))), self.background
+        )
 
     def _finish(self, rgba: np.ndarray, level: int) -> np.ndarray:
         if level in self.ycbcr_levels:
@@ -447,13 +461,24 @@ class TifffileBackend(_FloorAlignedBackend):
         self._memmaps: dict[int, np.ndarray] = {}
         for level, page in enumerate(self._pages):
             if page.compression == 1 and page.is_memmappable and page.dtype == np.uint8 and int(page.planarconfig) == 1:
-                self._memmaps[level] = np.memmap(path, dtype=np.uint8, mode="r", offset=page.dataoffsets[0],
-                                                 shape=(page.imagelength, page.imagewidth, page.samplesperpixel))
+                self._memmaps[level] = np.memmap(
+                    path,
+                    dtype=np.uint8,
+                    mode="r",
+                    offset=page.dataoffsets[0],
+                    shape=(page.imagelength, page.imagewidth, page.samplesperpixel),
+                )
                 continue
             seg_w, seg_h = self._segment_shape(page)
             if seg_w * seg_h * int(page.samplesperpixel) > cache_bytes:
-                logger.warning("%s: level %d is stored in %dx%d strips/tiles; each read decodes %.0f MB",
-                               path, level, seg_w, seg_h, seg_w * seg_h * int(page.samplesperpixel) / 2**20)
+                logger.warning(
+                    "%s: level %d is stored in %dx%d strips/tiles; each read decodes %.0f MB",
+                    path,
+                    level,
+                    seg_w,
+                    seg_h,
+                    seg_w * seg_h * int(page.samplesperpixel) / 2**20,
+                )
 
     def _segment_shape(self, page) -> tuple[int, int]:
         if page.is_tiled:
@@ -490,7 +515,7 @@ class TifffileBackend(_FloorAlignedBackend):
 
     def _read_samples(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         if level in self._memmaps:
-            return np.array(self._memmaps[level][y:y + height, x:x + width])
+            return np.array(self._memmaps[level][y : y + height, x : x + width])
         page = self._pages[level]
         samples = int(page.samplesperpixel)
         planes = samples if int(page.planarconfig) == 2 and samples > 1 else 1
@@ -507,12 +532,12 @@ class TifffileBackend(_FloorAlignedBackend):
                     segment = self._segment(level, plane * segs_per_plane + sy * segs_x + sx)
                     if segment is None:
                         continue
-                    block = segment[ya - top:yb - top, xa - left:xb - left]
-                    target = out[ya - y:yb - y, xa - x:xb - x]
+                    block = segment[ya - top : yb - top, xa - left : xb - left]
+                    target = out[ya - y : yb - y, xa - x : xb - x]
                     if planes == 1:
-                        target[:block.shape[0], :block.shape[1]] = block
+                        target[: block.shape[0], : block.shape[1]] = block
                     else:
-                        target[:block.shape[0], :block.shape[1], plane] = block[..., 0]
+                        target[: block.shape[0], : block.shape[1], plane] = block[..., 0]
         return out
 
     def _read_inside(self, level, x, y, width, height):

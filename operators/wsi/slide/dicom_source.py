@@ -225,7 +225,9 @@ def scan_dicom_slide_folder(folder: Path) -> DicomSlideSource:
         raise SlideReadError(f"{folder}: holds {len(series)} DICOM series ({', '.join(series)}); put each slide in its own folder")
     pyramids = sorted({str(i.header.PyramidUID) for i in instances if "PyramidUID" in i.header})
     if len(pyramids) > 1:
-        raise SlideReadError(f"{folder}: holds {len(pyramids)} pyramids (PyramidUID {', '.join(pyramids)}); put each slide in its own folder")
+        raise SlideReadError(
+            f"{folder}: holds {len(pyramids)} pyramids (PyramidUID {', '.join(pyramids)}); put each slide in its own folder"
+        )
 
     volumes = [i for i in instances if i.image_type == "VOLUME"]
     if not volumes:
@@ -239,8 +241,10 @@ def scan_dicom_slide_folder(folder: Path) -> DicomSlideSource:
     for instance in volumes:
         by_size.setdefault(instance.total_size_xy, []).append(instance)
     ordered = sorted(by_size.items(), key=lambda item: -item[0][0] * item[0][1])
-    levels = tuple(tuple(sorted(group, key=lambda i: (int(i.header.get("ConcatenationFrameOffsetNumber", 0) or 0), i.path.name)))
-                   for _, group in ordered)
+    levels = tuple(
+        tuple(sorted(group, key=lambda i: (int(i.header.get("ConcatenationFrameOffsetNumber", 0) or 0), i.path.name)))
+        for _, group in ordered
+    )
     others = tuple(i for i in instances if i.image_type != "VOLUME")
     first = levels[0][0].header
     source = DicomSlideSource(

@@ -85,8 +85,9 @@ class SlideLevel:
 class SlideHandle:
     """An open whole-slide image. Use as a context manager or call :meth:`close`."""
 
-    def __init__(self, path: Path, backend: SlideBackend, mpp_xy: tuple[float, float], mpp_source: str,
-                 dicom_source: DicomSlideSource | None = None):
+    def __init__(
+        self, path: Path, backend: SlideBackend, mpp_xy: tuple[float, float], mpp_source: str, dicom_source: DicomSlideSource | None = None
+    ):
         self.path = path
         self._backend = backend
         self.backend: str = backend.name
@@ -164,7 +165,9 @@ class SlideHandle:
         for oy in range(0, height, step):
             for ox in range(0, width, step):
                 ow, oh = min(step, width - ox), min(step, height - oy)
-                out[oy:oy + oh, ox:ox + ow] = self._resampled_chunk(level, (x0 + ox * downsample, y0 + oy * downsample), factor, (ow, oh))
+                out[oy : oy + oh, ox : ox + ow] = self._resampled_chunk(
+                    level, (x0 + ox * downsample, y0 + oy * downsample), factor, (ow, oh)
+                )
         return out
 
     def _resampled_chunk(self, level: int, start_xy_level0: tuple[float, float], factor: float, size_xy: tuple[int, int]) -> np.ndarray:
@@ -218,7 +221,10 @@ def _cucim_agrees_with_tifffile(path: Path, backend: CuCIMBackend) -> bool:
         for level in (0, len(backend.level_sizes_xy) - 1):
             width, height = backend.level_sizes_xy[level]
             size = (min(_CUCIM_CHECK_SIZE, width), min(_CUCIM_CHECK_SIZE, height))
-            location = (int((width - size[0]) // 2 * backend.level_downsamples[level]), int((height - size[1]) // 2 * backend.level_downsamples[level]))
+            location = (
+                int((width - size[0]) // 2 * backend.level_downsamples[level]),
+                int((height - size[1]) // 2 * backend.level_downsamples[level]),
+            )
             ours = backend.read_rgb(location, level, size).astype(np.int16)
             theirs = reference.read_rgb(location, level, size).astype(np.int16)
             if np.abs(ours - theirs).mean() > _CUCIM_CHECK_MEAN_ABS:
@@ -333,7 +339,10 @@ def _calibrate_dicom_colours(folder: Path, dicom: DicomSlideSource, backend: Ope
         if not instances:
             continue
         header = instances[0].header
-        if str(header.get("PhotometricInterpretation", "")) != "RGB" or str(header.file_meta.get("TransferSyntaxUID", "")) not in JPEG_BASELINE_SYNTAXES:
+        if (
+            str(header.get("PhotometricInterpretation", "")) != "RGB"
+            or str(header.file_meta.get("TransferSyntaxUID", "")) not in JPEG_BASELINE_SYNTAXES
+        ):
             continue
         if not instances[0].first_frame_is_top_left_tile:
             continue
@@ -359,17 +368,27 @@ def _calibrate_dicom_colours(folder: Path, dicom: DicomSlideSource, backend: Ope
             logger.warning("%s: level %d: OpenSlide's pixels differ from the decoded JPEG tile (mean |diff| %.1f)", folder, level, as_is)
     if fixed:
         backend.ycbcr_levels = frozenset(fixed)
-        logger.warning("%s: pyramid level(s) %s are labelled RGB but hold YCbCr (JFIF) JPEG tiles; converting OpenSlide's pixels to RGB",
-                       folder, ", ".join(f"{level} {backend.level_sizes_xy[level]}" for level in fixed))
+        logger.warning(
+            "%s: pyramid level(s) %s are labelled RGB but hold YCbCr (JFIF) JPEG tiles; converting OpenSlide's pixels to RGB",
+            folder,
+            ", ".join(f"{level} {backend.level_sizes_xy[level]}" for level in fixed),
+        )
 
 
 def _check_dicom_levels(path: Path, dicom: DicomSlideSource, opened: OpenSlideBackend) -> None:
     if opened.level_sizes_xy != dicom.level_sizes_xy:
-        logger.warning("%s: OpenSlide levels %s differ from the DICOM VOLUME instances %s", path, opened.level_sizes_xy, dicom.level_sizes_xy)
+        logger.warning(
+            "%s: OpenSlide levels %s differ from the DICOM VOLUME instances %s", path, opened.level_sizes_xy, dicom.level_sizes_xy
+        )
     malformed = _malformed_dicom_levels(path, dicom, opened)
     for level, reason in malformed.items():
-        logger.warning("%s: leaving out pyramid level %d %s, which OpenSlide cannot read: %s (lower resolutions are "
-                       "computed from the levels kept)", path, level, opened.level_sizes_xy[level], reason)
+        logger.warning(
+            "%s: leaving out pyramid level %d %s, which OpenSlide cannot read: %s (lower resolutions are computed from the levels kept)",
+            path,
+            level,
+            opened.level_sizes_xy[level],
+            reason,
+        )
     if malformed:
         opened.hide_levels(set(malformed))
     _calibrate_dicom_colours(path, dicom, opened)
@@ -379,8 +398,9 @@ def _plausible(mpp_xy: tuple[float, float] | None) -> bool:
     return mpp_xy is not None and all(math.isfinite(v) and PLAUSIBLE_MPP[0] <= v <= PLAUSIBLE_MPP[1] for v in mpp_xy)
 
 
-def _resolve_mpp(name: Path, backend: SlideBackend, tiff: TiffInfo | None, dicom: DicomSlideSource | None,
-                 override: float | None) -> tuple[tuple[float, float], str]:
+def _resolve_mpp(
+    name: Path, backend: SlideBackend, tiff: TiffInfo | None, dicom: DicomSlideSource | None, override: float | None
+) -> tuple[tuple[float, float], str]:
     if override is not None:
         return (float(override), float(override)), "mpp_override"
     found: list[str] = []
@@ -443,6 +463,14 @@ def open_slide(path: Path, mpp_override: float | None = None, backend: str = "au
         opened.close()
         raise
     handle = SlideHandle(path, opened, mpp_xy, mpp_source, dicom)
-    logger.info("Opened %s with %s: level 0 %s, %d level(s), %.4g x %.4g um/pixel (%s)",
-                path, handle.backend, handle.size_xy, len(handle.levels), mpp_xy[0], mpp_xy[1], mpp_source)
+    logger.info(
+        "Opened %s with %s: level 0 %s, %d level(s), %.4g x %.4g um/pixel (%s)",
+        path,
+        handle.backend,
+        handle.size_xy,
+        len(handle.levels),
+        mpp_xy[0],
+        mpp_xy[1],
+        mpp_source,
+    )
     return handle

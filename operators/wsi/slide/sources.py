@@ -32,7 +32,11 @@ def find_slides(input_path: Path) -> list[SlideSource]:
     if not input_path.exists():
         raise AppInputError(f"input path does not exist: {input_path}")
     if input_path.is_file():
-        return [SlideSource(input_path.parent.name, input_path.parent) if is_dicom_file(input_path) else SlideSource(input_path.stem, input_path)]
+        return [
+            SlideSource(input_path.parent.name, input_path.parent)
+            if is_dicom_file(input_path)
+            else SlideSource(input_path.stem, input_path)
+        ]
     if _holds_dicom(input_path):
         return [SlideSource(input_path.name, input_path)]
     slides: list[SlideSource] = []

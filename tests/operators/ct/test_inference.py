@@ -91,7 +91,9 @@ def test_body_crop_gives_the_same_mask_as_the_whole_volume():
     volume, _ = ellipsoid_volume(GRIDS["anisotropic-0.8x0.8x3"], (40, 110, 120))
     settings = SlidingWindowSettings(roi_size=(32, 32, 32))
     cropped = segment_volume(volume, THRESHOLD_MODEL, PREPROCESSING, settings, CPU_FP32)
-    whole = segment_volume(volume, THRESHOLD_MODEL, PREPROCESSING, SlidingWindowSettings(roi_size=(32, 32, 32), crop_to_body=False), CPU_FP32)
+    whole = segment_volume(
+        volume, THRESHOLD_MODEL, PREPROCESSING, SlidingWindowSettings(roi_size=(32, 32, 32), crop_to_body=False), CPU_FP32
+    )
     np.testing.assert_array_equal(cropped, whole)
 
 
@@ -142,5 +144,7 @@ def test_body_crop_keeps_the_whole_image_probability_inside_the_body_for_a_tilin
     body = body_bounding_box(image, 4)
     settings = SlidingWindowSettings(roi_size=(32, 32, 32), overlap=0.5)
     cropped = foreground_probability(image, BORDER_SENSITIVE_MODEL.module, settings, CPU_FP32)
-    whole = foreground_probability(image, BORDER_SENSITIVE_MODEL.module, SlidingWindowSettings(roi_size=(32, 32, 32), crop_to_body=False), CPU_FP32)
+    whole = foreground_probability(
+        image, BORDER_SENSITIVE_MODEL.module, SlidingWindowSettings(roi_size=(32, 32, 32), crop_to_body=False), CPU_FP32
+    )
     torch.testing.assert_close(cropped[(slice(None), *body)], whole[(slice(None), *body)], rtol=0, atol=1e-6)

@@ -16,9 +16,15 @@ def blobs(*boxes) -> np.ndarray:
 @pytest.mark.parametrize(
     ("mask", "expected"),
     [
-        (blobs((slice(1, 5), slice(1, 9), slice(1, 9)), (slice(6, 8), slice(12, 14), slice(12, 14))), blobs((slice(1, 5), slice(1, 9), slice(1, 9)))),
+        (
+            blobs((slice(1, 5), slice(1, 9), slice(1, 9)), (slice(6, 8), slice(12, 14), slice(12, 14))),
+            blobs((slice(1, 5), slice(1, 9), slice(1, 9))),
+        ),
         (blobs(), blobs()),
-        (blobs((slice(1, 3), slice(1, 3), slice(1, 3)), (slice(3, 5), slice(3, 5), slice(3, 5))), blobs((slice(1, 3), slice(1, 3), slice(1, 3)), (slice(3, 5), slice(3, 5), slice(3, 5)))),
+        (
+            blobs((slice(1, 3), slice(1, 3), slice(1, 3)), (slice(3, 5), slice(3, 5), slice(3, 5))),
+            blobs((slice(1, 3), slice(1, 3), slice(1, 3)), (slice(3, 5), slice(3, 5), slice(3, 5))),
+        ),
     ],
     ids=["drops-the-small-island", "empty-stays-empty", "corner-touching-is-one-component"],
 )

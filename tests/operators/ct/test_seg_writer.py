@@ -35,7 +35,9 @@ def test_seg_has_one_frame_per_source_slice_at_its_position(volume):
     mask = mask_with_empty_slices(volume.hu_zyx.shape)
     seg = build_binary_seg(volume.source_datasets, mask, SEGMENT, EQUIPMENT)
     assert seg.NumberOfFrames == len(volume.source_datasets)
-    frame_positions = [tuple(float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient) for f in seg.PerFrameFunctionalGroupsSequence]
+    frame_positions = [
+        tuple(float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient) for f in seg.PerFrameFunctionalGroupsSequence
+    ]
     source_positions = {tuple(float(v) for v in ds.ImagePositionPatient) for ds in volume.source_datasets}
     assert set(frame_positions) == source_positions
 
@@ -58,7 +60,9 @@ def test_seg_reads_back_with_highdicom_to_the_same_mask(volume, tmp_path: Path):
 @requires_dciodvfy
 @pytest.mark.parametrize("content", ["partial", "empty", "full"])
 def test_seg_passes_dciodvfy(volume, tmp_path: Path, content):
-    mask = {"partial": mask_with_empty_slices, "empty": lambda s: np.zeros(s, np.uint8), "full": lambda s: np.ones(s, np.uint8)}[content](volume.hu_zyx.shape)
+    mask = {"partial": mask_with_empty_slices, "empty": lambda s: np.zeros(s, np.uint8), "full": lambda s: np.ones(s, np.uint8)}[content](
+        volume.hu_zyx.shape
+    )
     path = write_seg(build_binary_seg(volume.source_datasets, mask, SEGMENT, EQUIPMENT), tmp_path / "seg.dcm")
     assert dciodvfy_errors(path) == []
 

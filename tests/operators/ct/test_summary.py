@@ -28,7 +28,9 @@ def test_summary_names_series_instances_skipped_series_and_outputs(tmp_path: Pat
     volume = build_ct_volume(selection)
     mask = np.zeros(volume.hu_zyx.shape, np.uint8)
     mask[1:3, 2:4, 2:4] = 1
-    summary = segmentation_summary(selection, volume, mask, {"dicom_seg": tmp_path / "seg.dcm", "stl": None}, "spleen", {"model": {"name": "m"}})
+    summary = segmentation_summary(
+        selection, volume, mask, {"dicom_seg": tmp_path / "seg.dcm", "stl": None}, "spleen", {"model": {"name": "m"}}
+    )
     assert summary["spleen"] == {"volume_ml": pytest.approx(8 * 0.8 * 0.8 * 2.0 / 1000, abs=1e-3), "voxel_count": 8, "found": True}
     assert summary["input"]["series_description"] == "abdomen"
     assert summary["input"]["sop_instance_uids"] == [ds.SOPInstanceUID for ds in volume.source_datasets]

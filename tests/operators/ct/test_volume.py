@@ -16,7 +16,9 @@ from tests.dicom_factories import ct_slice, save_all
 def write_series(folder: Path, positions, slope=1.0, intercept=-1024.0) -> list[Path]:
     uid = generate_uid()
     slices = [
-        ct_slice(z, series_uid=uid, instance_number=len(positions) - i, pixels=np.full((8, 8), 100 * i + 10), slope=slope, intercept=intercept)
+        ct_slice(
+            z, series_uid=uid, instance_number=len(positions) - i, pixels=np.full((8, 8), 100 * i + 10), slope=slope, intercept=intercept
+        )
         for i, z in enumerate(positions)
     ]
     return save_all(slices, folder)

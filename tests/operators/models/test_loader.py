@@ -27,7 +27,9 @@ def save_torchscript(net: torch.nn.Module, folder: Path, meta: dict | None) -> P
         path = folder / "model.ts"
         torch.jit.save(torch.jit.script(net), str(path))
         return path
-    save_net_with_metadata(torch.jit.script(net), str(folder / "model"), include_config_vals=False, append_timestamp=False, meta_values=meta)
+    save_net_with_metadata(
+        torch.jit.script(net), str(folder / "model"), include_config_vals=False, append_timestamp=False, meta_values=meta
+    )
     return folder / "model.ts"
 
 
@@ -39,7 +41,11 @@ def test_torchscript_with_embedded_card_gives_name_and_version(tmp_path: Path):
     check_output_channels(model, SMALL_INPUT, 2, CPU)
 
 
-@pytest.mark.parametrize("wrap", [lambda sd: sd, lambda sd: {"model": sd}, lambda sd: {"state_dict": {"module." + k: v for k, v in sd.items()}}], ids=["plain", "model-key", "ddp-prefixed"])
+@pytest.mark.parametrize(
+    "wrap",
+    [lambda sd: sd, lambda sd: {"model": sd}, lambda sd: {"state_dict": {"module." + k: v for k, v in sd.items()}}],
+    ids=["plain", "model-key", "ddp-prefixed"],
+)
 def test_state_dict_checkpoint_loads_with_card_beside_it(tmp_path: Path, wrap):
     net = build()
     torch.save(wrap(net.state_dict()), tmp_path / "weights.pt")

@@ -42,14 +42,26 @@ def test_bundle_state_dict_wrapped_in_model_key_loads_and_runs_densely(tmp_path:
 
 @pytest.mark.parametrize(("card", "expected_stride"), [({"name": "flat", "version": "1"}, None)])
 def test_torchscript_classifier_runs_in_patch_mode_unless_it_declares_dense(tmp_path: Path, card, expected_stride):
-    save_net_with_metadata(torch.jit.script(FlatClassifier().eval()), str(tmp_path / "model"), include_config_vals=False, append_timestamp=False, meta_values=card)
+    save_net_with_metadata(
+        torch.jit.script(FlatClassifier().eval()),
+        str(tmp_path / "model"),
+        include_config_vals=False,
+        append_timestamp=False,
+        meta_values=card,
+    )
     classifier = prepare_classifier(load_model(tmp_path / "model.ts", build, CPU), CPU, amp=False)
     assert classifier.output_stride_px == expected_stride
 
 
 def test_torchscript_that_falsely_declares_dense_is_refused(tmp_path: Path):
     card = {"name": "flat", "version": "1", "fully_convolutional": {"output_stride_px": 32}}
-    save_net_with_metadata(torch.jit.script(FlatClassifier().eval()), str(tmp_path / "model"), include_config_vals=False, append_timestamp=False, meta_values=card)
+    save_net_with_metadata(
+        torch.jit.script(FlatClassifier().eval()),
+        str(tmp_path / "model"),
+        include_config_vals=False,
+        append_timestamp=False,
+        meta_values=card,
+    )
     with pytest.raises(ModelLoadError, match="claims to be fully convolutional"):
         prepare_classifier(load_model(tmp_path / "model.ts", build, CPU), CPU, amp=False)
 

@@ -51,13 +51,16 @@ class RecordsCallSizes(torch.nn.Module):
         return (x * torch.linspace(-1, 1, x.shape[-1])).mean(dim=(1, 2, 3)).reshape(-1, 1) * 3.0
 
 
-@pytest.mark.parametrize(("samples", "chunk", "expected_calls"), [
-    (10, None, [10]),
-    (10, 16, [10]),
-    (10, 4, [4, 4, 2]),
-    (16, 16, [16]),
-    (17, 16, [16, 1]),
-])
+@pytest.mark.parametrize(
+    ("samples", "chunk", "expected_calls"),
+    [
+        (10, None, [10]),
+        (10, 16, [10]),
+        (10, 4, [4, 4, 2]),
+        (16, 16, [16]),
+        (17, 16, [16, 1]),
+    ],
+)
 def test_classify_in_chunks_splits_the_batch_and_keeps_the_order(samples, chunk, expected_calls):
     regions = torch.randint(0, 256, (samples, 8, 8, 3), dtype=torch.uint8)
     network = RecordsCallSizes()
@@ -99,7 +102,9 @@ def test_patch_and_dense_maps_agree_and_match_the_windows(slide, workers):
     patch_grid = grid_for_slide((2048, 1536), 0.243, 0.243, 64, WINDOW)
     tissue = np.zeros(patch_grid.shape_rows_cols, bool)
     tissue[4:18, 6:27] = True
-    patch_map, _ = patch_probability_map(opener, patch_grid, tissue, network, CPU, InferenceSettings(mode="patch", batch_size=50, workers=workers))
+    patch_map, _ = patch_probability_map(
+        opener, patch_grid, tissue, network, CPU, InferenceSettings(mode="patch", batch_size=50, workers=workers)
+    )
     dense_grid = grid_for_slide((2048, 1536), 0.243, 0.243, 32, WINDOW, origin_model_px=32)
     dense_tissue = tissue_on_grid(tissue, 64, dense_grid)
     dense_map, _ = dense_probability_map(opener, dense_grid, dense_tissue, network, CPU, InferenceSettings(tile_windows=8, workers=workers))
@@ -116,8 +121,12 @@ def test_tta_of_a_rotation_invariant_model_changes_nothing(slide):
     tissue = np.zeros(grid.shape_rows_cols, bool)
     tissue[10:20, 10:30] = True
     network = WindowMeanRed()
-    plain, _ = dense_probability_map(slide_opener(path, None, "auto"), grid, tissue, network, CPU, InferenceSettings(tile_windows=8, workers=0))
-    tta, _ = dense_probability_map(slide_opener(path, None, "auto"), grid, tissue, network, CPU, InferenceSettings(tile_windows=8, workers=0, tta=True))
+    plain, _ = dense_probability_map(
+        slide_opener(path, None, "auto"), grid, tissue, network, CPU, InferenceSettings(tile_windows=8, workers=0)
+    )
+    tta, _ = dense_probability_map(
+        slide_opener(path, None, "auto"), grid, tissue, network, CPU, InferenceSettings(tile_windows=8, workers=0, tta=True)
+    )
     np.testing.assert_allclose(tta, plain, atol=1e-5)
 
 
@@ -129,7 +138,9 @@ def test_a_slide_scanned_at_half_the_resolution_is_read_at_the_model_scale(slide
     tissue = np.zeros(grid.shape_rows_cols, bool)
     tissue[20, 30] = True
     result, _ = patch_probability_map(opener, grid, tissue, WindowMeanRed(), CPU, InferenceSettings(mode="patch", workers=0))
-    window_red = image[20 * 32 + 16 - 56 : 20 * 32 + 16 + 56, 30 * 32 + 16 - 56 : 30 * 32 + 16 + 56, 0].mean()  # 112 level-0 px = 224 model px
+    window_red = image[
+        20 * 32 + 16 - 56 : 20 * 32 + 16 + 56, 30 * 32 + 16 - 56 : 30 * 32 + 16 + 56, 0
+    ].mean()  # 112 level-0 px = 224 model px
     assert result[20, 30] == pytest.approx(1 / (1 + np.exp(-8 * (window_red / 127.5 - 1))), abs=0.02)
 
 
@@ -150,11 +161,22 @@ def test_tissue_on_a_finer_grid_follows_the_mask_pixel_of_each_window_centre():
     assert sorted(map(tuple, np.argwhere(on_grid))) == [(1, 3), (1, 4), (2, 3), (2, 4)]  # centres 64/96 x 128/160
 
 
-@pytest.mark.parametrize(("overrides", "expected_mode", "expected_batch"), [
-    ({}, "dense", 400),
-    ({"mode": "patch"}, "patch", 400),
-    ({"batch_size": 64}, "dense", 64),
-])
+@pytest.mark.parametrize(
+    ("overrides", "expected_mode", "expected_batch"),
+    [
+        ({}, "dense", 400),
+        ({"mode": "patch"}, "patch", 400),
+        ({"batch_size": 64}, "dense", 64),
+    ],
+)
 def test_inference_settings_take_the_config_unless_overridden(overrides, expected_mode, expected_batch):
-    settings = InferenceSettings.from_config({"mode": "dense", "batch_size": 400, "dense_tile_windows": 24}, tta=True, workers=0, **overrides)
-    assert (settings.mode, settings.batch_size, settings.tile_windows, settings.tta, settings.workers) == (expected_mode, expected_batch, 24, True, 0)
+    settings = InferenceSettings.from_config(
+        {"mode": "dense", "batch_size": 400, "dense_tile_windows": 24}, tta=True, workers=0, **overrides
+    )
+    assert (settings.mode, settings.batch_size, settings.tile_windows, settings.tta, settings.workers) == (
+        expected_mode,
+        expected_batch,
+        24,
+        True,
+        0,
+    )

@@ -20,7 +20,11 @@ def peaks(*cells) -> np.ndarray:
         (peaks((5, 5, 0.9), (5, 7, 0.8)), 32.0, [Detection(0.9, 160, 160), Detection(0.8, 7 * 32, 160)]),
         (peaks((1, 1, 0.49)), 32.0, []),
         (peaks(), 32.0, []),
-        (peaks((10, 20, 0.7), (2, 3, 0.95), (15, 1, 0.6)), 32.0, [Detection(0.95, 96, 64), Detection(0.7, 640, 320), Detection(0.6, 32, 480)]),
+        (
+            peaks((10, 20, 0.7), (2, 3, 0.95), (15, 1, 0.6)),
+            32.0,
+            [Detection(0.95, 96, 64), Detection(0.7, 640, 320), Detection(0.6, 32, 480)],
+        ),
     ],
     ids=["neighbour-suppressed", "outside-radius-kept", "below-threshold", "empty", "sorted-by-probability"],
 )
@@ -41,11 +45,14 @@ def test_nms_applies_the_map_origin_and_leaves_the_input_unchanged():
 POSTPROCESSING = {"nms_radius_um": 155.5, "nms_threshold": 0.5}
 
 
-@pytest.mark.parametrize(("radius_um", "threshold", "expected"), [
-    (None, None, (155.5, 0.5)),
-    (100.0, None, (100.0, 0.5)),
-    (None, 0.0, (155.5, 0.0)),  # a zero threshold is an override, not "unset"
-    (80.0, 0.9, (80.0, 0.9)),
-])
+@pytest.mark.parametrize(
+    ("radius_um", "threshold", "expected"),
+    [
+        (None, None, (155.5, 0.5)),
+        (100.0, None, (100.0, 0.5)),
+        (None, 0.0, (155.5, 0.0)),  # a zero threshold is an override, not "unset"
+        (80.0, 0.9, (80.0, 0.9)),
+    ],
+)
 def test_nms_parameters_take_the_config_unless_overridden(radius_um, threshold, expected):
     assert nms_parameters(POSTPROCESSING, radius_um, threshold) == expected

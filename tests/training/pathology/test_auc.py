@@ -19,15 +19,18 @@ from training.pathology.auc import (
 )
 
 
-@pytest.mark.parametrize(("scores", "labels", "expected"), [
-    ([0.9, 0.8, 0.2, 0.1], [1, 1, 0, 0], 1.0),  # perfect
-    ([0.1, 0.2, 0.8, 0.9], [1, 1, 0, 0], 0.0),  # reversed
-    ([0.5, 0.5, 0.5, 0.5], [1, 0, 1, 0], 0.5),  # all tied
-    # hand case: positives .8 .4, negatives .6 .4 .1; pairs (pos > neg = 1, tie = 1/2):
-    # .8: 1 1 1; .4: 0 .5 1 -> 4.5 / 6 = 0.75
-    ([0.8, 0.4, 0.6, 0.4, 0.1], [1, 1, 0, 0, 0], 0.75),
-    ([0.3, 0.9], [True, False], 0.0),
-])
+@pytest.mark.parametrize(
+    ("scores", "labels", "expected"),
+    [
+        ([0.9, 0.8, 0.2, 0.1], [1, 1, 0, 0], 1.0),  # perfect
+        ([0.1, 0.2, 0.8, 0.9], [1, 1, 0, 0], 0.0),  # reversed
+        ([0.5, 0.5, 0.5, 0.5], [1, 0, 1, 0], 0.5),  # all tied
+        # hand case: positives .8 .4, negatives .6 .4 .1; pairs (pos > neg = 1, tie = 1/2):
+        # .8: 1 1 1; .4: 0 .5 1 -> 4.5 / 6 = 0.75
+        ([0.8, 0.4, 0.6, 0.4, 0.1], [1, 1, 0, 0, 0], 0.75),
+        ([0.3, 0.9], [True, False], 0.0),
+    ],
+)
 def test_roc_auc_known_values(scores: list[float], labels: list[int], expected: float) -> None:
     assert roc_auc(scores, labels) == pytest.approx(expected, abs=1e-12)
 

@@ -23,23 +23,29 @@ from training.synthetic.wsi_annotations import write_asap_xml
 from . import official_transcription as official
 
 
-@pytest.mark.parametrize(("mpp", "level", "expected"), [
-    (0.243, 5, 75 / (0.243 * 32 * 2)),  # 4.8225: the official level
-    (0.243, 6, 75 / (0.243 * 64 * 2)),  # 2.4113: the bundle's level
-    (0.243, 0, 75 / (0.243 * 2)),  # 154.32
-    (0.25, 5, 4.6875),
-    (0.5, 2, 18.75),
-])
+@pytest.mark.parametrize(
+    ("mpp", "level", "expected"),
+    [
+        (0.243, 5, 75 / (0.243 * 32 * 2)),  # 4.8225: the official level
+        (0.243, 6, 75 / (0.243 * 64 * 2)),  # 2.4113: the bundle's level
+        (0.243, 0, 75 / (0.243 * 2)),  # 154.32
+        (0.25, 5, 4.6875),
+        (0.5, 2, 18.75),
+    ],
+)
 def test_growth_radius_px(mpp: float, level: int, expected: float) -> None:
     assert growth_radius_px(mpp, level) == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.parametrize(("mpp", "level", "expected"), [
-    (0.243, 5, 35.3652263),  # the official comment's 35.36 px
-    (0.243, 6, 17.6826132),
-    (0.25, 5, 34.375),
-    (0.5, 0, 550.0),
-])
+@pytest.mark.parametrize(
+    ("mpp", "level", "expected"),
+    [
+        (0.243, 5, 35.3652263),  # the official comment's 35.36 px
+        (0.243, 6, 17.6826132),
+        (0.25, 5, 34.375),
+        (0.5, 0, 550.0),
+    ],
+)
 def test_itc_threshold_px(mpp: float, level: int, expected: float) -> None:
     assert itc_threshold_px(mpp, level) == pytest.approx(expected, rel=1e-7)
 
@@ -49,17 +55,20 @@ def _disk(shape: tuple[int, int], centre_rc: tuple[float, float], radius: float)
     return (r - centre_rc[0]) ** 2 + (c - centre_rc[1]) ** 2 <= radius**2
 
 
-@pytest.mark.parametrize(("side_px", "is_itc"), [
-    (1, True),  # grown to a ~9.6 px disk
-    (20, True),  # square 20 + 2 x 4.8 ~ 29.6 -> major axis ~ 33 < 35.37
-    (22, True),  # major axis 34.23
-    (23, False),  # major axis 35.39: just above the limit
-    (24, False),  # ~ 33.6 -> major axis ~ 38 > 35.37
-    (40, False),
-])
+@pytest.mark.parametrize(
+    ("side_px", "is_itc"),
+    [
+        (1, True),  # grown to a ~9.6 px disk
+        (20, True),  # square 20 + 2 x 4.8 ~ 29.6 -> major axis ~ 33 < 35.37
+        (22, True),  # major axis 34.23
+        (23, False),  # major axis 35.39: just above the limit
+        (24, False),  # ~ 33.6 -> major axis ~ 38 > 35.37
+        (40, False),
+    ],
+)
 def test_itc_rule_on_squares_at_level_5(side_px: int, is_itc: bool) -> None:
     tumor = np.zeros((100, 100), bool)
-    tumor[30:30 + side_px, 30:30 + side_px] = True
+    tumor[30 : 30 + side_px, 30 : 30 + side_px] = True
     labels = label_evaluation_mask(tumor, 0.243, 5)
     assert labels.max() == 1
     assert itc_labels(labels, 0.243, 5) == ([1] if is_itc else [])
@@ -113,12 +122,15 @@ def test_empty_mask_has_no_regions() -> None:
     assert label_evaluation_mask(np.zeros((10, 10), bool), 0.243, 5).max() == 0
 
 
-@pytest.mark.parametrize(("n", "d", "expected"), [
-    (128, 32, [16, 48, 80, 112]),
-    (100, 32, [16, 48, 80, 98]),  # last block 96..99: centre 98
-    (33, 32, [16, 32]),
-    (10, 32, [5]),
-])
+@pytest.mark.parametrize(
+    ("n", "d", "expected"),
+    [
+        (128, 32, [16, 48, 80, 112]),
+        (100, 32, [16, 48, 80, 98]),  # last block 96..99: centre 98
+        (33, 32, [16, 32]),
+        (10, 32, [5]),
+    ],
+)
 def test_block_centres(n: int, d: int, expected: list[int]) -> None:
     assert block_centres(n, d).tolist() == expected
 

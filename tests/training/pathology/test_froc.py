@@ -23,17 +23,20 @@ from training.pathology.froc import (
 from . import official_transcription as official
 
 
-@pytest.mark.parametrize(("x", "y", "level", "col", "row"), [
-    (0, 0, 5, 0, 0),
-    (31, 31, 5, 0, 0),
-    (32, 31, 5, 1, 0),
-    (31.9, 63.99, 5, 0, 1),  # decimal coordinates: floor, as int() of a non-negative int division
-    (1000, 2047, 5, 31, 63),
-    (1000, 2047, 6, 15, 31),
-    (64, 64, 6, 1, 1),
-    (5, 7, 0, 5, 7),
-    (-1, 10, 5, -1, 0),  # outside: the caller treats it as background
-])
+@pytest.mark.parametrize(
+    ("x", "y", "level", "col", "row"),
+    [
+        (0, 0, 5, 0, 0),
+        (31, 31, 5, 0, 0),
+        (32, 31, 5, 1, 0),
+        (31.9, 63.99, 5, 0, 1),  # decimal coordinates: floor, as int() of a non-negative int division
+        (1000, 2047, 5, 31, 63),
+        (1000, 2047, 6, 15, 31),
+        (64, 64, 6, 1, 1),
+        (5, 7, 0, 5, 7),
+        (-1, 10, 5, -1, 0),  # outside: the caller treats it as background
+    ],
+)
 def test_detection_pixels(x: float, y: float, level: int, col: int, row: int) -> None:
     c, r = detection_pixels(np.array([x]), np.array([y]), level)
     assert (int(c[0]), int(r[0])) == (col, row)
@@ -57,9 +60,16 @@ def test_score_slide_rules() -> None:
     labels[0, 0] = 1  # a lesion
     labels[0, 2] = 2  # an ITC
     labels[3, 3] = 3  # a lesion nobody finds
-    det = _det([(0.4, 5, 5), (0.9, 20, 10), (0.6, 3, 3),  # lesion 1: max 0.9, two repeats
-                (0.8, 70, 1),  # ITC: ignored
-                (0.3, 40, 40), (0.2, 500, 500)])  # background, outside the frame
+    det = _det(
+        [
+            (0.4, 5, 5),
+            (0.9, 20, 10),
+            (0.6, 3, 3),  # lesion 1: max 0.9, two repeats
+            (0.8, 70, 1),  # ITC: ignored
+            (0.3, 40, 40),
+            (0.2, 500, 500),
+        ]
+    )  # background, outside the frame
     o = score_slide("s", det, labels, [2], 5)
     assert o.fp_probabilities.tolist() == [0.3, 0.2]
     assert o.lesion_probabilities.dtype == np.float32
@@ -85,8 +95,7 @@ HAND_CASES = {
     # Reversed: x = 0 .5 .5 1 1 1.5 2 2.5, y = 0 0 .25 .25 .5 .5 .75 .75. np.interp takes, at a repeated
     # x, the last point with that x: 0.25 -> between (0, 0) and (.5, 0) = 0; 0.5 -> .25; 1 -> .5;
     # 2 -> .75; 4 and 8 beyond 2.5 -> .75. FROC = (0 + .25 + .5 + .75 * 3) / 6 = 0.5.
-    "plateaus_and_repeated_x": ([0.75, 0.5, 0.9375, 0.25, 0.125], [0.875, 0.625, 0.25, 0.0, 0.0], 4, 2,
-                                [0.0, 0.25, 0.5, 0.75, 0.75, 0.75]),
+    "plateaus_and_repeated_x": ([0.75, 0.5, 0.9375, 0.25, 0.125], [0.875, 0.625, 0.25, 0.0, 0.0], 4, 2, [0.0, 0.25, 0.5, 0.75, 0.75, 0.75]),
     # Tumour slide: lesions 0.75, 0.5, one missed; FP 0.5. Normal slide: FP 0.25. Three lesions, two slides.
     # Thresholds .25 .5 .75: FPs 2 1 0 (+0) -> 1 .5 0 0; TPs 2 2 1 (+0) -> 2/3 2/3 1/3 0.
     # Reversed x = 0 0 .5 1, y = 0 1/3 2/3 2/3: 0.25 -> 1/3 + (1/3)(.25/.5) = 0.5 (linear interpolation);
@@ -166,7 +175,9 @@ def test_agrees_with_loop_transcription_on_random_cases(level: int) -> None:
                 ref_itc = official.itc_list(ref_labels, 0.243, level)
                 fp, tp, n = official.fp_tp_probs(ys, xs, probs, True, ref_labels, ref_itc, level)
                 labels = label_evaluation_mask(mask, 0.243, level)
-                o = score_slide("t", Detections.from_rows(list(zip(probs, xs, ys, strict=True))), labels, itc_labels(labels, 0.243, level), level)
+                o = score_slide(
+                    "t", Detections.from_rows(list(zip(probs, xs, ys, strict=True))), labels, itc_labels(labels, 0.243, level), level
+                )
             else:
                 fp, tp, n = official.fp_tp_probs(ys, xs, probs, False, 0, [], level)
                 o = score_slide("n", Detections.from_rows(list(zip(probs, xs, ys, strict=True))), None, [], level)
@@ -192,13 +203,16 @@ def test_agrees_with_loop_transcription_on_random_cases(level: int) -> None:
     assert checked >= 30
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("0.9,100,200\n0.5,3,4\n", [(0.9, 100, 200), (0.5, 3, 4)]),
-    ("probability,x,y\n0.9,100,200\n", [(0.9, 100, 200)]),
-    ("x,y,probability\n100,200,0.9\n\n", [(0.9, 100, 200)]),  # named columns in another order
-    ("0.9, 100.5 ,200\r\n", [(0.9, 100.5, 200)]),
-    ("", []),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0.9,100,200\n0.5,3,4\n", [(0.9, 100, 200), (0.5, 3, 4)]),
+        ("probability,x,y\n0.9,100,200\n", [(0.9, 100, 200)]),
+        ("x,y,probability\n100,200,0.9\n\n", [(0.9, 100, 200)]),  # named columns in another order
+        ("0.9, 100.5 ,200\r\n", [(0.9, 100.5, 200)]),
+        ("", []),
+    ],
+)
 def test_read_detections_csv(tmp_path, text: str, expected: list[tuple[float, float, float]]) -> None:
     path = tmp_path / "s.csv"
     path.write_text(text)
@@ -217,10 +231,15 @@ def test_read_detections_csv_rejects_malformed_rows(tmp_path, text: str) -> None
 def test_plan_slides_official_set_and_variant(tmp_path) -> None:
     from training.pathology.evaluation_masks import GroundTruthFile
 
-    gt = {"test_001": GroundTruthFile("test_001", tmp_path / "test_001.xml", "xml"),
-          "test_004": GroundTruthFile("test_004", tmp_path / "test_004.xml", "xml")}
+    gt = {
+        "test_001": GroundTruthFile("test_001", tmp_path / "test_001.xml", "xml"),
+        "test_004": GroundTruthFile("test_004", tmp_path / "test_004.xml", "xml"),
+    }
     csvs = {"test_001": tmp_path / "test_001.csv", "test_002": tmp_path / "test_002.csv"}
     plans = plan_slides(gt, csvs, tumor_slides_only=False)
-    assert plans == [SlidePlan("test_001", csvs["test_001"], gt["test_001"]), SlidePlan("test_002", csvs["test_002"], None),
-                     SlidePlan("test_004", None, gt["test_004"])]
+    assert plans == [
+        SlidePlan("test_001", csvs["test_001"], gt["test_001"]),
+        SlidePlan("test_002", csvs["test_002"], None),
+        SlidePlan("test_004", None, gt["test_004"]),
+    ]
     assert [p.slide for p in plan_slides(gt, csvs, tumor_slides_only=True)] == ["test_001", "test_004"]

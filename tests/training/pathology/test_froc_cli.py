@@ -39,17 +39,33 @@ def _write_case(root: Path, layout: str) -> tuple[Path, Path]:
         if layout == "pyramid":  # levels 1-6 by block-centre sampling, as a nearest-neighbour pyramid
             for k in range(1, 7):
                 d = 2**k
-                tw.write(np.ascontiguousarray(m[d // 2::d, d // 2::d]), tile=(64, 64) if 4096 // d >= 64 else None,
-                         compression="zlib", subfiletype=1)
+                tw.write(
+                    np.ascontiguousarray(m[d // 2 :: d, d // 2 :: d]),
+                    tile=(64, 64) if 4096 // d >= 64 else None,
+                    compression="zlib",
+                    subfiletype=1,
+                )
     # tumor_b: B1 square [500, 1500)^2 and B2 a small triangle (ITC) as ASAP XML; no slide size given
-    write_asap_xml([np.array([[500, 500], [1500, 500], [1500, 1500], [500, 1500]], float),
-                    np.array([[3000, 3000], [3040, 3000], [3020, 3040]], float)], gt / "tumor_b.xml")
+    write_asap_xml(
+        [
+            np.array([[500, 500], [1500, 500], [1500, 1500], [500, 1500]], float),
+            np.array([[3000, 3000], [3040, 3000], [3020, 3040]], float),
+        ],
+        gt / "tumor_b.xml",
+    )
     rows = {
         # A1 hit 0.9 (and 0.4 and 0.2 inside it: not counted again); 2149 is level-5 column 67, 4 px right of
         # the square's last column (63): inside the 4.82 px growth. 2176 is column 68, 5 px away: a false positive.
         # A2 hit 0.6. A3 (ITC) 0.8: ignored. Background 0.3.
-        "tumor_a": [(0.9, 1500, 1500), (0.4, 1100, 1100), (0.2, 2149, 1500), (0.35, 2176, 1500), (0.6, 3000, 1000),
-                    (0.8, 3032, 3032), (0.3, 100, 100)],
+        "tumor_a": [
+            (0.9, 1500, 1500),
+            (0.4, 1100, 1100),
+            (0.2, 2149, 1500),
+            (0.35, 2176, 1500),
+            (0.6, 3000, 1000),
+            (0.8, 3032, 3032),
+            (0.3, 100, 100),
+        ],
         "tumor_b": [(0.7, 1000, 1000), (0.5, 3500, 500)],
         "normal_c": [(0.95, 10, 10), (0.1, 2000, 2000)],
     }
@@ -116,8 +132,14 @@ def test_cli_rejects_unknown_and_abbreviated_options(tmp_path: Path) -> None:
 def test_python_dash_m_entry_point(tmp_path: Path) -> None:
     gt, det = _write_case(tmp_path, "level0_only")
     out = tmp_path / "o.json"
-    proc = subprocess.run([sys.executable, "-m", "training.pathology.froc", "--ground-truth", str(gt), "--detections", str(det),
-                           "--json", str(out)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.pathology.froc", "--ground-truth", str(gt), "--detections", str(det), "--json", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["froc"] == pytest.approx(5 / 6)
 

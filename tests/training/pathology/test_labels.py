@@ -12,17 +12,20 @@ from training.synthetic.wsi_annotations import rasterize_polygons, write_asap_xm
 SQUARE = np.array([[1000, 1000], [1100, 1000], [1100, 1100], [1000, 1100]], np.float64)
 
 
-@pytest.mark.parametrize(("centre_xy", "expected"), [
-    ((1050, 1050), True),  # centre inside the tumor
-    ((1000 - 64 + 8, 1050), True),  # x region [880, 1008) reaches 8 px into the tumor
-    ((1000 - 64 - 8, 1050), False),  # x region [864, 992) ends 8 px before it
-    ((1100 + 64 - 8, 1050), True),  # tumor in the region's left 8 px
-    ((1100 + 64 + 8, 1050), False),  # region starts 8 px right of the tumor
-    ((1050, 1100 + 64 + 8), False),  # below, 8 px clear
-    ((1000 - 56, 1000 - 56), True),  # diagonal: corners overlap by 8 x 8 px
-    ((1000 - 72, 1000 - 72), False),  # diagonal: 8 px clear on both axes
-    ((5000, 5000), False),  # far away
-])
+@pytest.mark.parametrize(
+    ("centre_xy", "expected"),
+    [
+        ((1050, 1050), True),  # centre inside the tumor
+        ((1000 - 64 + 8, 1050), True),  # x region [880, 1008) reaches 8 px into the tumor
+        ((1000 - 64 - 8, 1050), False),  # x region [864, 992) ends 8 px before it
+        ((1100 + 64 - 8, 1050), True),  # tumor in the region's left 8 px
+        ((1100 + 64 + 8, 1050), False),  # region starts 8 px right of the tumor
+        ((1050, 1100 + 64 + 8), False),  # below, 8 px clear
+        ((1000 - 56, 1000 - 56), True),  # diagonal: corners overlap by 8 x 8 px
+        ((1000 - 72, 1000 - 72), False),  # diagonal: 8 px clear on both axes
+        ((5000, 5000), False),  # far away
+    ],
+)
 @pytest.mark.parametrize("level", [0, 2])
 def test_centre_region_label_is_tumor_when_any_pixel_of_the_centre_128_is(centre_xy, expected, level):
     labels = centre_region_labels([SQUARE], np.array([centre_xy]), level, centre_px=128)
@@ -31,7 +34,10 @@ def test_centre_region_label_is_tumor_when_any_pixel_of_the_centre_128_is(centre
 
 def test_centre_region_labels_equal_a_brute_force_level0_check_in_any_strip_size():
     t = np.linspace(0, 2 * np.pi, 50, endpoint=False)
-    polygons = [np.c_[600 + 220 * np.cos(t) * (1 + 0.3 * np.sin(3 * t)), 500 + 160 * np.sin(t)], np.c_[1200 + 40 * np.cos(t), 1100 + 70 * np.sin(t)]]
+    polygons = [
+        np.c_[600 + 220 * np.cos(t) * (1 + 0.3 * np.sin(3 * t)), 500 + 160 * np.sin(t)],
+        np.c_[1200 + 40 * np.cos(t), 1100 + 70 * np.sin(t)],
+    ]
     mask = rasterize_polygons(polygons, (0, 0), (1600, 1600), 1.0)
     centres = np.random.default_rng(0).uniform(0, 1600, (1500, 2))
     first, stop = np.ceil(centres - 64 - 0.5).astype(int).clip(0), np.ceil(centres + 64 - 0.5).astype(int).clip(0)
@@ -44,9 +50,12 @@ def test_centre_region_labels_equal_a_brute_force_level0_check_in_any_strip_size
 def test_exclusion_polygons_are_not_tumor_in_labels_or_masks(tmp_path):
     hole = np.array([[1030, 1030], [1070, 1030], [1070, 1070], [1030, 1070]], np.float64)
     xml = write_asap_xml([SQUARE], tmp_path / "slide.xml")
-    text = xml.read_text().replace("</Annotations>", '<Annotation Name="hole" Type="Polygon" PartOfGroup="_2"><Coordinates>'
-                                   + "".join(f'<Coordinate Order="{i}" X="{x}" Y="{y}" />' for i, (x, y) in enumerate(hole))
-                                   + "</Coordinates></Annotation></Annotations>")
+    text = xml.read_text().replace(
+        "</Annotations>",
+        '<Annotation Name="hole" Type="Polygon" PartOfGroup="_2"><Coordinates>'
+        + "".join(f'<Coordinate Order="{i}" X="{x}" Y="{y}" />' for i, (x, y) in enumerate(hole))
+        + "</Coordinates></Annotation></Annotations>",
+    )
     xml.write_text(text)
     polygons, exclusions = read_annotations(xml)
     assert len(polygons) == 1 and len(exclusions) == 1

@@ -43,8 +43,9 @@ def prep(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(prep, tmp_path_factory):
-    settings = TrainSettings(prep_dir=prep, run_dir=tmp_path_factory.mktemp("run"), epochs=1, steps_per_epoch=2, batch_size=4,
-                             heldout_limit=8, workers=1)
+    settings = TrainSettings(
+        prep_dir=prep, run_dir=tmp_path_factory.mktemp("run"), epochs=1, steps_per_epoch=2, batch_size=4, heldout_limit=8, workers=1
+    )
     return settings, train(settings)
 
 
@@ -140,9 +141,35 @@ def test_float16_export_halves_the_file_and_loads_as_the_rounded_checkpoint(trai
 
 def test_two_process_ddp_training_ends_with_identical_weights_on_both_ranks(prep, tmp_path):
     run = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training.pathology",
-               "train", "--prep", str(prep), "--run-dir", str(run), "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2",
-               "--heldout-limit", "4", "--workers", "0", "--device", "cpu", "--amp", "off"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "training.pathology",
+        "train",
+        "--prep",
+        str(prep),
+        "--run-dir",
+        str(run),
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "2",
+        "--heldout-limit",
+        "4",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--amp",
+        "off",
+    ]
     done = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
@@ -154,12 +181,15 @@ def test_two_process_ddp_training_ends_with_identical_weights_on_both_ranks(prep
     assert not torch.equal(first_weight, build_patch_classifier(CONFIG["network"]).state_dict()["features.0.weight"])
 
 
-@pytest.mark.parametrize("arguments", [
-    ["prepare", "--data", "D", "--out", "P"],
-    ["train", "--prep", "P", "--run-dir", "R"],
-    ["evaluate", "--prep", "P", "--model", "M", "--out", "O"],
-    ["export", "--checkpoint", "C"],
-])
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["prepare", "--data", "D", "--out", "P"],
+        ["train", "--prep", "P", "--run-dir", "R"],
+        ["evaluate", "--prep", "P", "--model", "M", "--out", "O"],
+        ["export", "--checkpoint", "C"],
+    ],
+)
 def test_every_stage_rejects_unknown_options(arguments, capsys):
     with pytest.raises(SystemExit) as raised:
         main([*arguments, "--no-such-option", "1"])

@@ -17,12 +17,22 @@ from training.pathology.settings import (
 )
 
 
-@pytest.mark.parametrize(("slide", "excluded"), [
-    ("tumor_010", "incomplete annotations"), ("tumor_015", "incomplete annotations"), ("tumor_110", "incomplete annotations"),
-    ("tumor_001", None), ("tumor_011", None), ("tumor_111", None),
-    ("normal_086", "contains unannotated tumor"), ("normal_144", "contains unannotated tumor"),
-    ("normal_001", None), ("normal_085", None), ("test_010", None),
-])
+@pytest.mark.parametrize(
+    ("slide", "excluded"),
+    [
+        ("tumor_010", "incomplete annotations"),
+        ("tumor_015", "incomplete annotations"),
+        ("tumor_110", "incomplete annotations"),
+        ("tumor_001", None),
+        ("tumor_011", None),
+        ("tumor_111", None),
+        ("normal_086", "contains unannotated tumor"),
+        ("normal_144", "contains unannotated tumor"),
+        ("normal_001", None),
+        ("normal_085", None),
+        ("test_010", None),
+    ],
+)
 def test_normal_patches_are_excluded_from_the_slides_the_paper_names(slide, excluded):
     reason = normal_patches_excluded(slide)
     assert (reason is None) if excluded is None else (excluded in reason)
@@ -41,8 +51,11 @@ def test_split_holds_out_a_fraction_of_the_slides_and_keeps_one_for_training(n, 
 
 
 def test_heldout_patches_are_distinct_balanced_and_shuffled():
-    pools = PatchPools(("tumor_001", "normal_001"), (np.arange(40).reshape(20, 2), np.zeros((0, 2), np.int64)),
-                       (np.arange(1000).reshape(500, 2), np.arange(1000, 2000).reshape(500, 2)))
+    pools = PatchPools(
+        ("tumor_001", "normal_001"),
+        (np.arange(40).reshape(20, 2), np.zeros((0, 2), np.int64)),
+        (np.arange(1000).reshape(500, 2), np.arange(1000, 2000).reshape(500, 2)),
+    )
     draws = heldout_draws(pools, per_class=16, seed=0)
     assert len(draws) == 32 and draws.labels.sum() == 16
     assert len({(int(s), *map(int, c)) for s, c in zip(draws.slide_index, draws.centres_xy_level0, strict=True)}) == 32

@@ -39,7 +39,9 @@ def test_each_slide_holding_a_class_is_equally_likely_whatever_its_candidate_cou
     assert set(np.unique(chosen)) == set(slides_with_the_class)
 
 
-@pytest.mark.parametrize(("label", "slide", "pool"), [(TUMOR, 0, POOLS.tumor[0]), (NORMAL, 2, POOLS.normal[2]), (NORMAL, 0, POOLS.normal[0])])
+@pytest.mark.parametrize(
+    ("label", "slide", "pool"), [(TUMOR, 0, POOLS.tumor[0]), (NORMAL, 2, POOLS.normal[2]), (NORMAL, 0, POOLS.normal[0])]
+)
 def test_patches_come_from_the_slides_own_pool_of_that_class_uniformly(draws, label, slide, pool):
     rows = (draws.labels == label) & (draws.slide_index == slide)
     index = {tuple(p): i for i, p in enumerate(pool.tolist())}

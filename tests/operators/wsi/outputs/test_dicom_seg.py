@@ -53,7 +53,14 @@ def test_every_volume_level_is_a_candidate_with_its_pixel_spacing_downsample(sli
 
 @pytest.mark.parametrize(
     ("stride_px_level0", "expected_size_xy"),
-    [(1.0, (2220, 2967)), (1.3, (2220, 2967)), (2.0, (1110, 1484)), (3.0, (555, 742)), (64 * 0.243 / SLIDE_MPP, (139, 186)), (500.0, (139, 186))],
+    [
+        (1.0, (2220, 2967)),
+        (1.3, (2220, 2967)),
+        (2.0, (1110, 1484)),
+        (3.0, (555, 742)),
+        (64 * 0.243 / SLIDE_MPP, (139, 186)),
+        (500.0, (139, 186)),
+    ],
 )
 def test_the_level_closest_to_the_map_stride_is_chosen(slide: SlideHandle, stride_px_level0, expected_size_xy):
     assert choose_seg_source_level(slide.dicom_source, stride_px_level0).size_xy == expected_size_xy

@@ -47,16 +47,23 @@ def test_a_square_blob_is_outlined_at_its_level0_extent(slide_mpp, model_mpp, st
     # marching squares cuts the four corners by half a cell's triangle each
     assert ring_area(exterior) == pytest.approx((100 - 0.5) * stride * stride, rel=1e-3)
     feature = next(f for f in collection["features"] if f["geometry"]["type"] == "Polygon")
-    assert feature["properties"]["measurements"]["area um^2"] == pytest.approx(ring_area(exterior) * slide_mpp**2, rel=1e-4)  # coordinates rounded to 0.01 px
+    assert feature["properties"]["measurements"]["area um^2"] == pytest.approx(
+        ring_area(exterior) * slide_mpp**2, rel=1e-4
+    )  # coordinates rounded to 0.01 px
     assert feature["properties"]["measurements"]["max probability"] == pytest.approx(1.0)
 
 
 def test_a_ring_blob_has_a_clockwise_hole_and_separate_islands():
-    prob_map = map_with(0.499, 0.243, 64, [
-        ((10, 30), (10, 30), 0.9),
-        ((15, 20), (15, 20), 0.1),  # a hole
-        ((60, 62), (40, 43), 0.7),  # an island
-    ])
+    prob_map = map_with(
+        0.499,
+        0.243,
+        64,
+        [
+            ((10, 30), (10, 30), 0.9),
+            ((15, 20), (15, 20), 0.1),  # a hole
+            ((60, 62), (40, 43), 0.7),  # an island
+        ],
+    )
     stride = prob_map.grid.stride_level0_px
     contours = tumor_contours(prob_map, 0.5)
     assert len(contours) == 2

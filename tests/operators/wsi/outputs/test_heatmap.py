@@ -45,8 +45,10 @@ def test_the_colour_bar_is_drawn_inside_large_images_only():
     assert not np.array_equal(with_bar[corner], without_bar[corner])
     np.testing.assert_array_equal(without_bar[corner], thumbnail[corner])
     tiny = np.full((40, 30, 3), 200, np.uint8)
-    np.testing.assert_array_equal(np.asarray(render_heatmap_overlay(tiny, blob_map(), 100.0)),
-                                  np.asarray(render_heatmap_overlay(tiny, blob_map(), 100.0, colour_bar=False)))
+    np.testing.assert_array_equal(
+        np.asarray(render_heatmap_overlay(tiny, blob_map(), 100.0)),
+        np.asarray(render_heatmap_overlay(tiny, blob_map(), 100.0, colour_bar=False)),
+    )
 
 
 def test_colour_map_runs_blue_to_red_and_alpha_follows_probability():

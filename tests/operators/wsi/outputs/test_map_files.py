@@ -122,7 +122,9 @@ def test_tiff_pyramid_halves_by_2x2_means():
 
 def test_sidecar_places_the_cells_on_level_0(tmp_path: Path):
     prob_map = blob_map((2220, 2967), 0.499, 0.243, 64)
-    files = write_probability_map(prob_map, tmp_path / "out" / "map.npy", tmp_path / "out" / "map.tif", tmp_path / "out" / "map_geometry.json")
+    files = write_probability_map(
+        prob_map, tmp_path / "out" / "map.npy", tmp_path / "out" / "map.tif", tmp_path / "out" / "map_geometry.json"
+    )
     sidecar = json.loads(files.sidecar.read_text())
     stride = 64 * 0.243 / 0.499
     assert sidecar["stride_px_level0"] == pytest.approx(stride)

@@ -7,7 +7,9 @@ from operators.wsi.grid import ProbabilityMap, grid_for_slide
 from operators.wsi.outputs.map_resampling import map_on_pixel_grid, overlap_weights
 
 
-def square_blob_map(rows_cols: tuple[slice, slice], value: float = 1.0, slide_size_xy=(2220, 2967), origin_model_px: float | None = None) -> ProbabilityMap:
+def square_blob_map(
+    rows_cols: tuple[slice, slice], value: float = 1.0, slide_size_xy=(2220, 2967), origin_model_px: float | None = None
+) -> ProbabilityMap:
     grid = grid_for_slide(slide_size_xy, 0.499, 0.243, 64, 224, origin_model_px=origin_model_px)
     probabilities = np.zeros(grid.shape_rows_cols, np.float32)
     probabilities[rows_cols] = value
@@ -39,7 +41,9 @@ def test_a_square_blob_lands_on_its_level0_extent(downsample_xy):
     left, right = np.arange(size_xy[0]) * dx, (np.arange(size_xy[0]) + 1) * dx
     top, bottom = np.arange(size_xy[1]) * dy, (np.arange(size_xy[1]) + 1) * dy
     inside = np.outer((top >= y0) & (bottom <= y1), (left >= x0) & (right <= x1))
-    outside = np.outer((bottom <= y0) | (top >= y1), np.ones(size_xy[0], bool)) | np.outer(np.ones(size_xy[1], bool), (right <= x0) | (left >= x1))
+    outside = np.outer((bottom <= y0) | (top >= y1), np.ones(size_xy[0], bool)) | np.outer(
+        np.ones(size_xy[1], bool), (right <= x0) | (left >= x1)
+    )
     np.testing.assert_allclose(on_grid[inside], 1.0, atol=1e-6)
     np.testing.assert_array_equal(on_grid[outside], 0.0)
     # the probability mass (value x area) is conserved
@@ -52,7 +56,7 @@ def test_a_custom_origin_shifts_the_cells():
     on_level0 = map_on_pixel_grid(prob_map, (40, 40), (1.0, 1.0))
     covered = int(np.floor(half))
     assert on_level0[:covered, :covered].min() == pytest.approx(1.0)
-    assert on_level0[covered + 1:, :].max() == 0.0 and on_level0[:, covered + 1:].max() == 0.0
+    assert on_level0[covered + 1 :, :].max() == 0.0 and on_level0[:, covered + 1 :].max() == 0.0
 
 
 @pytest.mark.parametrize(("size_xy", "downsample_xy"), [((0, 5), (1.0, 1.0)), ((5, 5), (0.0, 1.0)), ((5, 5), (float("nan"), 1.0))])

@@ -9,8 +9,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from operators.wsi.slide import reader as wsi_slide_reader
 from operators.core.errors import AppInputError, SlideReadError
+from operators.wsi.slide import reader as wsi_slide_reader
 from operators.wsi.slide.reader import SlideHandle, open_slide
 from tests.real_slides import real_dicom_wsi, real_svs, real_vips_pyramid
 from tests.wsi_factories import write_pyramid
@@ -56,11 +56,14 @@ def tissue(svs) -> np.ndarray:
 # Real slides
 
 
-@pytest.mark.parametrize(("kind", "backends", "levels"), [
-    ("svs", ("cucim", "openslide"), [SVS_SIZE]),  # the 574x768 strip page is a thumbnail, not a level
-    ("dicom", ("openslide",), DICOM_LEVELS),
-    ("vips", ("cucim", "openslide"), VIPS_LEVELS),
-])
+@pytest.mark.parametrize(
+    ("kind", "backends", "levels"),
+    [
+        ("svs", ("cucim", "openslide"), [SVS_SIZE]),  # the 574x768 strip page is a thumbnail, not a level
+        ("dicom", ("openslide",), DICOM_LEVELS),
+        ("vips", ("cucim", "openslide"), VIPS_LEVELS),
+    ],
+)
 def test_real_slides_open_with_their_levels_and_mpp(real_slides, kind, backends, levels):
     with open_slide(real_slides[kind]) as slide:
         assert slide.backend == (backends[0] if HAS_CUCIM and wsi_slide_reader.PREFER_CUCIM else backends[-1])
@@ -96,7 +99,9 @@ def test_dicom_wsi_agrees_with_the_svs_it_was_made_from(svs, dicom_wsi, vips_pyr
         # the levels left out are computed from level 0
         for downsample in (2, 4, 8):
             size = (2220 // downsample, 2967 // downsample)
-            np.testing.assert_array_equal(dicom.read_at_downsample((0, 0), downsample, size), original.read_at_downsample((0, 0), downsample, size))
+            np.testing.assert_array_equal(
+                dicom.read_at_downsample((0, 0), downsample, size), original.read_at_downsample((0, 0), downsample, size)
+            )
 
 
 def test_dicom_level_datasets_are_headers_of_that_level(dicom_wsi):
@@ -114,7 +119,9 @@ def test_dicom_level_datasets_are_headers_of_that_level(dicom_wsi):
             spacing_mm = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
             assert float(spacing_mm[1]) * 1000 == pytest.approx(0.499 * level.downsample, rel=0.01)
         assert {i.image_type for i in slide.dicom_source.other_instances} == {"LABEL", "OVERVIEW", "THUMBNAIL"}
-        assert [instances[0].header.TotalPixelMatrixColumns for instances in slide.dicom_source.volume_levels] == [s[0] for s in DICOM_INSTANCE_LEVELS]
+        assert [instances[0].header.TotalPixelMatrixColumns for instances in slide.dicom_source.volume_levels] == [
+            s[0] for s in DICOM_INSTANCE_LEVELS
+        ]
 
 
 def test_dicom_instance_file_opens_its_folder(dicom_wsi):
@@ -169,11 +176,14 @@ def test_svs_without_pyramid_downsamples_like_libvips(svs, vips_pyramid):
 # Synthetic TIFFs written here
 
 
-@pytest.mark.parametrize(("unit", "mpp", "compression"), [
-    ("CENTIMETER", 0.25, "jpeg"),
-    ("CENTIMETER", 0.5, "zlib"),
-    ("INCH", 0.5, None),
-])
+@pytest.mark.parametrize(
+    ("unit", "mpp", "compression"),
+    [
+        ("CENTIMETER", 0.25, "jpeg"),
+        ("CENTIMETER", 0.5, "zlib"),
+        ("INCH", 0.5, None),
+    ],
+)
 def test_tiled_pyramidal_tiff_levels_mpp_and_pixels(tmp_path, tissue, unit, mpp, compression):
     path = tmp_path / "pyramid.tif"
     arrays = write_pyramid(path, tissue, unit=unit, mpp=mpp, compression=compression)
@@ -188,8 +198,11 @@ def test_tiled_pyramidal_tiff_levels_mpp_and_pixels(tmp_path, tissue, unit, mpp,
             for level, truth in enumerate(written):
                 x, y = 96 // 2**level * 2**level, 64  # level-0 location on the level's grid
                 region = slide.read_region((x, y), level, (100, 60))
-                np.testing.assert_array_equal(region, truth[y // 2**level:y // 2**level + 60, x // 2**level:x // 2**level + 100],
-                                              err_msg=f"{backend} level {level}")
+                np.testing.assert_array_equal(
+                    region,
+                    truth[y // 2**level : y // 2**level + 60, x // 2**level : x // 2**level + 100],
+                    err_msg=f"{backend} level {level}",
+                )
 
 
 def test_cucim_is_not_used_where_it_misreads(tmp_path, tissue):
@@ -208,13 +221,15 @@ def untiled(tmp_path, tissue) -> tuple[Path, np.ndarray]:
     """A single-level stripped TIFF (OpenSlide refuses it), 2048 x 1536."""
     level0 = np.tile(tissue, (2, 2, 1))
     path = tmp_path / "untiled.tif"
-    tifffile.imwrite(path, level0, photometric="rgb", compression="zlib", rowsperstrip=32, resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
+    tifffile.imwrite(
+        path, level0, photometric="rgb", compression="zlib", rowsperstrip=32, resolution=(2e4, 2e4), resolutionunit="CENTIMETER"
+    )
     return path, level0
 
 
 def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     h, w = image.shape[0] // factor, image.shape[1] // factor
-    return image[:h * factor, :w * factor].reshape(h, factor, w, factor, 3).mean(axis=(1, 3))
+    return image[: h * factor, : w * factor].reshape(h, factor, w, factor, 3).mean(axis=(1, 3))
 
 
 def test_untiled_single_level_tiff_downsampled_on_the_fly(untiled):
@@ -229,7 +244,7 @@ def test_untiled_single_level_tiff_downsampled_on_the_fly(untiled):
         np.testing.assert_array_equal(slide.thumbnail(16), small)
         # a fractional downsample at an arbitrary location: Pillow's box filter over the same level-0 window
         got = slide.read_at_downsample((40, 24), 2.5, (200, 120))
-        expected = np.asarray(Image.fromarray(level0[24:24 + 300, 40:40 + 500]).resize((200, 120), Image.Resampling.BOX))
+        expected = np.asarray(Image.fromarray(level0[24 : 24 + 300, 40 : 40 + 500]).resize((200, 120), Image.Resampling.BOX))
         assert np.abs(got.astype(np.int16) - expected).max() <= 1
 
 
@@ -280,8 +295,9 @@ def _half(source: str, fraction: float = 0.5):
     def make(tmp: Path, slides: dict) -> Path:
         data = slides[source].read_bytes()
         target = tmp / f"cut{slides[source].suffix}"
-        target.write_bytes(data[:int(len(data) * fraction)])
+        target.write_bytes(data[: int(len(data) * fraction)])
         return target
+
     return make
 
 
@@ -306,6 +322,7 @@ def _dicom_plus(extra: str):
             largest = max(folder.glob("*.dcm"), key=lambda p: p.stat().st_size)
             largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
         return folder
+
     return make
 
 
@@ -323,22 +340,39 @@ def _missing(tmp: Path, _: dict) -> Path:
     return tmp / "nowhere.svs"
 
 
-@pytest.mark.parametrize(("make", "message"), [
-    (_text, "not a whole-slide image"),
-    (_png, "not a whole-slide image"),
-    (_empty_file, "empty"),
-    (_missing, "no such file"),
-    (_half("svs"), "truncated"),
-    (_half("vips"), "truncated"),
-    (_half("vips", 0.99), "truncated"),
-    (_empty_folder, "folder is empty"),
-    (_dicom_plus("text"), "readme.txt is not a readable DICOM file"),
-    (_dicom_plus("second series"), "2 DICOM series"),
-    (_dicom_plus("truncated"), "truncated"),
-    (_no_mpp, "pass the level-0 micrometres per pixel as an mpp override"),
-    (_no_mpp_untiled, "implausible 352.8"),
-], ids=["text", "png", "empty-file", "missing", "svs-cut-in-half", "tiff-cut-in-half", "tiff-cut-at-99%", "empty-folder",
-        "dicom-folder-with-text", "dicom-folder-two-series", "dicom-truncated-instance", "no-mpp", "72-dpi-default"])
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_text, "not a whole-slide image"),
+        (_png, "not a whole-slide image"),
+        (_empty_file, "empty"),
+        (_missing, "no such file"),
+        (_half("svs"), "truncated"),
+        (_half("vips"), "truncated"),
+        (_half("vips", 0.99), "truncated"),
+        (_empty_folder, "folder is empty"),
+        (_dicom_plus("text"), "readme.txt is not a readable DICOM file"),
+        (_dicom_plus("second series"), "2 DICOM series"),
+        (_dicom_plus("truncated"), "truncated"),
+        (_no_mpp, "pass the level-0 micrometres per pixel as an mpp override"),
+        (_no_mpp_untiled, "implausible 352.8"),
+    ],
+    ids=[
+        "text",
+        "png",
+        "empty-file",
+        "missing",
+        "svs-cut-in-half",
+        "tiff-cut-in-half",
+        "tiff-cut-at-99%",
+        "empty-folder",
+        "dicom-folder-with-text",
+        "dicom-folder-two-series",
+        "dicom-truncated-instance",
+        "no-mpp",
+        "72-dpi-default",
+    ],
+)
 def test_bad_input_raises_slide_read_error_naming_the_file(tmp_path, real_slides, make, message):
     path = make(tmp_path, real_slides)
     with pytest.raises(SlideReadError) as raised:
@@ -356,12 +390,15 @@ def test_mpp_override_wins(tmp_path, svs):
         assert slide.mpp_xy == (0.5, 0.5)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"backend": "pillow"}, "unknown slide reader backend"),
-    ({"mpp_override": -1.0}, "positive number"),
-    ({"backend": "cucim"}, "not tiled"),
-    ({"backend": "openslide"}, "OpenSlide cannot open it"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"backend": "pillow"}, "unknown slide reader backend"),
+        ({"mpp_override": -1.0}, "positive number"),
+        ({"backend": "cucim"}, "not tiled"),
+        ({"backend": "openslide"}, "OpenSlide cannot open it"),
+    ],
+)
 def test_backend_and_override_arguments_are_checked(untiled, kwargs, message):
     if kwargs.get("backend") == "cucim" and not HAS_CUCIM:
         pytest.skip("cucim is not installed")

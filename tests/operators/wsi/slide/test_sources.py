@@ -22,7 +22,11 @@ def test_folder_of_slide_files_and_dicom_slide_folders(tmp_path: Path):
     dicom.mkdir()
     touch(dicom / "level0.dcm", Path(get_testdata_file("CT_small.dcm")).read_bytes())
     touch(tmp_path / "notes.txt")
-    assert find_slides(tmp_path) == [SlideSource("a", tmp_path / "a.tif"), SlideSource("b", tmp_path / "b.svs"), SlideSource("c_dicom", dicom)]
+    assert find_slides(tmp_path) == [
+        SlideSource("a", tmp_path / "a.tif"),
+        SlideSource("b", tmp_path / "b.svs"),
+        SlideSource("c_dicom", dicom),
+    ]
 
 
 def test_a_dicom_instance_file_means_its_folder(tmp_path: Path):
@@ -31,7 +35,9 @@ def test_a_dicom_instance_file_means_its_folder(tmp_path: Path):
     assert find_slides(tmp_path / "slide7") == [SlideSource("slide7", tmp_path / "slide7")]
 
 
-@pytest.mark.parametrize(("files", "message"), [([], "no slides"), (["readme.md"], "no slides"), (["x.tif", "x.svs"], "share output names")])
+@pytest.mark.parametrize(
+    ("files", "message"), [([], "no slides"), (["readme.md"], "no slides"), (["x.tif", "x.svs"], "share output names")]
+)
 def test_unusable_inputs_are_refused(tmp_path: Path, files, message):
     for name in files:
         touch(tmp_path / name)
