@@ -47,6 +47,13 @@ install_pinned() {  # install a requirements file once per content (a stamp per 
 }
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
 install_pinned requirements.txt
+# The project itself, editable (no dependencies: the pins above are the dependencies), once per pyproject.toml.
+project_stamp=.venv/.pyproject.toml.sha256
+if [[ ! -f $project_stamp || "$(cat "$project_stamp")" != "$(sha256sum pyproject.toml | cut -d' ' -f1)" ]]; then
+  .venv/bin/pip install --no-deps --no-build-isolation -e . >.venv/pip-project.log 2>&1 \
+    || { tail -20 .venv/pip-project.log; echo "setup: pip install -e . failed, see .venv/pip-project.log" >&2; exit 1; }
+  sha256sum pyproject.toml | cut -d' ' -f1 >"$project_stamp"
+fi
 $with_test_tools && install_pinned requirements-test.txt
 
 if $with_test_tools; then
