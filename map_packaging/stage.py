@@ -7,7 +7,8 @@ Layout of the staged folder (it becomes /opt/holoscan/app in the image, run as `
     app.yaml                 the app's MAP manifest (for ``monai-deploy package -c``)
     requirements.txt         the project's pinned requirements (the packager pip-installs them)
     apps/__init__.py, apps/common/, apps/<app>/   the app package and the start-up code it shares
-    operators/               the project's operators and networks
+    operators/<domain>/      the operator packages the app imports (directly or through them), with the
+                             ``__init__.py`` of each package above them: the spleen MAP carries no WSI code
     model_zoo/<model>/*.json the model configs and cards the app reads at run time (weights come from -m)
 
 Every first-party import in the staged code must resolve inside the folder; staging fails otherwise.
@@ -44,7 +45,7 @@ class StageItem:
 
 
 def stage_plan(spec: AppSpec, repo_root: Path = REPO_ROOT) -> list[StageItem]:
-    """What is copied where, for ``spec``'s app (pure: reads nothing but the model-zoo listing)."""
+    """What is copied where, for ``spec``'s app (reads the app's imports and the model-zoo listing, writes nothing)."""
     app_dir = repo_root / "apps" / spec.name
     items = [
         StageItem(app_dir / "__main__.py", "__main__.py"),
@@ -53,8 +54,8 @@ def stage_plan(spec: AppSpec, repo_root: Path = REPO_ROOT) -> list[StageItem]:
         StageItem(repo_root / "apps" / "__init__.py", "apps/__init__.py"),
         StageItem(repo_root / "apps" / "common", "apps/common", tree=True),
         StageItem(app_dir, f"apps/{spec.name}", tree=True),
-        StageItem(repo_root / "operators", "operators", tree=True),
     ]
+    items.extend(StageItem(path, str(path.relative_to(repo_root))) for path in imported_operator_files(app_dir, repo_root))
     for model in spec.model_names:
         configs = sorted(p for p in (repo_root / "model_zoo" / model).glob("*") if p.is_file() and p.suffix in MODEL_CONFIG_SUFFIXES)
         if not configs:
@@ -81,6 +82,48 @@ def _imported_modules(path: Path, folder: Path) -> Iterator[tuple[tuple[str, ...
             module = (*base, *(node.module.split(".") if node.module else ()))
             yield module, False
             yield from (((*module, alias.name), True) for alias in node.names if alias.name != "*")
+
+
+def _module_file(root: Path, module: tuple[str, ...]) -> Path | None:
+    target = root.joinpath(*module)
+    for candidate in (target.with_suffix(".py"), target / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_operator_files(app_dir: Path, repo_root: Path = REPO_ROOT, package: str = "operators") -> list[Path]:
+    """Every file of the ``package`` sub-packages that the code of ``app_dir`` and ``apps/common`` imports,
+    directly or through other modules of ``package``, plus the ``__init__.py`` of each package above them.
+
+    Whole sub-packages are copied (a domain such as ``operators/ct`` travels as one), never single modules:
+    a lazy import inside a function of a staged package still resolves.
+    """
+    pending = [p for d in (app_dir, repo_root / "apps" / "common") for p in sorted(d.rglob("*.py"))]
+    seen: set[Path] = set()
+    packages: set[Path] = set()
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for module, _ in _imported_modules(path, repo_root):
+            if not module or module[0] != package:
+                continue
+            found = _module_file(repo_root, module)
+            if found is None:
+                continue
+            folder = found.parent
+            if folder not in packages:
+                packages.add(folder)
+                pending.extend(sorted(folder.glob("*.py")))
+    files: set[Path] = set()
+    for folder in packages:
+        files.update(p for p in folder.glob("*.py"))
+        for parent in folder.relative_to(repo_root).parents:
+            if parent.parts:
+                files.add(repo_root / parent / "__init__.py")
+    return sorted(files)
 
 
 def _resolves(folder: Path, module: tuple[str, ...]) -> bool:

@@ -43,8 +43,8 @@ def test_every_project_import_of_the_staged_code_resolves_inside_the_staged_fold
 
 def test_import_check_names_a_project_module_missing_from_the_folder(tmp_path: Path):
     staged = stage_app(app_spec("spleen_seg_app"), tmp_path / "staged")
-    (staged / "operators" / "networks.py").unlink()
-    (staged / "operators" / "extra.py").write_text("from training.spleen import settings\nfrom .timing import StageTimings\n")
+    (staged / "operators" / "models" / "networks.py").unlink()
+    (staged / "operators" / "extra.py").write_text("from training.spleen import settings\nfrom .core.timing import StageTimings\n")
     missing = unresolved_first_party_imports(staged)
     assert "apps/spleen_seg_app/app.py: operators.models.networks" in missing
     assert "operators/extra.py: training.spleen" in missing
@@ -126,3 +126,22 @@ def test_staged_app_imports_with_unwritable_home_once_cupy_cache_dir_points_at_a
     (tmp_path / "home").write_text("not a folder")
     result = probe_imports(staged, tmp_path, clean_env(HOME=str(tmp_path / "home"), CUPY_CACHE_DIR=str(tmp_path / "cupy")))
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("app", "carried", "not_carried"),
+    [
+        ("spleen_seg_app", ("core", "models", "dicom", "ct"), ("wsi",)),
+        ("wsi_metastasis_app", ("core", "models", "dicom", "wsi", "wsi/slide", "wsi/outputs"), ("ct",)),
+    ],
+)
+def test_a_map_carries_only_the_operator_packages_its_app_imports(
+    app: str, carried: tuple[str, ...], not_carried: tuple[str, ...], tmp_path: Path
+):
+    staged = stage_app(app_spec(app), tmp_path / "staged")
+    for package in carried:
+        assert (staged / "operators" / package / "__init__.py").is_file(), package
+        source = sorted(p.name for p in (REPO_ROOT / "operators" / package).glob("*.py"))
+        assert sorted(p.name for p in (staged / "operators" / package).glob("*.py")) == source, package
+    for package in not_carried:
+        assert not (staged / "operators" / package).exists(), package
