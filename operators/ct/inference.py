@@ -42,9 +42,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SlidingWindowSettings:
-    roi_size: tuple[int, int, int] = (96, 96, 96)
-    sw_batch_size: int = 4
-    overlap: float = 0.5
+    """MONAI sliding-window parameters; window, batch and overlap come from the model's config.json
+    (``from_config``), never from defaults here."""
+
+    roi_size: tuple[int, int, int]
+    sw_batch_size: int
+    overlap: float
     crop_to_body: bool = True
     body_margin_voxels: int = 16
 

@@ -69,7 +69,13 @@ class SegmentationSummaryOperator(Operator):
         model identity (name, version, SHA-256), device and per-stage timings (s), peak memory (MiB).
     """
 
-    INPUTS = ("selection", "volume", "mask", "seg_path", "stl_path", "overlay_path")
+    INPUT_SELECTION = "selection"
+    INPUT_VOLUME = "volume"
+    INPUT_MASK = "mask"
+    INPUT_SEG_PATH = "seg_path"
+    INPUT_STL_PATH = "stl_path"
+    INPUT_OVERLAY_PATH = "overlay_path"
+    INPUTS = (INPUT_SELECTION, INPUT_VOLUME, INPUT_MASK, INPUT_SEG_PATH, INPUT_STL_PATH, INPUT_OVERLAY_PATH)
 
     def __init__(
         self, fragment: Fragment, *args, output_path: Path, organ: str, run_info: dict[str, Any], timings: StageTimings, **kwargs
@@ -86,8 +92,13 @@ class SegmentationSummaryOperator(Operator):
 
     def compute(self, op_input, op_output, context) -> None:
         received = {name: op_input.receive(name) for name in self.INPUTS}
-        outputs = {"dicom_seg": received["seg_path"], "stl": received["stl_path"], "overlay_png": received["overlay_path"]}
+        outputs = {
+            "dicom_seg": received[self.INPUT_SEG_PATH],
+            "stl": received[self.INPUT_STL_PATH],
+            "overlay_png": received[self.INPUT_OVERLAY_PATH],
+        }
         run_info = self.run_info | {"timings_s": self.timings.as_dict(), "peak_memory_mib": round(peak_memory_mib(), 1)}
-        summary = segmentation_summary(received["selection"], received["volume"], received["mask"], outputs, self.organ, run_info)
+        selection, volume, mask = (received[name] for name in (self.INPUT_SELECTION, self.INPUT_VOLUME, self.INPUT_MASK))
+        summary = segmentation_summary(selection, volume, mask, outputs, self.organ, run_info)
         write_json_atomically(self.output_path, summary)
         logger.info("%s volume %.1f mL; outputs in %s", self.organ, summary[self.organ]["volume_ml"], self.output_path.parent)

@@ -77,23 +77,26 @@ GRIDS = {
 }
 
 
+def small_windows(**overrides) -> SlidingWindowSettings:
+    """The model config's sliding window with 32-voxel windows, so the synthetic volumes stay small."""
+    return SlidingWindowSettings.from_config(load_model_config("spleen_ct_segmentation")["inference"], roi_size=(32, 32, 32), **overrides)
+
+
 @pytest.mark.parametrize("grid", GRIDS, ids=list(GRIDS))
 def test_segment_volume_returns_the_mask_on_the_source_grid(grid):
     affine_lps = GRIDS[grid]
     slices_for_100_mm = int(round(100 / np.linalg.norm(affine_lps[:3, 2])))
     volume, truth = ellipsoid_volume(affine_lps, (slices_for_100_mm, 110, 120))
-    mask = segment_volume(volume, THRESHOLD_MODEL, PREPROCESSING, SlidingWindowSettings(roi_size=(32, 32, 32)), CPU_FP32)
+    mask = segment_volume(volume, THRESHOLD_MODEL, PREPROCESSING, small_windows(), CPU_FP32)
     assert mask.shape == truth.shape and mask.dtype == np.uint8
     assert dice(mask > 0, truth) > 0.95
 
 
 def test_body_crop_gives_the_same_mask_as_the_whole_volume():
     volume, _ = ellipsoid_volume(GRIDS["anisotropic-0.8x0.8x3"], (40, 110, 120))
-    settings = SlidingWindowSettings(roi_size=(32, 32, 32))
+    settings = small_windows()
     cropped = segment_volume(volume, THRESHOLD_MODEL, PREPROCESSING, settings, CPU_FP32)
-    whole = segment_volume(
-        volume, THRESHOLD_MODEL, PREPROCESSING, SlidingWindowSettings(roi_size=(32, 32, 32), crop_to_body=False), CPU_FP32
-    )
+    whole = segment_volume(volume, THRESHOLD_MODEL, PREPROCESSING, small_windows(crop_to_body=False), CPU_FP32)
     np.testing.assert_array_equal(cropped, whole)
 
 
@@ -142,9 +145,7 @@ def test_body_crop_keeps_the_whole_image_probability_inside_the_body_for_a_tilin
     image = MetaTensor(torch.zeros(1, 150, 140, 60))
     image[:, 70:110, 40:100, 10:50] = 0.6  # the body, off-centre so an unsnapped crop would re-tile it
     body = body_bounding_box(image, 4)
-    settings = SlidingWindowSettings(roi_size=(32, 32, 32), overlap=0.5)
+    settings = small_windows()
     cropped = foreground_probability(image, BORDER_SENSITIVE_MODEL.module, settings, CPU_FP32)
-    whole = foreground_probability(
-        image, BORDER_SENSITIVE_MODEL.module, SlidingWindowSettings(roi_size=(32, 32, 32), crop_to_body=False), CPU_FP32
-    )
+    whole = foreground_probability(image, BORDER_SENSITIVE_MODEL.module, small_windows(crop_to_body=False), CPU_FP32)
     torch.testing.assert_close(cropped[(slice(None), *body)], whole[(slice(None), *body)], rtol=0, atol=1e-6)
