@@ -50,7 +50,7 @@ def _read_slice(path) -> tuple[Dataset, np.ndarray] | str:
     try:
         dataset = pydicom.dcmread(path)
         pixels = dataset.pixel_array
-    except Exception as error:  # truncated or corrupt pixel data raises many types
+    except Exception as error:  # noqa: BLE001 -- pydicom and its decoders raise many types on truncated or corrupt pixel data
         return f"pixel data unreadable ({type(error).__name__}: {error})"
     if pixels.shape != (dataset.Rows, dataset.Columns):
         return f"pixel data has shape {pixels.shape}, expected ({dataset.Rows}, {dataset.Columns})"

@@ -75,7 +75,7 @@ def _read_header(path: Path) -> Dataset | str:
         header = pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
         return "not a DICOM file"
-    except Exception as error:  # pydicom raises many types on corrupt input
+    except Exception as error:  # noqa: BLE001 -- pydicom raises many types on corrupt input
         return f"unreadable DICOM header ({type(error).__name__}: {error})"
     sop_class = str(header.get("MediaStorageSOPClassUID", "") or header.file_meta.get("MediaStorageSOPClassUID", ""))
     if sop_class == MEDIA_STORAGE_DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in header:

@@ -93,7 +93,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The network weights of a PyTorch checkpoint (plain, wrapped or DDP-prefixed), on the CPU."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 -- unpickling a damaged file raises any of a dozen types
         raise ModelLoadError(f"{path} is neither a TorchScript model nor a PyTorch checkpoint ({type(error).__name__}: {error})") from None
     return _unwrap_state_dict(checkpoint, path)
 
@@ -124,7 +124,7 @@ def _load_torchscript(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     extra_files = {METADATA_FILENAME: ""}
     try:
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 -- a damaged archive fails in zip, pickle or TorchScript code
         raise ModelLoadError(f"{path} is a damaged TorchScript archive ({type(error).__name__}: {str(error).splitlines()[0]})") from None
     try:
         metadata = json.loads(extra_files[METADATA_FILENAME]) if extra_files[METADATA_FILENAME] else {}
@@ -165,7 +165,7 @@ def check_output_channels(model: LoadedModel, input_shape: tuple[int, ...], expe
     try:
         with torch.inference_mode():
             output = model.module(torch.zeros(input_shape, device=device))
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 -- a foreign model can fail with any error; it is reported as the model's
         raise ModelLoadError(
             f"model {model.path} fails on a {tuple(input_shape)} input ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
         ) from None
