@@ -28,7 +28,7 @@ Ground truth sources (:func:`read_tumor_mask_at_level`):
   nearest-neighbour pyramid and :func:`rasterize_polygons` (pixel-centre test) give;
 - an ASAP XML ``<slide>.xml``: tumour polygons (all groups but ``_2`` / ``Exclusion``, which are
   subtracted, as the Camelyon16 masks were made) rasterised directly at the evaluation level with
-  :func:`training.synthetic.wsi_annotations.rasterize_polygons`. The frame is the slide's level-0 size
+  :func:`training.pathology.annotations.rasterize_polygons`. The frame is the slide's level-0 size
   when known (``slide_size_xy_level0``); otherwise it is the polygons' extent plus a margin wider than
   the growth radius: labels, ITCs and look-ups inside the slide are then the same as with the full
   frame (the distance transform, hole filling and labelling only see tumour and the background around
@@ -49,7 +49,7 @@ import tifffile
 from scipy import ndimage
 from skimage import measure
 
-from training.synthetic.wsi_annotations import EXCLUSION_GROUPS, rasterize_polygons, read_asap_xml, read_asap_xml_groups
+from training.pathology.annotations import EXCLUSION_GROUPS, rasterize_polygons, read_asap_xml, read_asap_xml_groups
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 A patch centred at level-0 (x, y) is tumor when any pixel of its centre ``centre_px`` x ``centre_px``
 region, level-0 [x - c/2, x + c/2) x [y - c/2, y + c/2), is tumor. The tumor mask is sampled at a
 stated ``level`` (downsample 2**level, a mask pixel is tumor when its centre is inside a polygon, as
-:func:`training.synthetic.wsi_annotations.rasterize_polygons` defines), so the label is exact up to
+:func:`training.pathology.annotations.rasterize_polygons` defines), so the label is exact up to
 one mask pixel. Memory is bounded: masks are rasterised in strips of at most ``max_strip_pixels``
 pixels, and labels only ever rasterise the bounding box of the annotations, strip by strip.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.synthetic.wsi_annotations import EXCLUSION_GROUPS, rasterize_polygons, read_asap_xml
+from training.pathology.annotations import EXCLUSION_GROUPS, rasterize_polygons, read_asap_xml
 
 MAX_STRIP_PIXELS = 1 << 22  # 4 M mask pixels per strip (the scanline fill needs 9 bytes per pixel)
 

@@ -2,12 +2,15 @@
 
 The public face of the generator (the modules behind it: :mod:`.wsi_scene` procedural scene,
 :mod:`.wsi_texture` texture primitives, :mod:`.wsi_tiff` TIFF writers, :mod:`.wsi_annotations`
-ASAP XML and rasterisation, :mod:`.camelyon_layout` ground truth and dataset writer)::
+ASAP XML writer, :mod:`.camelyon_layout` ground truth and dataset writer; the reader and the
+rasteriser, which real slides use too, are :mod:`training.pathology.annotations`)::
 
     scene = make_slide_scene((16384, 12288), seed=0)          # tumour slide; tumor_sizes_um=() for normal
     rgb = scene.render((x0, y0), (w, h), downsample)          # any region, any scale, deterministic
     write_slide(scene, "slide.tif")                           # tiled JPEG pyramid, 0.243 um/px
     write_ground_truth(scene, "slide.xml", "slide_mask.tif")  # ASAP XML + uint8 mask TIFF
+
+    from training.pathology.annotations import rasterize_polygons, read_asap_xml
     polygons = read_asap_xml("slide.xml")                     # [(n, 2) level-0 x, y]
     mask = rasterize_polygons(polygons, (x0, y0), (w, h), downsample)
 
@@ -25,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .camelyon_layout import CamelyonLikeDataset, describe_lesions, write_camelyon_like_dataset, write_ground_truth
-from .wsi_annotations import rasterize_polygons, read_asap_xml, read_asap_xml_groups, write_asap_xml
+from .wsi_annotations import write_asap_xml
 from .wsi_scene import (
     CAMELYON_MPP,
     DEFAULT_TUMOR_SIZES_UM,
@@ -50,9 +53,6 @@ __all__ = [
     "describe_lesions",
     "level_sizes",
     "make_slide_scene",
-    "rasterize_polygons",
-    "read_asap_xml",
-    "read_asap_xml_groups",
     "tumor_category",
     "write_asap_xml",
     "write_camelyon_like_dataset",

@@ -29,7 +29,8 @@ import imagecodecs
 import numpy as np
 import tifffile
 
-from .wsi_annotations import rasterize_polygons
+from training.pathology.annotations import rasterize_polygons
+
 from .wsi_scene import CAMELYON_MPP, SlideScene
 from .wsi_texture import tune_malloc
 
@@ -198,7 +199,7 @@ def write_mask(
     """Write a uint8 tumour mask (1 inside ``polygons``, 0 elsewhere) as a tiled, pyramidal, deflate TIFF.
 
     Every level rasterises the polygons at its own scale (pixel centres, see
-    :func:`.wsi_annotations.rasterize_polygons`), tile by tile.
+    :func:`training.pathology.annotations.rasterize_polygons`), tile by tile.
     """
     path = Path(path)
     polys = [np.asarray(p, np.float64) for p in polygons]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from training.pathology.annotations import rasterize_polygons
 from training.pathology.labels import centre_region_labels, read_annotations, tumor_mask
-from training.synthetic.wsi_annotations import rasterize_polygons, write_asap_xml
+from training.synthetic.wsi_annotations import write_asap_xml
 
 # a 100 x 100 tumor square, level-0 [1000, 1100) x [1000, 1100)
 SQUARE = np.array([[1000, 1000], [1100, 1000], [1100, 1100], [1000, 1100]], np.float64)
