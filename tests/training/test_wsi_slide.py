@@ -14,6 +14,7 @@ import tifffile
 
 from training.pathology.annotations import rasterize_polygons, read_asap_xml
 from training.synthetic import wsi_slide
+from training.synthetic.wsi_nuclei import LYMPHOCYTES, TUMOR_CELLS, measure_mean
 from training.synthetic.wsi_scene import SlideScene
 from training.synthetic.wsi_slide import (
     CAMELYON_MPP,
@@ -25,7 +26,6 @@ from training.synthetic.wsi_slide import (
     write_ground_truth,
     write_slide,
 )
-from training.synthetic.wsi_texture import LYMPHOCYTES, TUMOR_CELLS, measure_mean
 
 SIZE = (4096, 3072)  # 1.0 x 0.75 mm: small enough to write in about a second
 TUMORS_UM = (250.0, 60.0)  # one micro-metastasis, one isolated tumour cell cluster

@@ -32,24 +32,8 @@ from functools import cached_property
 import numpy as np
 from scipy import ndimage
 
-from .wsi_texture import (
-    CENTROBLASTS,
-    F32,
-    HISTIOCYTES,
-    LYMPHOCYTES,
-    SPARSE_LYMPHOCYTES,
-    SPINDLE,
-    TUMOR_CELLS,
-    contour_field,
-    fade,
-    fat_membranes,
-    fine_texture,
-    nuclei,
-    ramp,
-    subkey,
-    value_noise,
-    value_noise_at,
-)
+from .wsi_nuclei import CENTROBLASTS, HISTIOCYTES, LYMPHOCYTES, SPARSE_LYMPHOCYTES, SPINDLE, TUMOR_CELLS, nuclei
+from .wsi_texture import F32, contour_field, fade, fat_membranes, fine_texture, ramp, subkey, value_noise, value_noise_at
 
 logger = logging.getLogger(__name__)
 
