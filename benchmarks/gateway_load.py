@@ -17,11 +17,9 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.gateway.gateway_process import GatewayProcess, write_config
-from tests.gateway.load import make_load, send_concurrently, stored_uids
-from tests.gateway.orthanc import free_port
+from testkit.gateway_process import GatewayProcess, write_config
+from testkit.load import make_load, send_concurrently, stored_uids
+from testkit.orthanc import free_port
 
 logger = logging.getLogger("gateway_load")
 ROUTES = [{"name": "none", "match": {"Modality": "NOTHING"}, "command": ["true"]}]

@@ -47,16 +47,18 @@ install_pinned() {  # install a requirements file once per content (a stamp per 
 }
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
 install_pinned requirements.txt
-# The project itself, editable (no dependencies: the pins above are the dependencies), once per pyproject.toml.
+# The project itself, editable (no dependencies: the pins above are the dependencies), once per pyproject.toml
+# and set of top-level packages (the editable finder maps the packages that existed when it was installed).
 project_stamp=.venv/.pyproject.toml.sha256
-if [[ ! -f $project_stamp || "$(cat "$project_stamp")" != "$(sha256sum pyproject.toml | cut -d' ' -f1)" ]]; then
+project_id=$( (cat pyproject.toml; ls -d -- */__init__.py) | sha256sum | cut -d' ' -f1)
+if [[ ! -f $project_stamp || "$(cat "$project_stamp")" != "$project_id" ]]; then
   .venv/bin/pip install --no-deps --no-build-isolation -e . >.venv/pip-project.log 2>&1 \
     || { tail -20 .venv/pip-project.log; echo "setup: pip install -e . failed, see .venv/pip-project.log" >&2; exit 1; }
-  sha256sum pyproject.toml | cut -d' ' -f1 >"$project_stamp"
+  echo "$project_id" >"$project_stamp"
 fi
 $with_test_tools && install_pinned requirements-test.txt
 
 if $with_test_tools; then
   ulimit -s 32768 2>/dev/null || true  # Holoscan, imported on the way, asks for a 32 MiB stack
-  .venv/bin/python -m tests.real_slides >/dev/null  # fetch and convert the real slides once (cached)
+  .venv/bin/python -m testkit.real_slides >/dev/null  # fetch and convert the real slides once (cached)
 fi

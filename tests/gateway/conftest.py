@@ -1,4 +1,8 @@
-"""Fixtures for the gateway tests: a real Orthanc per test, a gateway port, small synthetic CT series."""
+"""Fixtures for the gateway tests: a real Orthanc per test (plain, or with DICOMweb), a gateway port.
+
+Where Orthanc is not installed the test skips, saying which set-up command installs it (and under
+CI or REQUIRE_ALL_TESTS=1 that skip is a failure, see tests/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,26 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.orthanc import Orthanc, free_port, require_orthanc, start_orthanc
+from testkit.orthanc import Orthanc, free_port, missing_orthanc, start_orthanc
+
+
+def _running_orthanc(folder: Path, dicomweb: bool) -> Iterator[Orthanc]:
+    problem = missing_orthanc(dicomweb=dicomweb)
+    if problem:
+        pytest.skip(problem)
+    server = start_orthanc(folder, dicomweb=dicomweb)
+    yield server
+    server.stop()
 
 
 @pytest.fixture
 def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
-    require_orthanc()
-    server = start_orthanc(tmp_path / "orthanc")
-    yield server
-    server.stop()
+    yield from _running_orthanc(tmp_path / "orthanc", dicomweb=False)
+
+
+@pytest.fixture
+def orthanc_dicomweb(tmp_path: Path) -> Iterator[Orthanc]:
+    yield from _running_orthanc(tmp_path / "orthanc-web", dicomweb=True)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ Reads the CT series under HOLOSCAN_INPUT_PATH, appends ``start <pid>`` to $FAKE_
 while the file $FAKE_APP_HOLD exists (so a test can kill the gateway mid-job), writes HOLOSCAN_OUTPUT_PATH/seg.dcm
 (highdicom, a threshold mask referencing the source series), then appends ``finish <pid>``.
 With $FAKE_APP_FAIL it exits 2 with one ``fake_seg_app: error:`` line, as the real apps do on bad input.
+``fake_route`` routes a gateway to it, and ``runs`` reads back its events.
 """
 
 from __future__ import annotations
@@ -18,10 +19,26 @@ import numpy as np
 from pydicom import dcmread
 
 
+def fake_route(tmp_path: Path, **env: str) -> dict:
+    """A CT route to this app, noting its runs in tmp_path/runs.txt, held while tmp_path/hold exists."""
+    return {
+        "name": "fake-seg",
+        "match": {"Modality": "CT"},
+        "app": str(Path(__file__)),
+        "env": {"FAKE_APP_RUNS": str(tmp_path / "runs.txt"), "FAKE_APP_HOLD": str(tmp_path / "hold"), **env},
+    }
+
+
+def runs(tmp_path: Path) -> list[tuple[str, int]]:
+    """The fake app's ("start" | "finish", pid) events so far."""
+    path = tmp_path / "runs.txt"
+    return [(event, int(pid)) for event, pid in (line.split() for line in path.read_text().splitlines())] if path.exists() else []
+
+
 def note(event: str) -> None:
-    runs = os.environ.get("FAKE_APP_RUNS")
-    if runs:
-        with open(runs, "a") as handle:
+    runs_file = os.environ.get("FAKE_APP_RUNS")
+    if runs_file:
+        with open(runs_file, "a") as handle:
             handle.write(f"{event} {os.getpid()}\n")
             handle.flush()
             os.fsync(handle.fileno())

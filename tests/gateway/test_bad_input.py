@@ -9,9 +9,11 @@ import pytest
 from pydicom import dcmread
 from pynetdicom import _config as pynetdicom_config
 
-from tests.gateway.gateway_process import GATEWAY_AET, SCU_AET, GatewayProcess, echo, store, write_config
-from tests.gateway.orthanc import apt_install
-from tests.gateway.samples import ct_series, write_series
+from testkit import missing_packages
+from testkit.gateway_process import GATEWAY_AET, SCU_AET, GatewayProcess, echo, store, write_config
+from testkit.gateway_samples import ct_series, write_series
+
+pytestmark = pytest.mark.slow  # each starts the gateway as a process
 
 STORESCU = "/usr/bin/storescu"  # dcmtk's, not pynetdicom's of the same name in the venv
 ROUTES = [{"name": "none", "match": {"Modality": "NOTHING"}, "command": ["true"]}]
@@ -27,9 +29,7 @@ def gateway(tmp_path: Path, gateway_port: int):
 @pytest.fixture
 def dcmtk() -> str:
     if not Path(STORESCU).exists():
-        problem = apt_install("dcmtk")
-        if problem:
-            pytest.skip(problem)
+        pytest.skip(missing_packages("dcmtk's storescu", ["dcmtk"]))
     return STORESCU
 
 

@@ -12,8 +12,8 @@ from gateway.grouping import group_key
 from gateway.queue import PENDING, UNROUTED, ReceivedInstance
 from gateway.service import Gateway, register_orphan_files
 from gateway.storage import TEMP_PREFIX, atomic_write, instance_path, remove_temp_files
-from tests.gateway.gateway_process import fake_route
-from tests.gateway.samples import ct_series
+from testkit.gateway_samples import ct_series
+from tests.gateway.fake_seg_app import fake_route
 
 
 def make_gateway(tmp_path: Path, grouping: str) -> Gateway:

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from tests.gateway.gateway_process import GATEWAY_AET, REPO_ROOT, GatewayProcess, fake_route, runs, store, write_config
-from tests.gateway.orthanc import Orthanc, free_port
-from tests.gateway.samples import ct_series, write_series
+from testkit.gateway_process import GATEWAY_AET, REPO_ROOT, GatewayProcess, store, write_config
+from testkit.gateway_samples import ct_series, write_series
+from testkit.orthanc import Orthanc, free_port
+from tests.gateway.fake_seg_app import fake_route, runs
 
 pytestmark = pytest.mark.slow  # each starts the gateway and runs an app (5-15 s)
 

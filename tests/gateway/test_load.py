@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.gateway_process import GatewayProcess, write_config
-from tests.gateway.load import make_load, send_concurrently, stored_uids
+from testkit.gateway_process import GatewayProcess, write_config
+from testkit.load import make_load, send_concurrently, stored_uids
 
 pytestmark = pytest.mark.slow
 logger = logging.getLogger(__name__)

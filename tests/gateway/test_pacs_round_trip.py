@@ -16,8 +16,8 @@ from pydicom import dcmread
 
 from operators.models.config import load_model_config
 from operators.models.networks import build_patch_classifier
-from tests.gateway.gateway_process import GATEWAY_AET, REPO_ROOT, GatewayProcess, write_config
-from tests.gateway.orthanc import Orthanc
+from testkit.gateway_process import GATEWAY_AET, REPO_ROOT, GatewayProcess, write_config
+from testkit.orthanc import Orthanc
 from tests.real_slides import real_dicom_wsi
 
 pytestmark = pytest.mark.slow

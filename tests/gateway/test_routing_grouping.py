@@ -10,7 +10,7 @@ from pydicom.multival import MultiValue
 from gateway.config import Route
 from gateway.grouping import group_key, quiet_groups
 from gateway.routing import choose_route, routing_attributes
-from tests.gateway.samples import ct_series, write_series
+from testkit.gateway_samples import ct_series, write_series
 
 ROUTES = (
     Route(name="spleen", match={"Modality": ("CT",), "ImageType": ("AXIAL",)}, command=("x",)),

@@ -9,7 +9,7 @@ from gateway.cli import format_jobs
 from gateway.config import Route
 from gateway.queue import Job
 from gateway.runner import build_command, build_env, dicom_outputs, job_paths, last_error_line, run_app
-from tests.gateway.samples import ct_series, write_series
+from testkit.gateway_samples import ct_series, write_series
 
 
 def test_app_folder_runs_with_python_and_the_holoscan_variables(tmp_path: Path):

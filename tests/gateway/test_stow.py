@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import email.policy
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,10 @@ from pydicom import dcmread
 
 from gateway.config import Destination
 from gateway.sender import stow_body, stow_files
-from tests.gateway.gateway_process import GatewayProcess, fake_route, store, write_config
-from tests.gateway.orthanc import Orthanc, require_orthanc, start_orthanc
-from tests.gateway.samples import ct_series, write_series
-
-
-@pytest.fixture
-def orthanc_dicomweb(tmp_path: Path) -> Iterator[Orthanc]:
-    require_orthanc(dicomweb=True)
-    server = start_orthanc(tmp_path / "orthanc-web", dicomweb=True)
-    yield server
-    server.stop()
+from testkit.gateway_process import GatewayProcess, store, write_config
+from testkit.gateway_samples import ct_series, write_series
+from testkit.orthanc import Orthanc
+from tests.gateway.fake_seg_app import fake_route
 
 
 def test_stow_body_is_multipart_related_with_one_application_dicom_part_per_file(tmp_path: Path):

@@ -9,7 +9,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dsutils import encode
 
 from gateway.validation import is_uid, storage_problem, truncation_problem
-from tests.gateway.samples import ct_series
+from testkit.gateway_samples import ct_series
 
 
 @pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian])

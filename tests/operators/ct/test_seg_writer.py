@@ -12,7 +12,7 @@ from operators.ct.series_selector import select_ct_series
 from operators.ct.volume import build_ct_volume
 from operators.dicom.scan import scan_dicom_folder
 from operators.dicom.seg import EquipmentSpec, SegmentSpec, seg_series_description, write_seg
-from tests.dicom_factories import ct_stack, save_all
+from testkit.dicom_factories import ct_stack, save_all
 from tests.validators import dciodvfy_errors, requires_dciodvfy
 
 SEGMENT = SegmentSpec("Spleen", codes.SCT.AnatomicalStructure, codes.SCT.Spleen, "Spleen CT segmentation (test)", "0.1.0")

@@ -7,7 +7,7 @@ import pytest
 from operators.core.errors import NoUsableSeriesError
 from operators.ct.series_selector import SeriesRules, rejection_reason, select_ct_series
 from operators.dicom.scan import DicomInstance, DicomScan, DicomSeries
-from tests.dicom_factories import ct_stack
+from testkit.dicom_factories import ct_stack
 
 EVEN = [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
 

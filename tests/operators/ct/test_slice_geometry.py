@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from operators.ct.slice_geometry import index_to_lps_affine, stack_geometry, uneven_spacing_reason
-from tests.dicom_factories import ct_stack
+from testkit.dicom_factories import ct_stack
 
 
 @pytest.mark.parametrize(

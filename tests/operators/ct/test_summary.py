@@ -11,7 +11,7 @@ from operators.ct.series_selector import select_ct_series
 from operators.ct.summary import organ_volume_ml, segmentation_summary
 from operators.ct.volume import build_ct_volume
 from operators.dicom.scan import scan_dicom_folder
-from tests.dicom_factories import ct_stack, save_all
+from testkit.dicom_factories import ct_stack, save_all
 
 
 @pytest.mark.parametrize(("voxels", "voxel_mm3", "expected_ml"), [(1000, 1.0, 1.0), (0, 2.0, 0.0), (250, 4.5, 1.125)])

@@ -10,7 +10,7 @@ from operators.core.errors import InvalidSeriesError
 from operators.ct.series_selector import select_ct_series
 from operators.ct.volume import build_ct_volume
 from operators.dicom.scan import scan_dicom_folder
-from tests.dicom_factories import ct_slice, save_all
+from testkit.dicom_factories import ct_slice, save_all
 
 
 def write_series(folder: Path, positions, slope=1.0, intercept=-1024.0) -> list[Path]:

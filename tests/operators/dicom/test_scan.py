@@ -9,7 +9,7 @@ from pydicom.data import get_testdata_file
 
 from operators.core.errors import AppInputError
 from operators.dicom.scan import scan_dicom_folder
-from tests.dicom_factories import ct_stack, save_all
+from testkit.dicom_factories import ct_stack, save_all
 
 
 def test_scan_groups_series_at_any_depth_and_skips_non_dicom_and_dicomdir(tmp_path: Path):

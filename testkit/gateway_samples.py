@@ -1,4 +1,4 @@
-"""Small synthetic DICOM instances for the gateway tests (8x8 CT slices, fresh UIDs each call)."""
+"""Small synthetic DICOM instances for the gateway tests and its load benchmark (8x8 CT slices, fresh UIDs each call)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from tests.dicom_factories import ct_slice
+from testkit.dicom_factories import ct_slice
 
 
 def ct_series(slices: int, study_uid: str | None = None, modality: str = "CT", size: int = 8) -> list[Dataset]:

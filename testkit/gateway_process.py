@@ -17,10 +17,9 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SCU_AET = "TEST_SCU"
 GATEWAY_AET = "GATEWAY"
-FAKE_APP = Path(__file__).with_name("fake_seg_app.py")
 
 
 def write_config(folder: Path, port: int, routes: list[dict], destinations: list[dict] | None = None, **settings: object) -> Path:
@@ -39,22 +38,6 @@ def write_config(folder: Path, port: int, routes: list[dict], destinations: list
     path = folder / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def fake_route(tmp_path: Path, **env: str) -> dict:
-    """A CT route to tests/gateway/fake_seg_app.py, noting its runs in tmp_path/runs.txt, held while tmp_path/hold exists."""
-    return {
-        "name": "fake-seg",
-        "match": {"Modality": "CT"},
-        "app": str(FAKE_APP),
-        "env": {"FAKE_APP_RUNS": str(tmp_path / "runs.txt"), "FAKE_APP_HOLD": str(tmp_path / "hold"), **env},
-    }
-
-
-def runs(tmp_path: Path) -> list[tuple[str, int]]:
-    """The fake app's ("start" | "finish", pid) events so far."""
-    path = tmp_path / "runs.txt"
-    return [(event, int(pid)) for event, pid in (line.split() for line in path.read_text().splitlines())] if path.exists() else []
 
 
 def echo(port: int, calling_aet: str = SCU_AET) -> int | None:

@@ -1,16 +1,13 @@
-"""A real Orthanc (Debian's ``orthanc`` package) for the gateway tests: started with its own config, stopped by PID.
+"""A real Orthanc (Debian's ``orthanc`` package, ``orthanc-dicomweb`` for DICOMweb): started with its own config, stopped by PID.
 
-It is installed when missing and when we may (root with apt-get), with an ``exit 101``
-``/usr/sbin/policy-rc.d`` during the install so the package does not start its system service
-(one already there is left as it is). Otherwise the tests that need it skip, saying how to install it.
+It is not installed here: ``missing_orthanc`` says which packages are absent and which set-up command
+installs them (scripts/setup.sh keeps the package's system service from starting on install).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -19,13 +16,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from testkit import missing_packages
 
 logger = logging.getLogger(__name__)
 
 ORTHANC = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-POLICY_RC = Path("/usr/sbin/policy-rc.d")
 ORTHANC_AET = "ORTHANC"
 
 
@@ -36,38 +32,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def apt_install(*packages: str) -> str | None:
-    """Install Debian packages without starting services; None on success, else why not."""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return f"needs the Debian packages {' '.join(packages)}: apt-get install {' '.join(packages)} (see scripts/setup.sh)"
-    placed = not POLICY_RC.exists()
-    if placed:
-        POLICY_RC.write_text("#!/bin/sh\nexit 101\n")
-        POLICY_RC.chmod(0o755)
-    try:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        result = subprocess.run(
-            ["apt-get", "install", "-y", "-qq", *packages], env=env, capture_output=True, text=True, timeout=900, check=False
-        )
-        if result.returncode != 0:
-            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=900, check=False)
-            result = subprocess.run(
-                ["apt-get", "install", "-y", "-qq", *packages], env=env, capture_output=True, text=True, timeout=900, check=False
-            )
-    finally:
-        if placed:
-            POLICY_RC.unlink(missing_ok=True)
-    return None if result.returncode == 0 else f"apt-get install {' '.join(packages)} failed: {result.stderr.strip()[-300:]}"
-
-
-def require_orthanc(dicomweb: bool = False) -> None:
+def missing_orthanc(dicomweb: bool = False) -> str | None:
+    """Why Orthanc (with its DICOMweb plugin when asked) cannot start here, or None when it can."""
     missing = [
-        p for p, ok in (("orthanc", Path(ORTHANC).exists()), ("orthanc-dicomweb", not dicomweb or DICOMWEB_PLUGIN.exists())) if not ok
+        package
+        for package, present in (("orthanc", Path(ORTHANC).exists()), ("orthanc-dicomweb", not dicomweb or DICOMWEB_PLUGIN.exists()))
+        if not present
     ]
-    if missing:
-        problem = apt_install(*missing)
-        if problem:
-            pytest.skip(problem)
+    return missing_packages("A real Orthanc", missing) if missing else None
 
 
 @dataclass

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from tests.gateway.gateway_process import store
-from tests.gateway.samples import ct_series
+from testkit.gateway_process import store
+from testkit.gateway_samples import ct_series
 
 
 @dataclass(frozen=True)
@@ -32,27 +33,19 @@ def make_load(instances: int, associations: int) -> list[list[Dataset]]:
 
 
 def send_concurrently(port: int, batches: list[list[Dataset]]) -> LoadResult:
-    statuses: list[list[int | None]] = [[] for _ in batches]
-    errors: list[BaseException] = []
+    """Each batch over its own association, all starting together; the first error any of them raised is raised here."""
     start = threading.Barrier(len(batches) + 1)
 
-    def send(index: int) -> None:
+    def send(batch: list[Dataset]) -> list[int | None]:
         start.wait()
-        try:
-            statuses[index] = store(port, batches[index])
-        except BaseException as error:
-            errors.append(error)
+        return store(port, batch)
 
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(batches))]
-    for thread in threads:
-        thread.start()
-    start.wait()
-    began = time.monotonic()
-    for thread in threads:
-        thread.join()
-    seconds = time.monotonic() - began
-    if errors:
-        raise errors[0]
+    with ThreadPoolExecutor(max_workers=len(batches)) as pool:
+        sending = [pool.submit(send, batch) for batch in batches]
+        start.wait()
+        began = time.monotonic()
+        statuses = [future.result() for future in sending]
+        seconds = time.monotonic() - began
     failed = [s for batch in statuses for s in batch if s != 0x0000]
     return LoadResult([str(ds.SOPInstanceUID) for batch in batches for ds in batch], failed, seconds)
 
