@@ -182,44 +182,35 @@ def _describe(problems: list[str]) -> str:
     return shown + (f"; and {more} more" if more > 0 else "")
 
 
-def scan_dicom_slide_folder(folder: Path) -> DicomSlideSource:
-    """Check that ``folder`` holds the instances of exactly one DICOM WSI, and group them by level.
-
-    Hidden files and a DICOMDIR are ignored; any other entry that is not a VL Whole Slide
-    Microscopy instance of the same series and pyramid makes the folder unusable.
-    """
-    folder = Path(folder)
+def _slide_entries(folder: Path) -> list[Path]:
+    """The folder's entries, less hidden files and a DICOMDIR; refuses an empty folder."""
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.name not in _IGNORED_NAMES)
     if not entries:
         raise SlideReadError(f"{folder}: the folder is empty; expected the DICOM instances of one whole-slide image")
+    return entries
 
-    instances: list[DicomWsiInstance] = []
-    problems: list[str] = []
-    for entry in entries:
-        if not entry.is_file():
-            problems.append(f"{entry.name} is a folder")
-            continue
-        try:
-            with open(entry, "rb") as stream:
-                header = pydicom.dcmread(stream, stop_before_pixels=True)
-                if str(header.get("SOPClassUID", "")) != VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE:
-                    sop_class = header.get("SOPClassUID")
-                    name = getattr(sop_class, "name", None) or str(sop_class or "no SOPClassUID")
-                    problems.append(f"{entry.name} is a DICOM {name}, not a whole-slide microscopy image")
-                    continue
-                truncated = _pixel_data_problem(stream, header, entry.stat().st_size)
-        except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, struct.error) as error:
-            problems.append(f"{entry.name} is not a readable DICOM file ({type(error).__name__})")
-            continue
-        if truncated:
-            problems.append(f"{entry.name} is truncated or corrupt ({truncated})")
-            continue
-        instances.append(DicomWsiInstance(entry, header))
-    if problems:
-        raise SlideReadError(
-            f"{folder}: not usable as one DICOM whole-slide image (the folder must hold only that slide's instances): {_describe(problems)}"
-        )
 
+def _read_instance(entry: Path) -> DicomWsiInstance | str:
+    """The entry as a complete whole-slide microscopy instance (header only), or why it is not one."""
+    if not entry.is_file():
+        return f"{entry.name} is a folder"
+    try:
+        with open(entry, "rb") as stream:
+            header = pydicom.dcmread(stream, stop_before_pixels=True)
+            if str(header.get("SOPClassUID", "")) != VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE:
+                sop_class = header.get("SOPClassUID")
+                name = getattr(sop_class, "name", None) or str(sop_class or "no SOPClassUID")
+                return f"{entry.name} is a DICOM {name}, not a whole-slide microscopy image"
+            truncated = _pixel_data_problem(stream, header, entry.stat().st_size)
+    except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, struct.error) as error:
+        return f"{entry.name} is not a readable DICOM file ({type(error).__name__})"
+    if truncated:
+        return f"{entry.name} is truncated or corrupt ({truncated})"
+    return DicomWsiInstance(entry, header)
+
+
+def _one_series_and_pyramid(folder: Path, instances: list[DicomWsiInstance]) -> tuple[str, str | None]:
+    """The instances' SeriesInstanceUID and PyramidUID (None when absent); refuses several of either."""
     series = sorted({str(i.header.get("SeriesInstanceUID", "")) for i in instances})
     if len(series) > 1:
         raise SlideReadError(f"{folder}: holds {len(series)} DICOM series ({', '.join(series)}); put each slide in its own folder")
@@ -228,7 +219,11 @@ def scan_dicom_slide_folder(folder: Path) -> DicomSlideSource:
         raise SlideReadError(
             f"{folder}: holds {len(pyramids)} pyramids (PyramidUID {', '.join(pyramids)}); put each slide in its own folder"
         )
+    return series[0], pyramids[0] if pyramids else None
 
+
+def _volume_levels(folder: Path, instances: list[DicomWsiInstance]) -> tuple[tuple[DicomWsiInstance, ...], ...]:
+    """VOLUME instances grouped by total pixel matrix size, largest first, each level in concatenation order."""
     volumes = [i for i in instances if i.image_type == "VOLUME"]
     if not volumes:
         kinds = sorted({i.image_type or "no ImageType" for i in instances})
@@ -236,22 +231,38 @@ def scan_dicom_slide_folder(folder: Path) -> DicomSlideSource:
     missing = [i.path.name for i in volumes if "TotalPixelMatrixColumns" not in i.header or "TotalPixelMatrixRows" not in i.header]
     if missing:
         raise SlideReadError(f"{folder}: VOLUME instance(s) without TotalPixelMatrixColumns/Rows: {_describe(missing)}")
-
     by_size: dict[tuple[int, int], list[DicomWsiInstance]] = {}
     for instance in volumes:
         by_size.setdefault(instance.total_size_xy, []).append(instance)
     ordered = sorted(by_size.items(), key=lambda item: -item[0][0] * item[0][1])
-    levels = tuple(
+    return tuple(
         tuple(sorted(group, key=lambda i: (int(i.header.get("ConcatenationFrameOffsetNumber", 0) or 0), i.path.name)))
         for _, group in ordered
     )
+
+
+def scan_dicom_slide_folder(folder: Path) -> DicomSlideSource:
+    """Check that ``folder`` holds the instances of exactly one DICOM WSI, and group them by level.
+
+    Hidden files and a DICOMDIR are ignored; any other entry that is not a VL Whole Slide
+    Microscopy instance of the same series and pyramid makes the folder unusable.
+    """
+    folder = Path(folder)
+    read = [_read_instance(entry) for entry in _slide_entries(folder)]
+    problems = [item for item in read if isinstance(item, str)]
+    if problems:
+        raise SlideReadError(
+            f"{folder}: not usable as one DICOM whole-slide image (the folder must hold only that slide's instances): {_describe(problems)}"
+        )
+    instances = [item for item in read if isinstance(item, DicomWsiInstance)]
+    series, pyramid = _one_series_and_pyramid(folder, instances)
+    levels = _volume_levels(folder, instances)
     others = tuple(i for i in instances if i.image_type != "VOLUME")
-    first = levels[0][0].header
     source = DicomSlideSource(
         folder=folder,
-        study_instance_uid=str(first.get("StudyInstanceUID", "")),
-        series_instance_uid=series[0],
-        pyramid_uid=pyramids[0] if pyramids else None,
+        study_instance_uid=str(levels[0][0].header.get("StudyInstanceUID", "")),
+        series_instance_uid=series,
+        pyramid_uid=pyramid,
         volume_levels=levels,
         other_instances=others,
     )

@@ -10,12 +10,13 @@ import tifffile
 from PIL import Image
 
 from operators.core.errors import AppInputError, SlideReadError
+from operators.wsi.slide import backend_choice
 from operators.wsi.slide import reader as wsi_slide_reader
+from operators.wsi.slide.backends import optional_available
 from operators.wsi.slide.reader import SlideHandle, open_slide
-from tests.real_slides import real_dicom_wsi, real_svs, real_vips_pyramid
 from tests.wsi_factories import write_pyramid
 
-HAS_CUCIM = wsi_slide_reader.optional_available("cucim")
+HAS_CUCIM = optional_available("cucim")
 TILED_BACKENDS = ["openslide", "tifffile", *(["cucim"] if HAS_CUCIM else [])]
 SVS_SIZE = (2220, 2967)
 DICOM_INSTANCE_LEVELS = [(2220, 2967), (1110, 1484), (555, 742), (278, 371), (139, 186)]  # wsidicomizer rounds up
@@ -23,33 +24,6 @@ DICOM_INSTANCE_LEVELS = [(2220, 2967), (1110, 1484), (555, 742), (278, 371), (13
 # (240x120 frames in a 240x240 grid); OpenSlide cannot decode those, so the reader leaves such levels out.
 DICOM_LEVELS = [(2220, 2967), (139, 186)]
 VIPS_LEVELS = [(2220, 2967), (1110, 1483), (555, 741), (277, 370), (138, 185)]  # libvips rounds down
-
-
-@pytest.fixture(scope="module")
-def svs() -> Path:
-    return real_svs()
-
-
-@pytest.fixture(scope="module")
-def dicom_wsi() -> Path:
-    return real_dicom_wsi()
-
-
-@pytest.fixture(scope="module")
-def vips_pyramid() -> Path:
-    return real_vips_pyramid()
-
-
-@pytest.fixture(scope="module")
-def real_slides(svs, dicom_wsi, vips_pyramid) -> dict[str, Path]:
-    return {"svs": svs, "dicom": dicom_wsi, "vips": vips_pyramid}
-
-
-@pytest.fixture(scope="module")
-def tissue(svs) -> np.ndarray:
-    """Real H&E pixels (level 0 of the SVS, 1024 x 768) to build synthetic TIFFs from."""
-    with open_slide(svs, backend="openslide") as slide:
-        return slide.read_region((600, 1200), 0, (1024, 768))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,7 +40,7 @@ def tissue(svs) -> np.ndarray:
 )
 def test_real_slides_open_with_their_levels_and_mpp(real_slides, kind, backends, levels):
     with open_slide(real_slides[kind]) as slide:
-        assert slide.backend == (backends[0] if HAS_CUCIM and wsi_slide_reader.PREFER_CUCIM else backends[-1])
+        assert slide.backend == (backends[0] if HAS_CUCIM and backend_choice.PREFER_CUCIM else backends[-1])
         assert [lv.size_xy for lv in slide.levels] == levels
         assert [lv.index for lv in slide.levels] == list(range(len(levels)))
         assert slide.levels[0].downsample == 1.0
@@ -76,32 +50,6 @@ def test_real_slides_open_with_their_levels_and_mpp(real_slides, kind, backends,
         region = slide.read_region((1000, 1500), 0, (224, 224))
         assert region.shape == (224, 224, 3) and region.dtype == np.uint8
         assert (slide.dicom_source is not None) == (kind == "dicom")
-
-
-def test_dicom_wsi_agrees_with_the_svs_it_was_made_from(svs, dicom_wsi, vips_pyramid, caplog):
-    with open_slide(svs) as original, open_slide(dicom_wsi) as dicom, open_slide(vips_pyramid) as vips:
-        assert "leaving out pyramid level 1 (1110, 1484), which OpenSlide cannot read: frame 31 is 240x120" in caplog.text
-        assert "labelled RGB but hold YCbCr (JFIF) JPEG tiles" in caplog.text
-        assert dicom.dicom_source.level_sizes_xy == tuple(DICOM_INSTANCE_LEVELS)
-        assert dicom.mpp_xy == pytest.approx(original.mpp_xy)
-        assert dicom.size_xy == original.size_xy
-        assert dicom.mpp_source.startswith("DICOM PixelSpacing")
-        # level 0: wsidicomizer copied the SVS's JPEG tiles, so pixels are identical
-        for location in [(0, 0), (1000, 1500), (2000, 2700)]:
-            np.testing.assert_array_equal(dicom.read_region(location, 0, (224, 224)), original.read_region(location, 0, (224, 224)))
-        # the generated level 139x186 is labelled RGB though its JPEG is YCbCr: colours must match the SVS
-        # box-filtered to the same scale, and libvips' own level 4
-        ours = dicom.read_region((0, 0), 1, (139, 186)).astype(np.int16)
-        reference = original.read_at_downsample((0, 0), 16, (139, 186)).astype(np.int16)
-        assert np.abs(ours - reference).mean() < 8  # other resampling filter, 4:2:0 JPEG; false colours give ~60
-        assert np.abs(ours.mean(axis=(0, 1)) - reference.mean(axis=(0, 1))).max() < 3
-        assert np.abs(ours[:185, :138] - vips.read_region((0, 0), 4, (138, 185))).mean() < 8
-        # the levels left out are computed from level 0
-        for downsample in (2, 4, 8):
-            size = (2220 // downsample, 2967 // downsample)
-            np.testing.assert_array_equal(
-                dicom.read_at_downsample((0, 0), downsample, size), original.read_at_downsample((0, 0), downsample, size)
-            )
 
 
 def test_dicom_level_datasets_are_headers_of_that_level(dicom_wsi):
@@ -131,34 +79,6 @@ def test_dicom_instance_file_opens_its_folder(dicom_wsi):
         assert [lv.size_xy for lv in slide.levels] == DICOM_LEVELS
 
 
-@pytest.mark.parametrize("kind", ["svs", "vips"])
-def test_backends_read_identical_level0_pixels(real_slides, kind):
-    regions = {}
-    for backend in TILED_BACKENDS:
-        with open_slide(real_slides[kind], backend=backend) as slide:
-            assert slide.backend == backend
-            regions[backend] = [slide.read_region(location, 0, (224, 224)) for location in [(0, 0), (777, 1333), (1996, 2743)]]
-    for backend in TILED_BACKENDS[1:]:
-        np.testing.assert_array_equal(np.stack(regions[backend]), np.stack(regions["openslide"]), err_msg=backend)
-
-
-@pytest.mark.parametrize("backend", TILED_BACKENDS)
-def test_regions_outside_the_slide_are_white(vips_pyramid, backend):
-    with open_slide(vips_pyramid, backend=backend) as slide:
-        width, height = slide.size_xy
-        inside = slide.read_region((0, 0), 0, (200, 250))
-        shifted = slide.read_region((-100, -50), 0, (300, 300))
-        assert (shifted[:50] == 255).all() and (shifted[:, :100] == 255).all()
-        np.testing.assert_array_equal(shifted[50:300, 100:300], inside)
-        corner = slide.read_region((width - 20, height - 10), 0, (64, 64))
-        np.testing.assert_array_equal(corner[:10, :20], slide.read_region((width - 20, height - 10), 0, (20, 10)))
-        assert (corner[10:] == 255).all() and (corner[:, 20:] == 255).all()
-        assert (slide.read_region((width + 5000, 10), 0, (32, 32)) == 255).all()
-        last = slide.levels[-1]
-        beyond = slide.read_region((int(width - 4 * last.downsample), 0), last.index, (40, 8))
-        assert (beyond[:, 8:] == 255).all() and not (beyond[:, :3] == 255).all()
-
-
 def test_svs_without_pyramid_downsamples_like_libvips(svs, vips_pyramid):
     """The SVS has one level: read_at_downsample builds low resolutions on the fly; compare with vips' own levels."""
     with open_slide(svs) as original, open_slide(vips_pyramid) as vips:
@@ -170,6 +90,31 @@ def test_svs_without_pyramid_downsamples_like_libvips(svs, vips_pyramid):
             assert np.abs(ours - theirs).mean() < 2.5, level
         thumbnail = original.thumbnail(32)
         assert thumbnail.shape == (93, 70, 3)
+
+
+def _must_not_run(name: str):
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{name} ran again on re-opening a resolved slide")
+
+    return fail
+
+
+@pytest.mark.parametrize("kind", ["svs", "dicom", "vips"])
+def test_a_resolved_slide_reopens_the_same_levels_and_pixels_without_deciding_again(real_slides, kind, monkeypatch):
+    with open_slide(real_slides[kind]) as first:
+        resolved = first.resolved
+        last = first.levels[-1].index
+        expected = [first.read_region((1000, 1500), 0, (224, 224)), first.read_region((0, 0), last, (120, 160))]
+        described = (first.backend, first.mpp_xy, first.mpp_source, first.levels, first.opened_file)
+    assert first.closed
+    for name in ("scan_dicom_slide_folder", "inspect_tiff", "choose_backend", "work_around_dicom_levels", "_resolve_mpp"):
+        monkeypatch.setattr(wsi_slide_reader, name, _must_not_run(name))
+    with resolved.open() as again:
+        assert again.resolved is resolved and again.dicom_source is resolved.dicom_source
+        assert (again.backend, again.mpp_xy, again.mpp_source, again.levels, again.opened_file) == described
+        # the last DICOM level is the YCbCr one the first opening calibrated: the fix must come back too
+        np.testing.assert_array_equal(again.read_region((1000, 1500), 0, (224, 224)), expected[0])
+        np.testing.assert_array_equal(again.read_region((0, 0), last, (120, 160)), expected[1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,7 +136,7 @@ def test_tiled_pyramidal_tiff_levels_mpp_and_pixels(tmp_path, tissue, unit, mpp,
     for backend in ["auto", *TILED_BACKENDS]:
         with open_slide(path, backend=backend) as slide:
             if backend == "auto":
-                assert slide.backend == ("cucim" if HAS_CUCIM and wsi_slide_reader.PREFER_CUCIM else "openslide")
+                assert slide.backend == ("cucim" if HAS_CUCIM and backend_choice.PREFER_CUCIM else "openslide")
             assert slide.mpp_xy == pytest.approx((mpp, mpp))
             assert [lv.size_xy for lv in slide.levels] == [(a.shape[1], a.shape[0]) for a in arrays]
             assert [lv.downsample for lv in slide.levels] == [1.0, 2.0, 4.0]
@@ -203,28 +148,6 @@ def test_tiled_pyramidal_tiff_levels_mpp_and_pixels(tmp_path, tissue, unit, mpp,
                     truth[y // 2**level : y // 2**level + 60, x // 2**level : x // 2**level + 100],
                     err_msg=f"{backend} level {level}",
                 )
-
-
-def test_cucim_is_not_used_where_it_misreads(tmp_path, tissue):
-    """cuCIM 23.10 returns garbage for deflate with a horizontal predictor: auto must avoid it, forcing it must refuse."""
-    path = tmp_path / "predictor.tif"
-    write_pyramid(path, tissue, compression="zlib", predictor=True)
-    with open_slide(path) as slide:
-        assert slide.backend == "openslide"
-        np.testing.assert_array_equal(slide.read_region((0, 0), 0, (300, 200)), tissue[:200, :300])
-    with pytest.raises(SlideReadError, match="predictor"):
-        open_slide(path, backend="cucim")
-
-
-@pytest.fixture
-def untiled(tmp_path, tissue) -> tuple[Path, np.ndarray]:
-    """A single-level stripped TIFF (OpenSlide refuses it), 2048 x 1536."""
-    level0 = np.tile(tissue, (2, 2, 1))
-    path = tmp_path / "untiled.tif"
-    tifffile.imwrite(
-        path, level0, photometric="rgb", compression="zlib", rowsperstrip=32, resolution=(2e4, 2e4), resolutionunit="CENTIMETER"
-    )
-    return path, level0
 
 
 def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
@@ -419,3 +342,5 @@ def test_handle_is_a_context_manager_and_checks_arguments(untiled):
             slide.read_at_downsample((0, 0), 0.5, (10, 10))
         with pytest.raises(ValueError, match="not a DICOM"):
             slide.dicom_level_datasets(0)
+    assert slide.closed
+    slide.close()  # a second close does nothing
