@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from .wsi_annotations import write_asap_xml
-from .wsi_scene import CAMELYON_MPP, MICRO_MIN_UM, SlideScene, make_slide_scene
+from .wsi_placement import MICRO_MIN_UM
+from .wsi_scene import CAMELYON_MPP, SlideScene, make_slide_scene
 from .wsi_tiff import write_mask, write_slide
 
 logger = logging.getLogger(__name__)

@@ -1,9 +1,11 @@
 """Synthetic H&E lymph-node whole-slide images (Camelyon16-like) with tumour ground truth.
 
-The public face of the generator (the modules behind it: :mod:`.wsi_scene` procedural scene,
-:mod:`.wsi_texture` texture primitives, :mod:`.wsi_tiff` TIFF writers, :mod:`.wsi_annotations`
-ASAP XML writer, :mod:`.camelyon_layout` ground truth and dataset writer; the reader and the
-rasteriser, which real slides use too, are :mod:`training.pathology.annotations`)::
+The public face of the generator (the modules behind it: :mod:`.wsi_scene` the scene and its
+render, :mod:`.wsi_placement` its layout, :mod:`.wsi_geometry` star-shaped outlines,
+:mod:`.wsi_anatomy` tissue classes and stains, :mod:`.wsi_nuclei` and :mod:`.wsi_texture` texture
+primitives, :mod:`.wsi_tiff` TIFF writers, :mod:`.wsi_annotations` ASAP XML writer,
+:mod:`.camelyon_layout` ground truth and dataset writer; the reader and the rasteriser, which real
+slides use too, are :mod:`training.pathology.annotations`)::
 
     scene = make_slide_scene((16384, 12288), seed=0)          # tumour slide; tumor_sizes_um=() for normal
     rgb = scene.render((x0, y0), (w, h), downsample)          # any region, any scale, deterministic
@@ -29,16 +31,8 @@ from pathlib import Path
 
 from .camelyon_layout import CamelyonLikeDataset, describe_lesions, write_camelyon_like_dataset, write_ground_truth
 from .wsi_annotations import write_asap_xml
-from .wsi_scene import (
-    CAMELYON_MPP,
-    DEFAULT_TUMOR_SIZES_UM,
-    SlideScene,
-    StainParams,
-    TissueSection,
-    TumorRegion,
-    make_slide_scene,
-    tumor_category,
-)
+from .wsi_placement import TissueSection, TumorRegion, tumor_category
+from .wsi_scene import CAMELYON_MPP, DEFAULT_TUMOR_SIZES_UM, SlideScene, StainParams, make_slide_scene
 from .wsi_tiff import MASK_MIN_LEVELS, level_sizes, write_mask, write_slide
 
 __all__ = [
