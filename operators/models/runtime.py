@@ -194,7 +194,11 @@ def _convert_to_ir(module: torch.nn.Module, example: torch.Tensor, target: Path)
     root_level = logging.getLogger().level
     try:
         with torch.no_grad():
-            converted = ov.convert_model(module.eval(), example_input=example, input=[shape])
+            # Traced once on one sample: OpenVINO's own trace runs a whole batch three times to check itself
+            # (most of the conversion's time); a TorchScript model is converted as it is.
+            sample = example[:1]
+            scripted = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.trace(module.eval(), sample, check_trace=False)
+            converted = ov.convert_model(scripted, example_input=sample, input=[shape])
     finally:  # convert_model raises the root logger to ERROR and, when it fails, leaves it there
         logging.getLogger().setLevel(root_level)
     target.parent.mkdir(parents=True, exist_ok=True)
