@@ -19,7 +19,7 @@ from gateway.config import GatewayConfig
 from gateway.grouping import group_key
 from gateway.queue import JobQueue, ReceivedInstance
 from gateway.storage import atomic_write, instance_path
-from gateway.validation import storage_problem
+from gateway.validation import UNDECODABLE, storage_problem
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def store_handler(
             ds: Dataset = event.dataset
             transfer_syntax = str(event.context.transfer_syntax)
             problem = storage_problem(ds, event.encoded_dataset(include_meta=False), transfer_syntax, affected)
-        except Exception as error:
+        except UNDECODABLE as error:
             problem = f"cannot decode the data set: {type(error).__name__}: {error}"
         if problem:
             logger.warning("Refused C-STORE from %s (SOP instance %s): %s", calling, affected or "?", problem)

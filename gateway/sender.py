@@ -10,10 +10,11 @@ import logging
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
@@ -24,18 +25,23 @@ logger = logging.getLogger(__name__)
 SUCCESS_OR_WARNING = frozenset({0x0000, 0x0001, 0x0107, 0x0116, 0xB000, 0xB006, 0xB007})
 
 
+def requested_contexts(datasets: Iterable[Dataset]) -> dict[str, list[str]]:
+    """Per SOP class, the transfer syntaxes to propose: each data set's own first, then explicit and implicit VR little endian."""
+    contexts: dict[str, list[str]] = {}
+    for ds in datasets:
+        syntaxes = contexts.setdefault(str(ds.SOPClassUID), [])
+        for syntax in (str(ds.file_meta.TransferSyntaxUID), ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+            if syntax not in syntaxes:
+                syntaxes.append(syntax)
+    return contexts
+
+
 def cstore_files(files: Sequence[Path], destination: Destination, calling_ae_title: str) -> dict[Path, str | None]:
     """C-STORE every file over one association (each file's own transfer syntax proposed first)."""
     datasets = {path: dcmread(path) for path in files}
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = destination.timeout_s
-    contexts: dict[str, list[str]] = {}
-    for ds in datasets.values():
-        syntaxes = contexts.setdefault(str(ds.SOPClassUID), [])
-        for syntax in (str(ds.file_meta.TransferSyntaxUID), ExplicitVRLittleEndian, ImplicitVRLittleEndian):
-            if syntax not in syntaxes:
-                syntaxes.append(syntax)
-    for sop_class, syntaxes in contexts.items():
+    for sop_class, syntaxes in requested_contexts(datasets.values()).items():
         ae.add_requested_context(sop_class, syntaxes)
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
     if not assoc.is_established:

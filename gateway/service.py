@@ -24,6 +24,7 @@ from gateway.runner import build_command, build_env, dicom_outputs, job_paths, p
 from gateway.scp import start_scp
 from gateway.sender import send_files
 from gateway.storage import remove_temp_files, stored_files
+from gateway.validation import UNDECODABLE
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def register_orphan_files(config: GatewayConfig, queue: JobQueue) -> int:
                 )
             )
             added += 1
-        except Exception as error:
+        except UNDECODABLE as error:
             logger.error("Stored file %s is not readable (%s); left in place", path, error)
     return added
 

@@ -11,6 +11,7 @@ import struct
 import zlib
 
 from pydicom.dataset import Dataset
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -18,6 +19,10 @@ REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesIns
 LONG_LENGTH_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQUENCE_END = (0xFFFE, 0xE000), (0xFFFE, 0xE00D), (0xFFFE, 0xE0DD)
+# What pydicom raises for bytes that are not a whole data set, on reading or (it decodes lazily) on
+# first access to an element: the types seen when truncating and corrupting encoded CT instances,
+# plus OSError for a file that cannot be read.
+UNDECODABLE = (InvalidDicomError, BytesLengthException, NotImplementedError, AttributeError, ValueError, struct.error, OSError)
 
 
 class Truncated(ValueError):
@@ -34,6 +39,17 @@ def missing_or_bad_uids(ds: Dataset) -> list[str]:
     return [keyword for keyword in REQUIRED_UIDS if not is_uid(ds.get(keyword, ""))]
 
 
+def _value_length(data: bytes, offset: int, end: int, implicit: bool, order: str) -> tuple[int, int]:
+    """The value length of the element whose header (tag first) starts at ``offset``, and the offset of its value."""
+    if implicit:
+        return struct.unpack_from(order + "I", data, offset + 4)[0], offset + 8
+    if data[offset + 4 : offset + 6] in LONG_LENGTH_VRS:
+        if offset + 12 > end:
+            raise Truncated(f"element header cut at byte {offset}")
+        return struct.unpack_from(order + "I", data, offset + 8)[0], offset + 12
+    return struct.unpack_from(order + "H", data, offset + 6)[0], offset + 8
+
+
 def _walk(data: bytes, offset: int, end: int, implicit: bool, little: bool, stop_at: tuple[int, int] | None) -> int:
     """Walk elements from ``offset``; return the offset after them (after ``stop_at`` when given)."""
     order = "<" if little else ">"
@@ -47,16 +63,7 @@ def _walk(data: bytes, offset: int, end: int, implicit: bool, little: bool, stop
             if (group, element) == stop_at:
                 return offset
             raise Truncated(f"unexpected delimiter ({group:04X},{element:04X}) at byte {offset - 8}")
-        if implicit:
-            vr, length, offset = b"", struct.unpack_from(order + "I", data, offset + 4)[0], offset + 8
-        else:
-            vr = data[offset + 4 : offset + 6]
-            if vr in LONG_LENGTH_VRS:
-                if offset + 12 > end:
-                    raise Truncated(f"element header cut at byte {offset}")
-                length, offset = struct.unpack_from(order + "I", data, offset + 8)[0], offset + 12
-            else:
-                length, offset = struct.unpack_from(order + "H", data, offset + 6)[0], offset + 8
+        length, offset = _value_length(data, offset, end, implicit, order)
         if length == UNDEFINED:  # a sequence, or encapsulated pixel data: items up to the sequence delimiter
             offset = _walk_items(data, offset, end, implicit, little, (group, element))
         else:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import random
+
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.filereader import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom.dsutils import encode
+from pynetdicom.dsutils import decode, encode
 
-from gateway.validation import is_uid, storage_problem, truncation_problem
+from gateway.validation import REQUIRED_UIDS, UNDECODABLE, is_uid, storage_problem, truncation_problem
 from testkit.gateway_samples import ct_series
 
 
@@ -56,3 +59,24 @@ def test_uids_that_are_not_uids_are_refused_so_they_never_name_a_file(uid):
 def test_sop_instance_uid_differing_from_the_request_is_refused():
     ds = ct_series(1)[0]
     assert "differs" in storage_problem(ds, encode(ds, False, True), ExplicitVRLittleEndian, "1.2.3")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_corrupted_bytes_raise_only_what_the_scp_and_the_recovery_catch():
+    """Cut or overwrite bytes of encoded CT instances: decoding one and reading its UIDs fails, if at all, with UNDECODABLE."""
+    rng = random.Random(1)
+    caught = set()
+    for syntax in (ImplicitVRLittleEndian, ExplicitVRLittleEndian):
+        implicit = syntax == ImplicitVRLittleEndian
+        encoded = encode(ct_series(1)[0], implicit, True)
+        for trial in range(600):
+            corrupted = bytearray(encoded[: rng.randrange(len(encoded))] if trial % 3 == 0 else encoded)
+            for _ in range(0 if trial % 3 == 0 else rng.randint(1, 8)):
+                corrupted[rng.randrange(len(corrupted))] = rng.randrange(256)
+            try:
+                ds = decode(io.BytesIO(bytes(corrupted)), implicit, True)
+                if storage_problem(ds, bytes(corrupted), syntax, None) is None:
+                    [str(ds[keyword].value) for keyword in REQUIRED_UIDS]
+            except UNDECODABLE as error:
+                caught.add(type(error))
+    assert caught  # the corruptions reach pydicom's own errors, not only storage_problem's refusals
