@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from training.synthetic import ct_phantom
+from training.synthetic import ct_anatomy
 from training.synthetic.ct_phantom import CTPhantom, make_abdomen_phantom
 
 # Coarse sampling keeps these fast; the anatomy is in mm so it is the same body as at full resolution.
@@ -39,7 +39,7 @@ def test_spleen_is_on_the_left_and_posterior_and_liver_on_the_right(phantoms, se
     phantom = phantoms[seed]
     _, ny, nx = SHAPE
     _, spleen_y, spleen_x = np.argwhere(phantom.spleen_mask_zyx).mean(axis=0)
-    _, liver_y, liver_x = np.argwhere(phantom.tissue_zyx == ct_phantom.LIVER).mean(axis=0)
+    _, liver_y, liver_x = np.argwhere(phantom.tissue_zyx == ct_anatomy.LIVER).mean(axis=0)
     # columns run toward the patient's left, rows toward posterior
     assert spleen_x > 0.6 * nx and liver_x < 0.5 * nx
     assert spleen_y > 0.5 * ny
@@ -49,14 +49,14 @@ def test_spleen_is_on_the_left_and_posterior_and_liver_on_the_right(phantoms, se
 @pytest.mark.parametrize(
     ("tissue", "low", "high"),
     [
-        (ct_phantom.AIR, -1010, -990),
-        (ct_phantom.SUBCUTANEOUS_FAT, -120, -75),
-        (ct_phantom.MUSCLE, 35, 65),
-        (ct_phantom.LIVER, 50, 72),
-        (ct_phantom.SPLEEN, 35, 55),
-        (ct_phantom.KIDNEY, 20, 40),
-        (ct_phantom.CORTICAL_BONE, 550, 850),
-        (ct_phantom.GAS, -900, -700),
+        (ct_anatomy.AIR, -1010, -990),
+        (ct_anatomy.SUBCUTANEOUS_FAT, -120, -75),
+        (ct_anatomy.MUSCLE, 35, 65),
+        (ct_anatomy.LIVER, 50, 72),
+        (ct_anatomy.SPLEEN, 35, 55),
+        (ct_anatomy.KIDNEY, 20, 40),
+        (ct_anatomy.CORTICAL_BONE, 550, 850),
+        (ct_anatomy.GAS, -900, -700),
     ],
 )
 def test_tissue_hounsfield_units(phantoms, tissue, low, high):
@@ -68,7 +68,7 @@ def test_tissue_hounsfield_units(phantoms, tissue, low, high):
 
 def test_noise_level(phantoms):
     phantom = phantoms[1]
-    air = phantom.hu_zyx[phantom.tissue_zyx == ct_phantom.AIR].astype(np.float64)
+    air = phantom.hu_zyx[phantom.tissue_zyx == ct_anatomy.AIR].astype(np.float64)
     assert 10.0 <= air.std() <= 20.0
 
 
