@@ -41,6 +41,7 @@ DEMO_SLIDE_SIZE_XY = (12288, 9216)
 DEMO_SLIDE_TUMOR_SIZES_UM = (1200.0, 500.0, 250.0, 80.0)  # a macro-, two micro-metastases and an ITC
 
 
+# What writes each input; its stamp also covers every module of ``training`` these import (stamp.generator_sources).
 CT_GENERATOR_SOURCES = ("ct_phantom.py", "dicom_series.py")
 SLIDE_GENERATOR_SOURCES = ("wsi_scene.py", "wsi_texture.py", "wsi_tiff.py", "wsi_annotations.py", "camelyon_layout.py")
 STAMP_FILE = "generator.sha256"
