@@ -2,9 +2,11 @@
 
 Accepted: the model-zoo bundle's ``model.pt`` (a state dict of
 ``TorchVisionFCModel("resnet18", num_classes=1, use_conv=True)``, possibly ``{"model": ...}``),
-which runs densely; and any TorchScript classifier mapping (N, 3, 224, 224) floats in -1..1 to
-(N, 1) logits, which runs in patch mode unless its card declares
-``"fully_convolutional": {"output_stride_px": 32}`` (it then maps larger inputs to logit maps).
+which runs densely at its network's output stride; and any TorchScript classifier mapping
+(N, 3, P, P) floats in -1..1 to (N, 1) logits, which runs in patch mode unless its card declares
+``"fully_convolutional": {"output_stride_px": S}`` (it then maps larger inputs to logit maps).
+P (224) and the state dict's S (32) are the model config's ``preprocessing.patch_size_px`` and
+``network.output_stride_px`` (:class:`PatchContract`).
 On the CPU in float32 the network is frozen to TorchScript with convolution and batch-norm folded
 (about 1.9x faster here, outputs equal within 1e-6).
 """
@@ -14,15 +16,34 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from operators.core.errors import ModelLoadError
+from operators.models.config import load_model_config
 from operators.models.loader import LoadedModel
 
 logger = logging.getLogger(__name__)
 
-PATCH_PX = 224
+PATHOLOGY_MODEL = "pathology_tumor_detection"
+# What a model raising on a probe input raises: torch's errors (shapes, dtypes, TorchScript's
+# torch.jit.Error) are RuntimeErrors; a Python module given the wrong input may raise the others.
+_FORWARD_ERRORS = (RuntimeError, TypeError, ValueError, IndexError)
+
+
+@dataclass(frozen=True)
+class PatchContract:
+    """The square patch the classifier takes (model pixels), and the output stride of the config's
+    fully convolutional network (model pixels), which a state-dict model has."""
+
+    patch_px: int
+    state_dict_output_stride_px: int
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> PatchContract:
+        """From a model config (``model_zoo/<model>/config.json``)."""
+        return cls(int(config["preprocessing"]["patch_size_px"]), int(config["network"]["output_stride_px"]))
 
 
 @dataclass(frozen=True)
@@ -32,25 +53,28 @@ class PatchClassifier:
     output_stride_px: int | None  # None: patch mode only
 
 
-def _check_patch_contract(model: LoadedModel, device: torch.device) -> None:
+def _check_patch_contract(model: LoadedModel, device: torch.device, patch_px: int) -> None:
     try:
         with torch.inference_mode():
-            output = model.module(torch.zeros(2, 3, PATCH_PX, PATCH_PX, device=device))
-    except Exception as error:
+            output = model.module(torch.zeros(2, 3, patch_px, patch_px, device=device))
+    except _FORWARD_ERRORS as error:
         raise ModelLoadError(
-            f"model {model.path} fails on a (2, 3, 224, 224) input ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+            f"model {model.path} fails on a (2, 3, {patch_px}, {patch_px}) input "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
         ) from None
     if not isinstance(output, torch.Tensor) or output.shape[0] != 2 or output[0].numel() != 1:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise ModelLoadError(f"model {model.path} returns {shape} for two 224x224 patches; expected one tumor logit per patch")
+        raise ModelLoadError(
+            f"model {model.path} returns {shape} for two {patch_px}x{patch_px} patches; expected one tumor logit per patch"
+        )
 
 
-def _dense_stride(model: LoadedModel, device: torch.device) -> int | None:
+def _dense_stride(model: LoadedModel, device: torch.device, contract: PatchContract) -> int | None:
     declared = (model.metadata.get("fully_convolutional") or {}).get("output_stride_px")
-    stride = 32 if model.kind == "state_dict" else declared
+    stride = contract.state_dict_output_stride_px if model.kind == "state_dict" else declared
     if stride is None:
         return None
-    side = PATCH_PX + 2 * int(stride)
+    side = contract.patch_px + 2 * int(stride)
     with torch.inference_mode():
         output = model.module(torch.zeros(1, 3, side, side, device=device))
     if tuple(output.shape) != (1, 1, 3, 3):
@@ -65,17 +89,25 @@ def frozen_for_cpu(module: torch.nn.Module) -> torch.nn.Module:
     try:
         scripted = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
         return torch.jit.optimize_for_inference(torch.jit.freeze(scripted.eval()))
-    except Exception as error:  # an exotic TorchScript module: run it as it is
+    except (RuntimeError, TypeError, AttributeError, torch.jit.frontend.FrontendError) as error:  # an exotic module: run it as it is
         logger.warning("Could not freeze the model for CPU inference (%s); running it unfrozen", error)
         return module
 
 
 def prepare_classifier(
-    model: LoadedModel, device: torch.device, amp: bool, freeze: Callable[[torch.nn.Module], torch.nn.Module] = frozen_for_cpu
+    model: LoadedModel,
+    device: torch.device,
+    amp: bool,
+    contract: PatchContract | None = None,
+    freeze: Callable[[torch.nn.Module], torch.nn.Module] = frozen_for_cpu,
 ) -> PatchClassifier:
-    """Check the patch contract, find whether dense inference is allowed, and freeze for fp32 CPU use."""
-    _check_patch_contract(model, device)
-    stride = _dense_stride(model, device)
+    """Check the patch contract, find whether dense inference is allowed, and freeze for fp32 CPU use.
+
+    ``contract`` defaults to the one of the project's pathology model config.
+    """
+    contract = contract or PatchContract.from_config(load_model_config(PATHOLOGY_MODEL))
+    _check_patch_contract(model, device, contract.patch_px)
+    stride = _dense_stride(model, device, contract)
     network = freeze(model.module) if device.type == "cpu" and not amp else model.module
     if device.type == "cuda":
         network = network.to(memory_format=torch.channels_last)

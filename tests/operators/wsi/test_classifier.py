@@ -11,7 +11,7 @@ from operators.core.errors import ModelLoadError
 from operators.models.config import load_model_config
 from operators.models.loader import load_model
 from operators.models.networks import build_patch_classifier
-from operators.wsi.classifier import frozen_for_cpu, prepare_classifier
+from operators.wsi.classifier import PatchContract, frozen_for_cpu, prepare_classifier
 
 CPU = torch.device("cpu")
 NETWORK = load_model_config("pathology_tumor_detection")["network"]
@@ -79,6 +79,16 @@ def test_two_class_torchscript_is_refused(tmp_path: Path):
     torch.jit.save(torch.jit.script(two), str(tmp_path / "model.ts"))
     with pytest.raises(ModelLoadError, match="expected one tumor logit per patch"):
         prepare_classifier(load_model(tmp_path / "model.ts", build, CPU), CPU, amp=False)
+
+
+def test_the_patch_contract_is_the_model_config_s_and_is_what_the_model_is_checked_against(tmp_path: Path):
+    config = load_model_config("pathology_tumor_detection")
+    assert PatchContract.from_config(config) == PatchContract(patch_px=224, state_dict_output_stride_px=32)
+    torch.save(build().state_dict(), tmp_path / "model.pt")
+    model = load_model(tmp_path / "model.pt", build, CPU)
+    # the same network given 256 px patches answers a 2x2 map, not one logit: refused, naming the contract's size
+    with pytest.raises(ModelLoadError, match="for two 256x256 patches"):
+        prepare_classifier(model, CPU, amp=False, contract=PatchContract(patch_px=256, state_dict_output_stride_px=32))
 
 
 def test_freezing_keeps_outputs():
