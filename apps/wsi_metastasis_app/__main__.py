@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import get_args
 
 _APP_DIR = Path(__file__).resolve().parent
 for _root in (_APP_DIR, _APP_DIR.parent.parent):  # packaged MAP app folder, or this repository
@@ -23,17 +24,21 @@ ensure_stack_size()  # before Holoscan is imported: it may start this process ag
 ensure_writable_cupy_cache()
 
 from apps.wsi_metastasis_app.app import DEFAULT_MODEL_PATH, WsiAppOptions, run_slides  # noqa: E402
+from operators.wsi.inference import InferenceMode  # noqa: E402
+from operators.wsi.slide.backend_choice import BACKENDS  # noqa: E402
 
 
 def parse_app_options(argv: list[str]) -> tuple[WsiAppOptions, list[str]]:
     """The app's own options, and the remaining arguments for the SDK's parser."""
     parser = argparse.ArgumentParser(prog="wsi_metastasis_app", add_help=False)
     parser.add_argument(
-        "--mode", choices=["dense", "patch"], help="dense (fully convolutional tiles) or patch (bundle parity); default: the model config's"
+        "--mode",
+        choices=get_args(InferenceMode),
+        help="dense (fully convolutional tiles) or patch (bundle parity); default: the model config's",
     )
     parser.add_argument("--tta", action="store_true", help="average over the 8 orientations")
     parser.add_argument("--mpp", dest="mpp_override", type=float, help="micrometres per pixel at level 0, overriding the slide's metadata")
-    parser.add_argument("--backend", choices=["auto", "cucim", "openslide", "tifffile"], default="auto", help="slide reader")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="slide reader")
     parser.add_argument("--batch-size", type=int, help="windows per forward pass")
     parser.add_argument("--workers", type=int, default=WsiAppOptions.workers, help="region-decoding threads (0: none)")
     parser.add_argument("--no-amp", dest="amp", action="store_false", help="full float32 inference")

@@ -27,10 +27,11 @@ from operators.core.timing import StageTimings
 from operators.models.config import load_model_config, model_dir
 from operators.models.loader import load_model
 from operators.models.networks import build_patch_classifier
-from operators.wsi.classifier import PatchClassifier, prepare_classifier
-from operators.wsi.inference import InferenceSettings, ProbabilityMapOperator
+from operators.wsi.classifier import PatchClassifier, PatchContract, prepare_classifier
+from operators.wsi.inference import InferenceMode, InferenceSettings, ProbabilityMapOperator
 from operators.wsi.nms import LesionDetectionOperator, nms_parameters
 from operators.wsi.outputs.results_writer import WsiResultsWriterOperator
+from operators.wsi.slide.backend_choice import BackendRequest
 from operators.wsi.slide.sources import SlideSource, find_slides
 from operators.wsi.tissue_mask import TissueMaskOperator
 
@@ -51,10 +52,10 @@ def app_manifest() -> dict[str, Any]:
 class WsiAppOptions:
     """Options beyond the SDK's -i/-o/-m/-w; None means the model config's value."""
 
-    mode: str | None = None
+    mode: InferenceMode | None = None
     tta: bool = False
     mpp_override: float | None = None
-    backend: str = "auto"
+    backend: BackendRequest = "auto"
     batch_size: int | None = None
     workers: int = min(4, os.cpu_count() or 1)
     amp: bool = True
@@ -129,8 +130,6 @@ class WsiMetastasisApp(Application):
             compute=self.compute_device,
             settings=settings,
             dense_stride_model_px=inference["dense_stride_px"],
-            mpp_override=options.mpp_override,
-            backend=options.backend,
             timings=timings,
         )
         radius_um, threshold = nms_parameters(post, options.nms_radius_um, options.nms_threshold)
@@ -142,12 +141,10 @@ class WsiMetastasisApp(Application):
             run_info=run_info,
             threshold=threshold,
             timings=timings,
-            mpp_override=options.mpp_override,
-            backend=options.backend,
         )
-        self.add_flow(tissue, probability, {("tissue", "tissue")})
-        self.add_flow(probability, detections, {("probability", "probability")})
-        self.add_flow(detections, writer, {("detections", "detections")})
+        self.add_flow(tissue, probability, {(tissue.OUTPUT_TISSUE, probability.INPUT_TISSUE)})
+        self.add_flow(probability, detections, {(probability.OUTPUT_PROBABILITY, detections.INPUT_PROBABILITY)})
+        self.add_flow(detections, writer, {(detections.OUTPUT_DETECTIONS, writer.INPUT_DETECTIONS)})
 
 
 def distributed_share(slides: list[SlideSource]) -> list[SlideSource]:
@@ -165,7 +162,8 @@ def run_slides(sdk_argv: list[str], options: WsiAppOptions) -> None:
     local_rank = os.environ.get("LOCAL_RANK")
     compute = choose_compute_device(amp=options.amp, device=options.device or (f"cuda:{local_rank}" if local_rank and _cuda() else None))
     model = load_model(Path(context.model_path), lambda: build_patch_classifier(config["network"]), compute.device)
-    classifier = prepare_classifier(model, compute.device, amp=compute.amp_dtype is not None)
+    contract = PatchContract.from_config(config)
+    classifier = prepare_classifier(model, compute.device, amp=compute.amp_dtype is not None, contract=contract)
     failed: list[str] = []
     for slide in slides:
         output_dir = output_root / slide.name

@@ -8,7 +8,9 @@
   features see the real neighbouring tissue where a lone patch sees zero padding, so dense values
   differ slightly from patch values (measured in benchmarks/).
 
-Regions are decoded by worker threads two batches ahead, each thread with its own slide handle; only tiles holding tissue are read, and memory holds a few batches of regions plus
+Regions are decoded by worker threads two batches ahead, each thread with its own handle on the
+slide the tissue stage resolved (no backend choice or calibration again; the handles are closed when
+the map is done); only tiles holding tissue are read, and memory holds a few batches of regions plus
 the map (one float per cell), never a whole level.
 """
 
@@ -21,10 +23,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -34,17 +35,18 @@ from operators.core.device import ComputeDevice
 from operators.core.timing import StageTimings
 from operators.wsi.classifier import PatchClassifier
 from operators.wsi.grid import MapGrid, ProbabilityMap, grid_for_slide, read_model_pixels, tissue_on_grid
-from operators.wsi.slide.reader import open_slide
+from operators.wsi.slide.reader import SlideHandle
 from operators.wsi.tissue_mask import SlideTissue
 
 logger = logging.getLogger(__name__)
 
-SlideOpener = Callable[[], object]
+SlideOpener = Callable[[], SlideHandle]
+InferenceMode = Literal["dense", "patch"]
 
 
 @dataclass(frozen=True)
 class InferenceSettings:
-    mode: str = "dense"  # "dense" or "patch"
+    mode: InferenceMode = "dense"
     batch_size: int = 400  # patches per forward pass (patch mode); tiles use batch_size // tile_windows^2 + 1
     tile_windows: int = 32  # dense mode: windows per tile side
     tta: bool = False  # average over the 8 orientations (4 rotations x flip)
@@ -56,7 +58,12 @@ class InferenceSettings:
 
     @classmethod
     def from_config(
-        cls, inference: dict[str, Any], mode: str | None = None, batch_size: int | None = None, tta: bool = False, workers: int = 2
+        cls,
+        inference: dict[str, Any],
+        mode: InferenceMode | None = None,
+        batch_size: int | None = None,
+        tta: bool = False,
+        workers: int = 2,
     ) -> InferenceSettings:
         """The model config's ``inference`` section, with ``mode`` and ``batch_size`` overriding it when given."""
         return cls(
@@ -69,7 +76,8 @@ class InferenceSettings:
 
 
 class _RegionReader:
-    """Reads square regions of a slide in model pixels, with one slide handle per thread."""
+    """Reads square regions of a slide in model pixels, with one slide handle per thread, opened on
+    the thread's first read; :meth:`close` (or leaving its ``with`` block) closes them all."""
 
     def __init__(self, open_slide: SlideOpener, origins_xy_level0: np.ndarray, size_model_px: int, level0_px_per_model_px: float):
         self.open_slide = open_slide
@@ -77,16 +85,36 @@ class _RegionReader:
         self.size = size_model_px
         self.factor = level0_px_per_model_px
         self._local = threading.local()
+        self._handles: list[SlideHandle] = []
+        self._handles_lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.origins)
 
-    def __call__(self, index: int) -> np.ndarray:
+    def _thread_slide(self) -> SlideHandle:
         slide = getattr(self._local, "slide", None)
         if slide is None:
             slide = self._local.slide = self.open_slide()
+            with self._handles_lock:
+                self._handles.append(slide)
+        return slide
+
+    def __call__(self, index: int) -> np.ndarray:
         origin = (float(self.origins[index, 0]), float(self.origins[index, 1]))
-        return read_model_pixels(slide, origin, self.factor, (self.size, self.size))
+        return read_model_pixels(self._thread_slide(), origin, self.factor, (self.size, self.size))
+
+    def close(self) -> None:
+        """Close every thread's handle (call once no thread reads any more)."""
+        with self._handles_lock:
+            handles, self._handles = self._handles, []
+        for slide in handles:
+            slide.close()
+
+    def __enter__(self) -> _RegionReader:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def to_network_input(regions_nhwc: torch.Tensor, compute: ComputeDevice) -> torch.Tensor:
@@ -185,10 +213,14 @@ def patch_probability_map(
     origins = np.array([grid.window_origin_xy_level0(r, c) for r, c in cells], dtype=np.float64).reshape(-1, 2)
     probabilities = np.zeros(grid.shape_rows_cols, dtype=np.float32)
     progress = _Progress(len(cells))
-    reader = _RegionReader(open_slide, origins, grid.window_model_px, grid.level0_px_per_model_px)
     chunk = settings.cpu_micro_batch if compute.device.type == "cpu" else None
-    with torch.inference_mode(), compute.autocast():
-        for indices, regions in _batches(reader, settings.batch_size, settings.workers):
+    with (
+        _RegionReader(open_slide, origins, grid.window_model_px, grid.level0_px_per_model_px) as reader,
+        closing(_batches(reader, settings.batch_size, settings.workers)) as batches,
+        torch.inference_mode(),
+        compute.autocast(),
+    ):
+        for indices, regions in batches:
             values = dihedral_average(network, regions, compute, settings.tta, chunk).reshape(len(indices), -1)[:, 0]
             chosen = cells[indices]
             probabilities[chosen[:, 0], chosen[:, 1]] = values.cpu().numpy()
@@ -203,12 +235,13 @@ def dense_probability_map(
     network: torch.nn.Module,
     compute: ComputeDevice,
     settings: InferenceSettings,
-    output_stride_model_px: int = 32,
+    output_stride_model_px: int,
 ) -> tuple[np.ndarray, float]:
     """Like :func:`patch_probability_map`, with the network run on tiles of k x k windows.
 
-    ``grid.stride_model_px`` must be a multiple of the network's output stride (32): a coarser
-    grid keeps every m-th output of each tile.
+    ``grid.stride_model_px`` must be a multiple of the network's output stride
+    (``output_stride_model_px``, 32 for the bundle's network): a coarser grid keeps every m-th
+    output of each tile.
     """
     if grid.stride_model_px % output_stride_model_px:
         raise ValueError(f"dense stride {grid.stride_model_px} is not a multiple of the network's output stride {output_stride_model_px}")
@@ -220,10 +253,14 @@ def dense_probability_map(
     origins = np.array([grid.window_origin_xy_level0(tr, tc) for tr, tc in tiles], dtype=np.float64).reshape(-1, 2)
     probabilities = np.zeros(grid.shape_rows_cols, dtype=np.float32)
     progress = _Progress(int(tissue.sum()))
-    reader = _RegionReader(open_slide, origins, tile_px, grid.level0_px_per_model_px)
     tiles_per_batch = max(1, settings.batch_size // (k * k))
-    with torch.inference_mode(), compute.autocast():
-        for indices, regions in _batches(reader, tiles_per_batch, settings.workers):
+    with (
+        _RegionReader(open_slide, origins, tile_px, grid.level0_px_per_model_px) as reader,
+        closing(_batches(reader, tiles_per_batch, settings.workers)) as batches,
+        torch.inference_mode(),
+        compute.autocast(),
+    ):
+        for indices, regions in batches:
             maps = dihedral_average(network, regions, compute, settings.tta)[:, 0, ::step, ::step].cpu().numpy()
             for index, tile_map in zip(indices.tolist(), maps, strict=True):
                 tr, tc = tiles[index]
@@ -234,18 +271,13 @@ def dense_probability_map(
     return probabilities, progress.rate
 
 
-def slide_opener(path: Path, mpp_override: float | None, backend: str) -> SlideOpener:
-    """A picklable callable that opens the slide (for worker processes)."""
-    return partial(open_slide, Path(path), mpp_override, backend)
-
-
 @dataclass(frozen=True)
 class SlideProbability:
     """The probability map of a slide, how it was made, and its speed."""
 
     tissue: SlideTissue
     probability_map: ProbabilityMap
-    mode: str
+    mode: InferenceMode
     windows_per_s: float
 
 
@@ -255,16 +287,15 @@ def slide_probability_map(
     compute: ComputeDevice,
     settings: InferenceSettings,
     dense_stride_model_px: int,
-    mpp_override: float | None,
-    backend: str,
 ) -> SlideProbability:
     """Patch mode on the mask grid, or dense mode on a finer grid sharing the mask grid's origin.
 
-    Dense mode falls back to patch mode, with a warning, for a classifier that is not fully
-    convolutional.
+    The slide is re-opened from ``tissue.slide`` (what the tissue stage resolved), once per
+    decoding thread. Dense mode falls back to patch mode, with a warning, for a classifier that is
+    not fully convolutional.
     """
-    opener = slide_opener(tissue.source.path, mpp_override, backend)
-    mode = settings.mode
+    opener = tissue.slide.open
+    mode: InferenceMode = settings.mode
     if mode == "dense" and classifier.output_stride_px is None:
         logger.warning("Model '%s' is not declared fully convolutional: patch mode instead of dense", classifier.model.name)
         mode = "patch"
@@ -319,8 +350,6 @@ class ProbabilityMapOperator(Operator):
         compute: ComputeDevice,
         settings: InferenceSettings,
         dense_stride_model_px: int,
-        mpp_override: float | None,
-        backend: str,
         timings: StageTimings,
         **kwargs,
     ) -> None:
@@ -328,8 +357,6 @@ class ProbabilityMapOperator(Operator):
         self.compute_device = compute
         self.settings = settings
         self.dense_stride_model_px = dense_stride_model_px
-        self.mpp_override = mpp_override
-        self.backend = backend
         self.timings = timings
         super().__init__(fragment, *args, **kwargs)
 
@@ -340,7 +367,5 @@ class ProbabilityMapOperator(Operator):
     def compute(self, op_input, op_output, context) -> None:
         tissue = op_input.receive(self.INPUT_TISSUE)
         with self.timings.stage("probability_map"):
-            result = slide_probability_map(
-                tissue, self.classifier, self.compute_device, self.settings, self.dense_stride_model_px, self.mpp_override, self.backend
-            )
+            result = slide_probability_map(tissue, self.classifier, self.compute_device, self.settings, self.dense_stride_model_px)
         op_output.emit(result, self.OUTPUT_PROBABILITY)

@@ -19,7 +19,9 @@ from skimage.color import rgb2hsv
 
 from operators.core.timing import StageTimings
 from operators.wsi.grid import MapGrid, grid_for_slide
-from operators.wsi.slide.reader import open_slide
+from operators.wsi.slide.backend_choice import BackendRequest
+from operators.wsi.slide.backends import BackendName
+from operators.wsi.slide.reader import ResolvedSlide, open_slide
 from operators.wsi.slide.sources import SlideSource
 
 logger = logging.getLogger(__name__)
@@ -45,21 +47,41 @@ def tissue_mask(thumbnail_rgb: np.ndarray, min_saturation: float = MIN_TISSUE_SA
 
 @dataclass(frozen=True)
 class SlideTissue:
-    """A slide's identity, resolution and tissue mask on the mask grid.
+    """A slide's identity, what opening it decided, and its tissue mask on the mask grid.
 
-    ``thumbnail_rgb`` is the slide at the mask grid's resolution (h, w, 3); ``mask[row, col]`` says
-    whether the window of ``mask_grid`` cell (row, col) is tissue.
+    ``slide`` re-opens the slide for the later stages without choosing its backend, checking its
+    DICOM levels or calibrating its colours again. ``thumbnail_rgb`` is the slide at the mask grid's
+    resolution (h, w, 3); ``mask[row, col]`` says whether the window of ``mask_grid`` cell (row, col)
+    is tissue.
     """
 
     source: SlideSource
-    size_xy: tuple[int, int]
-    mpp: float
-    mpp_source: str
-    backend: str
-    is_dicom: bool
+    slide: ResolvedSlide
     thumbnail_rgb: np.ndarray
     mask: np.ndarray
     mask_grid: MapGrid
+
+    @property
+    def size_xy(self) -> tuple[int, int]:
+        """Level 0 (width, height) in pixels."""
+        return self.slide.size_xy
+
+    @property
+    def mpp(self) -> float:
+        """Level-0 micrometres per pixel (the mean of x and y)."""
+        return float(np.mean(self.slide.mpp_xy))
+
+    @property
+    def mpp_source(self) -> str:
+        return self.slide.mpp_source
+
+    @property
+    def backend(self) -> BackendName:
+        return self.slide.backend
+
+    @property
+    def is_dicom(self) -> bool:
+        return self.slide.is_dicom
 
     @property
     def tissue_area_mm2(self) -> float:
@@ -72,19 +94,18 @@ def compute_slide_tissue(
     mask_stride_model_px: int,
     window_model_px: int,
     mpp_override: float | None = None,
-    backend: str = "auto",
+    backend: BackendRequest = "auto",
     min_rgb: int = 0,
 ) -> SlideTissue:
-    """Open the slide, build its thumbnail on the mask grid (tile by tile) and its tissue mask."""
+    """Open the slide (deciding its backend and resolution, once for all stages), build its thumbnail
+    on the mask grid (tile by tile) and its tissue mask."""
     with open_slide(source.path, mpp_override, backend) as slide:
         mpp = float(np.mean(slide.mpp_xy))
         grid = grid_for_slide(slide.size_xy, mpp, model_mpp, mask_stride_model_px, window_model_px)
         thumbnail = slide.thumbnail(grid.stride_level0_px)[: grid.shape_rows_cols[0], : grid.shape_rows_cols[1]]
         mask = np.zeros(grid.shape_rows_cols, dtype=bool)
         mask[: thumbnail.shape[0], : thumbnail.shape[1]] = tissue_mask(thumbnail, min_rgb=min_rgb)
-        tissue = SlideTissue(
-            source, slide.size_xy, mpp, slide.mpp_source, slide.backend, slide.dicom_source is not None, thumbnail, mask, grid
-        )
+        tissue = SlideTissue(source, slide.resolved, thumbnail, mask, grid)
     logger.info(
         "%s: %d x %d px at %.3f um/px (%s, %s); tissue %.2f mm^2 on a %d x %d mask",
         source.name,
@@ -106,8 +127,9 @@ class TissueMaskOperator(Operator):
         none; the slide is given at construction.
 
     Named outputs:
-        tissue: SlideTissue, the slide's size (x, y level-0 px), mpp, backend, its thumbnail on the
-        mask grid (h, w, 3 uint8) and the boolean tissue mask on that grid (stride 64 model px).
+        tissue: SlideTissue, the resolved slide (size in x, y level-0 px, mpp, backend, DICOM fixes;
+        later stages re-open it from this), its thumbnail on the mask grid (h, w, 3 uint8) and the
+        boolean tissue mask on that grid (stride 64 model px).
     """
 
     OUTPUT_TISSUE = "tissue"
@@ -121,7 +143,7 @@ class TissueMaskOperator(Operator):
         mask_stride_model_px: int,
         window_model_px: int,
         mpp_override: float | None,
-        backend: str,
+        backend: BackendRequest,
         timings: StageTimings,
         **kwargs,
     ) -> None:

@@ -99,9 +99,7 @@ def evaluate_slide(
     inference_settings = InferenceSettings.from_config(
         inference, mode=settings.mode, batch_size=settings.batch_size, tta=settings.tta, workers=settings.workers
     )
-    probability = slide_probability_map(
-        tissue, classifier, compute, inference_settings, inference["dense_stride_px"], None, settings.backend
-    )
+    probability = slide_probability_map(tissue, classifier, compute, inference_settings, inference["dense_stride_px"])
     result = detect_lesions(probability, *nms_parameters(post, settings.nms_radius_um, settings.nms_threshold))
     maps = settings.out_dir / "probability_maps"
     maps.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,6 @@ from operators.wsi.outputs.dicom_seg import build_fractional_wsi_seg, tumor_segm
 from operators.wsi.outputs.geojson import detections_and_contours_geojson, write_geojson
 from operators.wsi.outputs.heatmap import render_heatmap_overlay
 from operators.wsi.outputs.map_files import write_detections_csv, write_probability_map
-from operators.wsi.slide.reader import open_slide
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +39,12 @@ def write_png(image: Image.Image, path: Path) -> Path:
     return write_atomically(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
-def write_slide_results(
-    result: SlideDetections, output_dir: Path, run_info: dict[str, Any], threshold: float, mpp_override: float | None, backend: str
-) -> dict[str, str]:
-    """Write the slide's files (not the summary); returns {kind: file name}."""
+def write_slide_results(result: SlideDetections, output_dir: Path, run_info: dict[str, Any], threshold: float) -> dict[str, str]:
+    """Write the slide's files (not the summary); returns {kind: file name}.
+
+    The overlay's thumbnail and the DICOM SEG's source levels come from the slide the tissue stage
+    resolved, re-opened without choosing its backend or checking it again.
+    """
     tissue = result.probability.tissue
     prob_map = result.probability.probability_map
     files: dict[str, str] = {}
@@ -59,7 +60,7 @@ def write_slide_results(
     }
     geojson = detections_and_contours_geojson(result.detections, prob_map, threshold)
     files["geojson"] = write_geojson(geojson, output_dir / "detections.geojson").name
-    with open_slide(tissue.source.path, mpp_override, backend) as slide:
+    with tissue.slide.open() as slide:
         downsample = max(1.0, max(tissue.size_xy) / OVERLAY_LONG_SIDE_PX)
         overlay = render_heatmap_overlay(slide.thumbnail(downsample), prob_map, downsample)
         files["overlay_png"] = write_png(overlay, output_dir / "overlay.png").name
@@ -132,16 +133,12 @@ class WsiResultsWriterOperator(Operator):
         run_info: dict[str, Any],
         threshold: float,
         timings: StageTimings,
-        mpp_override: float | None,
-        backend: str,
         **kwargs,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.run_info = run_info
         self.threshold = threshold
         self.timings = timings
-        self.mpp_override = mpp_override
-        self.backend = backend
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
@@ -150,7 +147,7 @@ class WsiResultsWriterOperator(Operator):
     def compute(self, op_input, op_output, context) -> None:
         result: SlideDetections = op_input.receive(self.INPUT_DETECTIONS)
         with self.timings.stage("outputs"):
-            files = write_slide_results(result, self.output_dir, self.run_info, self.threshold, self.mpp_override, self.backend)
+            files = write_slide_results(result, self.output_dir, self.run_info, self.threshold)
         write_json_atomically(self.output_dir / "summary.json", slide_summary(result, files, self.run_info, self.timings.as_dict()))
         logger.info(
             "%s: score %.3f, %d lesions; outputs in %s",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,9 @@ from operators.wsi.inference import (
     dense_probability_map,
     dihedral_average,
     patch_probability_map,
-    slide_opener,
     to_network_input,
 )
+from operators.wsi.slide.reader import SlideHandle, open_slide
 from tests.wsi_factories import write_pyramid
 
 CPU = ComputeDevice(torch.device("cpu"), None)
@@ -94,10 +95,16 @@ def slide(tmp_path_factory) -> tuple[Path, np.ndarray]:
     return path, image
 
 
+def opener_of(path: Path, mpp_override: float | None = None) -> Callable[[], SlideHandle]:
+    """What the probability map stage gets: re-opening the slide the tissue stage resolved."""
+    with open_slide(path, mpp_override) as handle:
+        return handle.resolved.open
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_patch_and_dense_maps_agree_and_match_the_windows(slide, workers):
     path, image = slide
-    opener = slide_opener(path, None, "auto")
+    opener = opener_of(path)
     network = WindowMeanRed()
     patch_grid = grid_for_slide((2048, 1536), 0.243, 0.243, 64, WINDOW)
     tissue = np.zeros(patch_grid.shape_rows_cols, bool)
@@ -107,12 +114,36 @@ def test_patch_and_dense_maps_agree_and_match_the_windows(slide, workers):
     )
     dense_grid = grid_for_slide((2048, 1536), 0.243, 0.243, 32, WINDOW, origin_model_px=32)
     dense_tissue = tissue_on_grid(tissue, 64, dense_grid)
-    dense_map, _ = dense_probability_map(opener, dense_grid, dense_tissue, network, CPU, InferenceSettings(tile_windows=8, workers=workers))
+    dense_map, _ = dense_probability_map(
+        opener, dense_grid, dense_tissue, network, CPU, InferenceSettings(tile_windows=8, workers=workers), 32
+    )
     np.testing.assert_allclose(dense_map[::2, ::2], patch_map, atol=1e-5)
     for row, col in [(4, 6), (10, 20), (17, 26)]:
         centre = ((col + 0.5) * 64, (row + 0.5) * 64)
         assert patch_map[row, col] == pytest.approx(expected_probability(image, centre), abs=1e-5)
     assert patch_map[0, 0] == 0 and dense_map[~dense_tissue].max() == 0
+
+
+@pytest.mark.parametrize(("mode", "workers"), [("patch", 0), ("patch", 2), ("dense", 2)])
+def test_each_decoding_thread_opens_the_slide_once_and_every_handle_is_closed_at_the_end(slide, mode, workers):
+    path, _ = slide
+    reopen = opener_of(path)
+    opened: list[SlideHandle] = []
+
+    def opener() -> SlideHandle:
+        opened.append(reopen())
+        return opened[-1]
+
+    grid = grid_for_slide((2048, 1536), 0.243, 0.243, 64 if mode == "patch" else 32, WINDOW)
+    tissue = np.zeros(grid.shape_rows_cols, bool)
+    tissue[4:18, 6:27] = True
+    settings = InferenceSettings(mode=mode, batch_size=20, tile_windows=4, workers=workers)
+    if mode == "patch":
+        patch_probability_map(opener, grid, tissue, WindowMeanRed(), CPU, settings)
+    else:
+        dense_probability_map(opener, grid, tissue, WindowMeanRed(), CPU, settings, 32)
+    assert 1 <= len(opened) <= max(workers, 1)
+    assert all(handle.closed for handle in opened)
 
 
 def test_tta_of_a_rotation_invariant_model_changes_nothing(slide):
@@ -121,12 +152,8 @@ def test_tta_of_a_rotation_invariant_model_changes_nothing(slide):
     tissue = np.zeros(grid.shape_rows_cols, bool)
     tissue[10:20, 10:30] = True
     network = WindowMeanRed()
-    plain, _ = dense_probability_map(
-        slide_opener(path, None, "auto"), grid, tissue, network, CPU, InferenceSettings(tile_windows=8, workers=0)
-    )
-    tta, _ = dense_probability_map(
-        slide_opener(path, None, "auto"), grid, tissue, network, CPU, InferenceSettings(tile_windows=8, workers=0, tta=True)
-    )
+    plain, _ = dense_probability_map(opener_of(path), grid, tissue, network, CPU, InferenceSettings(tile_windows=8, workers=0), 32)
+    tta, _ = dense_probability_map(opener_of(path), grid, tissue, network, CPU, InferenceSettings(tile_windows=8, workers=0, tta=True), 32)
     np.testing.assert_allclose(tta, plain, atol=1e-5)
 
 
@@ -134,7 +161,7 @@ def test_a_slide_scanned_at_half_the_resolution_is_read_at_the_model_scale(slide
     path, image = slide
     grid = grid_for_slide((2048, 1536), 0.486, 0.243, 64, WINDOW)  # the slide claims 0.486 um/px
     assert grid.level0_px_per_model_px == pytest.approx(0.5) and grid.stride_level0_px == pytest.approx(32)
-    opener = slide_opener(path, 0.486, "auto")
+    opener = opener_of(path, 0.486)
     tissue = np.zeros(grid.shape_rows_cols, bool)
     tissue[20, 30] = True
     result, _ = patch_probability_map(opener, grid, tissue, WindowMeanRed(), CPU, InferenceSettings(mode="patch", workers=0))
