@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from operators.dicom.seg_readback import dice_score, read_seg_on_source
+from operators.core.metrics import dice_score
+from operators.dicom.seg_readback import read_seg_on_source
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ import torch
 import trimesh
 from pydicom.data import get_testdata_file
 
-from operators.dicom.seg_readback import dice_score, read_seg_on_source
+from operators.core.metrics import dice_score
+from operators.dicom.seg_readback import read_seg_on_source
 from operators.models.config import load_model_card, load_model_config
 from operators.models.networks import build_spleen_unet
 from tests.conftest import run_app

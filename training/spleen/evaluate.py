@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
+from operators.core.metrics import dice_score
 from operators.ct.inference import (
     SlidingWindowSettings,
     foreground_probability,
@@ -30,7 +30,6 @@ from operators.models.loader import load_model
 from training.provenance import write_json
 from training.spleen import data
 from training.spleen.engine import MODEL_NAME, build_network, choose_device, choose_precision
-from training.spleen.metrics import dice_of_labels
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +79,10 @@ def evaluate(
         image, transforms = preprocess_ct(hu_zyx, affine_lps, model_config["preprocessing"])
         probability = foreground_probability(image, model.module, settings, compute)
         label = label_on_model_grid(dict(original))["label"].as_tensor()
-        dice_resampled = dice_of_labels((probability > 0.5).long()[None], label[None])
+        dice_resampled = dice_score((probability > 0.5).numpy(), label.numpy())
         mask_zyx = probability_to_source_mask(probability, image, transforms)
         label_zyx = metatensor_to_volume(original["label"]) > 0
-        dice_original = dice_of_labels(torch.from_numpy(mask_zyx)[None, None], torch.from_numpy(label_zyx)[None, None])
+        dice_original = dice_score(mask_zyx, label_zyx)
         name = Path(item["image"]).name
         per_case[name] = {"dice_resampled": dice_resampled, "dice_original": dice_original, "seconds": round(time.monotonic() - started, 2)}
         logger.info("%s: Dice %.4f (resampled) %.4f (original grid)", name, dice_resampled, dice_original)

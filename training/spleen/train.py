@@ -29,6 +29,7 @@ from monai.transforms import Compose
 from monai.utils import set_determinism
 from torch.nn.parallel import DistributedDataParallel
 
+from operators.core.metrics import dice_score
 from operators.ct.inference import SlidingWindowSettings, foreground_probability
 from operators.models.config import load_model_config
 from operators.models.loader import load_state_dict
@@ -45,7 +46,6 @@ from training.distributed import (
 from training.provenance import check_resumable, record_session, save_torch, write_json
 from training.spleen import data
 from training.spleen.engine import Precision, build_network, choose_precision
-from training.spleen.metrics import dice_of_labels
 from training.spleen.settings import RESUMABLE_CHANGES, TrainSettings, resolve
 from training.steps import finite_step
 
@@ -226,8 +226,8 @@ def _validate(
     settings = SlidingWindowSettings.from_config(inference, overlap=overlap)
     for item in val_ds:
         probability = foreground_probability(item["image"], net, settings, precision.compute_device())
-        per_case[Path(item["image"].meta["filename_or_obj"]).name] = dice_of_labels(
-            (probability > 0.5).long()[None], item["label"].as_tensor()[None]
+        per_case[Path(item["image"].meta["filename_or_obj"]).name] = dice_score(
+            (probability > 0.5).numpy(), item["label"].as_tensor().cpu().numpy()
         )
     net.train()
     mean = sum(per_case.values()) / len(per_case)

@@ -8,6 +8,7 @@ from monai.data.utils import dense_patch_slices
 from monai.inferers.utils import _get_scan_interval
 
 from operators.core.device import ComputeDevice
+from operators.core.metrics import dice_score
 from operators.ct.inference import (
     SlidingWindowSettings,
     body_bounding_box,
@@ -58,10 +59,6 @@ def ellipsoid_volume(affine_lps: np.ndarray, shape_zyx: tuple[int, int, int]) ->
     return CTVolume(hu, affine_lps, ()), truth
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
-
-
 def affine(spacing_xyz, directions=None, origin=(-100.0, -90.0, 40.0)) -> np.ndarray:
     result = np.eye(4)
     result[:3, :3] = (np.eye(3) if directions is None else directions) * np.asarray(spacing_xyz)
@@ -89,7 +86,7 @@ def test_segment_volume_returns_the_mask_on_the_source_grid(grid):
     volume, truth = ellipsoid_volume(affine_lps, (slices_for_100_mm, 110, 120))
     mask = segment_volume(volume, THRESHOLD_MODEL, PREPROCESSING, small_windows(), CPU_FP32)
     assert mask.shape == truth.shape and mask.dtype == np.uint8
-    assert dice(mask > 0, truth) > 0.95
+    assert dice_score(mask, truth) > 0.95
 
 
 def test_body_crop_gives_the_same_mask_as_the_whole_volume():
