@@ -41,10 +41,6 @@ from typing import Any
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
 logger = logging.getLogger("wsi_monai_reference")
 
 BUNDLE_MASK_LEVEL = 6
