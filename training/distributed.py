@@ -17,7 +17,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
+from operators.core.device import resolve_device
 from training.provenance import attach_log_file
 
 logger = logging.getLogger(__name__)
@@ -42,24 +44,26 @@ class Distributed:
 def init_distributed(requested_device: str = "auto") -> Distributed:
     """Join torchrun's process group (if any) and pick this process's device.
 
-    ``requested_device``: ``auto`` (CUDA when present, rank r on GPU LOCAL_RANK), ``cpu``, ``cuda``
-    or ``cuda:N`` (single process only).
+    ``requested_device``: as :func:`operators.core.device.resolve_device` takes it (``auto``, ``cpu``,
+    ``cuda``, or ``cuda:N`` in a single process); under torchrun rank r takes GPU LOCAL_RANK.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    wants_cuda = requested_device.startswith("cuda") or (requested_device == "auto" and torch.cuda.is_available())
+    device = resolve_device(requested_device, torch.cuda.is_available(), local_rank if world_size > 1 else None)
     if world_size > 1:
-        device = torch.device("cuda", local_rank) if wants_cuda else torch.device("cpu")
         if device.type == "cuda":
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         logger.info("rank %d of %d (local %d) on %s, backend %s", rank, world_size, local_rank, device, dist.get_backend())
-    else:
-        device = torch.device(
-            "cuda" if requested_device == "auto" and wants_cuda else "cpu" if requested_device == "auto" else requested_device
-        )
     return Distributed(rank, world_size, local_rank, device)
+
+
+def data_parallel(ctx: Distributed, net: torch.nn.Module) -> torch.nn.Module:
+    """``net`` in DistributedDataParallel under torchrun (which gives every rank rank 0's weights), else ``net``."""
+    if not ctx.active:
+        return net
+    return DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
 
 
 def shutdown(ctx: Distributed) -> None:

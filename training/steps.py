@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+from training.distributed import Distributed, all_true
 
 
 def finite_step(loss: torch.Tensor, net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> bool:
@@ -23,3 +27,20 @@ def finite_step(loss: torch.Tensor, net: torch.nn.Module, optimizer: torch.optim
     scaler.step(optimizer)
     scaler.update()
     return True
+
+
+def train_step(
+    loss_of: Callable[[torch.nn.Module], torch.Tensor],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    ctx: Distributed | None = None,
+) -> float | None:
+    """Zero the gradients, compute ``loss_of(model)`` and take a :func:`finite_step`; the loss, or None when
+    the step was skipped (a non-finite gradient, or a non-finite loss on any rank: a rank that left the
+    gradient all-reduce would stall the others, so all of them skip together)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_of(model)
+    if ctx is not None and not all_true(ctx, bool(torch.isfinite(loss))):
+        return None
+    return float(loss.detach()) if finite_step(loss, model, optimizer, scaler) else None

@@ -23,6 +23,7 @@ ensure_stack_size()  # before Holoscan is imported: it may start this process ag
 ensure_writable_cupy_cache()
 
 from apps.spleen_seg_app.app import DEFAULT_MODEL_PATH, SpleenAppOptions, SpleenSegApp  # noqa: E402
+from operators.core.device import add_compute_options  # noqa: E402
 
 
 def parse_app_options(argv: list[str]) -> tuple[SpleenAppOptions, list[str]]:
@@ -32,8 +33,7 @@ def parse_app_options(argv: list[str]) -> tuple[SpleenAppOptions, list[str]]:
     parser.add_argument("--overlap", type=float, help="sliding-window overlap, 0..1 (default: the model config's)")
     parser.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: the model config's)")
     parser.add_argument("--no-body-crop", dest="crop_to_body", action="store_false", help="run the sliding window over the whole volume")
-    parser.add_argument("--no-amp", dest="amp", action="store_false", help="full float32 inference")
-    parser.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: cuda when present)")
+    add_compute_options(parser, deprecated_no_amp=True)
     parser.add_argument("--min-slices", type=int, default=SpleenAppOptions.min_slices, help="fewest slices a series may have")
     known, rest = parser.parse_known_args(argv)
     if known.overlap is not None and not 0 <= known.overlap < 1:

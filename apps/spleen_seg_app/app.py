@@ -19,7 +19,7 @@ from holoscan.conditions import CountCondition
 from monai.deploy.core import Application, init_app_context
 from pydicom.sr.codedict import codes
 
-from operators.core.device import choose_compute_device
+from operators.core.device import Precision, choose_compute_device
 from operators.core.timing import StageTimings
 from operators.ct.inference import CTSegmentationInferenceOperator, SlidingWindowSettings
 from operators.ct.overlay_writer import OverlayWriterOperator
@@ -57,8 +57,8 @@ class SpleenAppOptions:
     overlap: float | None = None
     sw_batch_size: int | None = None
     crop_to_body: bool = True
-    amp: bool = True
-    device: str | None = None
+    precision: Precision = "auto"
+    device: str = "auto"
     min_slices: int = SeriesRules.min_slices
 
 
@@ -76,7 +76,7 @@ class SpleenSegApp(Application):
         options = self.app_options
         timings = StageTimings()
         rules = SeriesRules(min_slices=options.min_slices)
-        compute = choose_compute_device(amp=options.amp, device=options.device)
+        compute = choose_compute_device(options.device, options.precision)
         settings = SlidingWindowSettings.from_config(
             config["inference"], overlap=options.overlap, sw_batch_size=options.sw_batch_size, crop_to_body=options.crop_to_body
         )
@@ -97,7 +97,7 @@ class SpleenSegApp(Application):
         run_info = {
             "app": {"name": manifest["title"], "version": str(manifest["version"])},
             "model": model.identity(),
-            "device": compute.describe(),
+            **compute.as_json(),
             "sliding_window": {"roi_size": list(settings.roi_size), "overlap": settings.overlap, "crop_to_body": settings.crop_to_body},
             "largest_component": options.largest_component,
         }

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         summary["spleen"]["volume_ml"],
         summary["model"]["name"],
         summary["model"]["version"],
-        summary["device"],
+        f"{summary['device']}, {summary['precision']}",
         summary["timings_s"]["total"],
     )
     if args.truth:

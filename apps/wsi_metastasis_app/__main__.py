@@ -24,6 +24,7 @@ ensure_stack_size()  # before Holoscan is imported: it may start this process ag
 ensure_writable_cupy_cache()
 
 from apps.wsi_metastasis_app.app import DEFAULT_MODEL_PATH, WsiAppOptions, run_slides  # noqa: E402
+from operators.core.device import add_compute_options  # noqa: E402
 from operators.wsi.inference import InferenceMode  # noqa: E402
 from operators.wsi.slide.backend_choice import BACKENDS  # noqa: E402
 
@@ -41,8 +42,7 @@ def parse_app_options(argv: list[str]) -> tuple[WsiAppOptions, list[str]]:
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="slide reader")
     parser.add_argument("--batch-size", type=int, help="windows per forward pass")
     parser.add_argument("--workers", type=int, default=WsiAppOptions.workers, help="region-decoding threads (0: none)")
-    parser.add_argument("--no-amp", dest="amp", action="store_false", help="full float32 inference")
-    parser.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: cuda when present)")
+    add_compute_options(parser, deprecated_no_amp=True)
     parser.add_argument("--nms-threshold", type=float, help="lowest probability reported as a lesion")
     parser.add_argument("--nms-radius-um", type=float, help="suppression radius around each detection, micrometres")
     known, rest = parser.parse_known_args(argv)

@@ -21,7 +21,7 @@ from holoscan.conditions import CountCondition
 from monai.deploy.core import Application, init_app_context
 
 from operators.core.atomic_io import write_json_atomically
-from operators.core.device import ComputeDevice, choose_compute_device
+from operators.core.device import ComputeDevice, Precision, choose_compute_device
 from operators.core.errors import AppInputError
 from operators.core.timing import StageTimings
 from operators.models.config import load_model_config, model_dir
@@ -58,8 +58,8 @@ class WsiAppOptions:
     backend: BackendRequest = "auto"
     batch_size: int | None = None
     workers: int = min(4, os.cpu_count() or 1)
-    amp: bool = True
-    device: str | None = None
+    precision: Precision = "auto"
+    device: str = "auto"
     nms_threshold: float | None = None
     nms_radius_um: float | None = None
 
@@ -97,7 +97,7 @@ class WsiMetastasisApp(Application):
         run_info = {
             "app": {"name": manifest["title"], "version": str(manifest["version"])},
             "model": self.classifier.model.identity(),
-            "device": self.compute_device.describe(),
+            **self.compute_device.as_json(),
             "inference": {
                 "mode_requested": settings.mode,
                 "tta": settings.tta,
@@ -159,11 +159,11 @@ def run_slides(sdk_argv: list[str], options: WsiAppOptions) -> None:
     output_root = Path(context.output_path)
     slides = distributed_share(find_slides(Path(context.input_path)))
     config = load_model_config(MODEL_NAME)
-    local_rank = os.environ.get("LOCAL_RANK")
-    compute = choose_compute_device(amp=options.amp, device=options.device or (f"cuda:{local_rank}" if local_rank and _cuda() else None))
+    local_rank = os.environ.get("LOCAL_RANK")  # set by torchrun: rank r takes GPU LOCAL_RANK
+    compute = choose_compute_device(options.device, options.precision, None if local_rank is None else int(local_rank))
     model = load_model(Path(context.model_path), lambda: build_patch_classifier(config["network"]), compute.device)
     contract = PatchContract.from_config(config)
-    classifier = prepare_classifier(model, compute.device, amp=compute.amp_dtype is not None, contract=contract)
+    classifier = prepare_classifier(model, compute.device, amp=compute.precision != "fp32", contract=contract)
     failed: list[str] = []
     for slide in slides:
         output_dir = output_root / slide.name
@@ -177,9 +177,3 @@ def run_slides(sdk_argv: list[str], options: WsiAppOptions) -> None:
             failed.append(slide.name)
     if failed:
         raise AppInputError(f"{len(failed)} of {len(slides)} slides failed ({', '.join(failed)}); see error.json in their output folders")
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()

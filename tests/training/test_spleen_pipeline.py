@@ -12,6 +12,7 @@ import pytest
 import torch
 from monai.data import load_net_with_metadata
 
+from operators.core.device import compute_on
 from operators.models.config import load_model_card
 from training.spleen.cli import build_parser, main
 from training.spleen.evaluate import evaluate
@@ -58,13 +59,16 @@ def test_training_lowers_the_loss_and_writes_a_run_folder(trained):
     losses = [epoch["loss"] for epoch in metrics["epochs"]]
     assert len(losses) == 6 and result.epochs_done == 6
     assert sum(losses[-2:]) < sum(losses[:2])
-    assert metrics["epochs"][-1]["val_dice"] is not None and result.best_val_dice is not None
+    assert metrics["epochs"][-1]["val_dice"] is not None and result.best_score is not None
     config = json.loads((run / "config.json").read_text())
     assert config["crop_size"] == [32, 32, 32] and config["optimizer"] == "adam" and config["seed"] == 0
     assert config["model_config"]["network"]["channels"] == [16, 32, 64, 128, 256]
     assert json.loads((run / "split.json").read_text()) == {"train": ["spleen_1.nii.gz", "spleen_2.nii.gz"], "val": ["spleen_3.nii.gz"]}
     session = json.loads((run / "environment.json").read_text())["sessions"][-1]
     assert {"git", "packages", "precision", "device"} <= set(session)
+    expected = compute_on(torch.device("cpu"), "auto")
+    assert config["precision"] == "auto" and config["compute"] == expected.as_json()
+    assert (session["device"], session["precision"]) == ("cpu", expected.precision)
     assert session["packages"]["monai"] and session["packages"]["torch"]
     assert (run / "checkpoints" / "last.pt").is_file() and result.best_checkpoint.is_file()
 
@@ -135,7 +139,7 @@ def test_a_cache_on_the_training_device_trains_as_the_host_memory_cache_does(tra
                 "epochs": 2,
                 "val_interval": 2,
                 "device": device,
-                "amp": "off",
+                "precision": "fp32",
                 "cache_device": cache_device,
             }
         )
@@ -152,12 +156,20 @@ def test_an_unknown_cache_device_is_refused(tmp_path):
         TrainSettings(data_dir=tmp_path, run_dir=tmp_path, cache_device="gpu")
 
 
+def test_an_unknown_precision_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16, got 'off'"):
+        TrainSettings(data_dir=tmp_path, run_dir=tmp_path, precision="off")
+
+
 @pytest.mark.parametrize(
     "argv",
     [
         ["train", "--data", "d", "--run-dir", "r", "--bogus"],
         ["train", "--data", "d", "--run-dir", "r", "--epoch", "3"],  # no abbreviations
         ["train", "--data", "d", "--run-dir", "r", "--cache-device", "gpu"],
+        ["train", "--data", "d", "--run-dir", "r", "--amp", "off"],  # the retired spelling of --precision
+        ["train", "--data", "d", "--run-dir", "r", "--precision", "half"],
+        ["evaluate", "--data", "d", "--model", "m", "--out", "o", "--precision", "on"],
         ["prepare", "--out", "d", "--optimizer", "adam"],
         ["export"],
         ["fit"],
@@ -212,8 +224,8 @@ def test_two_process_ddp_training_shares_the_cases_and_ends_with_identical_weigh
         "0",
         "--device",
         "cpu",
-        "--amp",
-        "off",
+        "--precision",
+        "fp32",
     ]
     done = subprocess.run(
         command,

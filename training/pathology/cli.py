@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from operators.core.device import add_compute_options
 from training.pathology.settings import CamelyonLayout, PrepareSettings, TrainSettings
 
 logger = logging.getLogger("training.pathology")
@@ -47,8 +48,7 @@ def _train_parser(stages) -> None:
     train.add_argument("--heldout-limit", type=int, default=TrainSettings.heldout_limit, help="held-out patches scored per epoch")
     train.add_argument("--workers", type=int, default=TrainSettings.workers, help="DataLoader processes reading patches")
     train.add_argument("--seed", type=int, default=TrainSettings.seed)
-    train.add_argument("--amp", choices=("auto", "on", "off"), default=TrainSettings.amp)
-    train.add_argument("--device", default=TrainSettings.device, help="auto, cpu, cuda, cuda:N")
+    add_compute_options(train)
 
 
 def _evaluate_parser(stages) -> None:
@@ -63,8 +63,7 @@ def _evaluate_parser(stages) -> None:
     evaluate.add_argument("--nms-radius-um", type=float)
     evaluate.add_argument("--batch-size", type=int)
     evaluate.add_argument("--workers", type=int, default=2, help="region-decoding threads")
-    evaluate.add_argument("--no-amp", dest="amp", action="store_false")
-    evaluate.add_argument("--device")
+    add_compute_options(evaluate)
     evaluate.add_argument("--max-slides", type=int)
     evaluate.add_argument("--heldout-limit", type=int)
     evaluate.add_argument("--n-bootstrap", type=int, default=2000)
@@ -137,11 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 heldout_limit=args.heldout_limit,
                 workers=args.workers,
                 seed=args.seed,
-                amp=args.amp,
+                precision=args.precision,
                 device=args.device,
             )
         )
-        logger.info("done: %d epochs, best held-out accuracy %s at epoch %s", result.epochs_done, result.best_accuracy, result.best_epoch)
+        logger.info("done: %d epochs, best held-out accuracy %s at epoch %s", result.epochs_done, result.best_score, result.best_epoch)
     elif args.stage == "evaluate":
         from training.pathology.evaluate import EvaluateSettings, evaluate
 
@@ -157,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 nms_radius_um=args.nms_radius_um,
                 batch_size=args.batch_size,
                 workers=args.workers,
-                amp=args.amp,
+                precision=args.precision,
                 device=args.device,
                 max_slides=args.max_slides,
                 heldout_limit=args.heldout_limit,

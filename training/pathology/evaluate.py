@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from operators.core.device import ComputeDevice, choose_compute_device
+from operators.core.device import ComputeDevice, Precision, choose_compute_device
 from operators.models.config import load_model_config
 from operators.models.loader import load_model
 from operators.models.networks import build_patch_classifier
@@ -73,8 +73,8 @@ class EvaluateSettings:
     nms_radius_um: float | None = None
     batch_size: int | None = None
     workers: int = 2
-    amp: bool = True
-    device: str | None = None
+    precision: Precision = "auto"
+    device: str = "auto"
     backend: str = "auto"
     max_slides: int | None = None
     heldout_limit: int | None = None
@@ -125,9 +125,9 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     out_dir = Path(settings.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = load_model_config(settings.model_name)
-    compute = choose_compute_device(amp=settings.amp, device=settings.device)
+    compute = choose_compute_device(settings.device, settings.precision)
     model = load_model(Path(settings.model_path), lambda: build_patch_classifier(config["network"]), compute.device)
-    classifier = prepare_classifier(model, compute.device, amp=compute.amp_dtype is not None)
+    classifier = prepare_classifier(model, compute.device, amp=compute.precision != "fp32")
     split = read_split(settings.prep_dir)
     test = list(split["test"].items())[: settings.max_slides]
     if not test:
@@ -151,7 +151,7 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
         logger.info("FROC %s (level %d): %.4f %s", variant, options["level"], report["froc"], report["sensitivity_at_fp_rates"])
     metrics = {
         "model": model.identity(),
-        "device": compute.describe(),
+        **compute.as_json(),
         "settings": _json(asdict(settings)),
         "froc": froc_reports["official"]["froc"],
         "froc_official": froc_reports["official"],

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from operators.core.device import Precision, check_precision
+
 MODEL_NAME = "pathology_tumor_detection"
 
 # Liu et al. (2017): tumor slides whose annotations are incomplete; their non-tumor areas are never normal.
@@ -94,11 +96,12 @@ class TrainSettings:
     heldout_limit: int | None = 256  # held-out patches scored after each epoch (None: all)
     workers: int = 1  # DataLoader worker processes reading patches
     seed: int = 0
-    amp: str = "auto"
+    precision: Precision = "auto"
     device: str = "auto"
     model_name: str = MODEL_NAME
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be cosine or constant, got {self.lr_schedule!r}")
         if min(self.epochs, self.steps_per_epoch, self.batch_size) < 1:

@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.spleen.engine import AMP_CHOICES
+from operators.core.device import add_compute_options
 from training.spleen.settings import CACHE_DEVICES, LR_SCHEDULES, OPTIMIZERS, TrainSettings
 
 logger = logging.getLogger("training.spleen")
@@ -53,8 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val-interval", type=int, default=TrainSettings.val_interval, help="epochs")
     train.add_argument("--val-overlap", type=float, help="sliding-window overlap while training")
     train.add_argument("--seed", type=int, default=TrainSettings.seed)
-    train.add_argument("--amp", choices=AMP_CHOICES, default=TrainSettings.amp)
-    train.add_argument("--device", default=TrainSettings.device, help="auto, cpu, cuda, cuda:N")
+    add_compute_options(train)
     train.add_argument("--no-intensity-augmentation", action="store_true")
     train.add_argument("--cache-workers", type=int, default=TrainSettings.cache_workers)
     train.add_argument(
@@ -71,8 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
     evaluate.add_argument("--last", type=int, help="only the last N cases (default: all)")
     evaluate.add_argument("--overlap", type=float, help="sliding-window overlap (default: the config's)")
-    evaluate.add_argument("--amp", choices=AMP_CHOICES, default="auto")
-    evaluate.add_argument("--device", default="auto")
+    add_compute_options(evaluate)
 
     export = stages.add_parser("export", allow_abbrev=False, help="TorchScript with the model card embedded")
     export.add_argument("--checkpoint", type=Path, required=True, help="checkpoint .pt (e.g. RUN/checkpoints/best.pt)")
@@ -106,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 val_interval=args.val_interval,
                 val_overlap=args.val_overlap,
                 seed=args.seed,
-                amp=args.amp,
+                precision=args.precision,
                 device=args.device,
                 intensity_augmentation=not args.no_intensity_augmentation,
                 cache_workers=args.cache_workers,
@@ -114,11 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 init_weights=args.init_weights,
             )
         )
-        logger.info("done: %d epochs, best validation Dice %s at epoch %s", result.epochs_done, result.best_val_dice, result.best_epoch)
+        logger.info("done: %d epochs, best validation Dice %s at epoch %s", result.epochs_done, result.best_score, result.best_epoch)
     elif args.stage == "evaluate":
         from training.spleen.evaluate import evaluate
 
-        evaluate(args.data, args.model, args.out, last_n=args.last, overlap=args.overlap, amp=args.amp, device=args.device)
+        evaluate(args.data, args.model, args.out, last_n=args.last, overlap=args.overlap, precision=args.precision, device=args.device)
     elif args.stage == "export":
         from training.spleen.export import export
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
+from operators.core.device import ComputeDevice, Precision, choose_compute_device
 from operators.core.metrics import dice_score
 from operators.ct.inference import (
     SlidingWindowSettings,
@@ -29,7 +30,7 @@ from operators.models.config import load_model_config
 from operators.models.loader import load_model
 from training.provenance import write_json
 from training.spleen import data
-from training.spleen.engine import MODEL_NAME, build_network, choose_device, choose_precision
+from training.spleen.network import MODEL_NAME, build_network
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def evaluate(
     *,
     last_n: int | None = None,
     overlap: float | None = None,
-    amp: str = "auto",
+    precision: Precision = "auto",
     device: str = "auto",
     model_name: str = MODEL_NAME,
 ) -> EvalResult:
@@ -63,9 +64,8 @@ def evaluate(
     items = data.load_datalist(Path(data_dir))
     if last_n is not None:
         items = items[-last_n:]
-    torch_device = choose_device(device)
-    compute = choose_precision(torch_device, amp).compute_device()
-    model = load_model(Path(model_path), lambda: build_network(model_config), torch_device)
+    compute = choose_compute_device(device, precision)
+    model = load_model(Path(model_path), lambda: build_network(model_config), compute.device)
     settings = SlidingWindowSettings.from_config(inference, overlap=overlap)
     load = Compose([LoadImaged(keys=data.KEYS, image_only=True), EnsureChannelFirstd(keys=data.KEYS)])
     label_on_model_grid = Compose(spleen_dict_transforms(model_config["preprocessing"]))
@@ -94,7 +94,7 @@ def evaluate(
         metrics_path=Path(metrics_path) if metrics_path else None,
     )
     if metrics_path is not None:
-        write_json(Path(metrics_path), _metrics_json(result, data_dir, model, settings, compute.describe()))
+        write_json(Path(metrics_path), _metrics_json(result, data_dir, model, settings, compute))
     logger.info(
         "mean Dice %.4f (resampled) %.4f (original grid) over %d cases",
         result.mean_dice_resampled,
@@ -104,7 +104,7 @@ def evaluate(
     return result
 
 
-def _metrics_json(result: EvalResult, data_dir, model, settings: SlidingWindowSettings, precision: str) -> dict[str, Any]:
+def _metrics_json(result: EvalResult, data_dir, model, settings: SlidingWindowSettings, compute: ComputeDevice) -> dict[str, Any]:
     return {
         "model": model.identity(),
         "data_dir": str(data_dir),
@@ -113,7 +113,7 @@ def _metrics_json(result: EvalResult, data_dir, model, settings: SlidingWindowSe
         "sw_batch_size": settings.sw_batch_size,
         "overlap": settings.overlap,
         "crop_to_body": settings.crop_to_body,
-        "precision": precision,
+        **compute.as_json(),
         "mean_dice_resampled": result.mean_dice_resampled,
         "mean_dice_original": result.mean_dice_original,
         "per_case": result.per_case,

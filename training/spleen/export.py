@@ -11,7 +11,7 @@ import torch
 from monai.data import load_net_with_metadata, save_net_with_metadata
 
 from operators.models.config import load_model_card, load_model_config, model_dir
-from training.spleen.engine import MODEL_NAME, build_network
+from training.spleen.network import MODEL_NAME, build_network
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from operators.core.device import Precision, check_precision
 from operators.models.loader import sha256_of
-from training.spleen.engine import MODEL_NAME
+from training.spleen.network import MODEL_NAME
 
 OPTIMIZERS = ("novograd", "adam")
 LR_SCHEDULES = ("constant", "cosine")
@@ -34,7 +35,7 @@ class TrainSettings:
     val_interval: int = 10
     val_overlap: float | None = None
     seed: int = 0
-    amp: str = "auto"
+    precision: Precision = "auto"
     device: str = "auto"
     intensity_augmentation: bool = True
     cache_workers: int = 2
@@ -49,6 +50,7 @@ class TrainSettings:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.cache_device not in CACHE_DEVICES:
             raise ValueError(f"cache_device must be one of {CACHE_DEVICES}, got {self.cache_device!r}")
+        check_precision(self.precision)
         if self.epochs < 1 or self.batch_size < 1 or self.val_interval < 1:
             raise ValueError("epochs, batch_size and val_interval must be at least 1")
         if self.crop_size is not None and (len(self.crop_size) != 3 or min(self.crop_size) < 16):

@@ -22,7 +22,7 @@ from operators.models.config import load_model_config
 from operators.models.loader import LoadedModel
 
 PREPROCESSING = load_model_config("spleen_ct_segmentation")["preprocessing"]
-CPU_FP32 = ComputeDevice(torch.device("cpu"), None)
+CPU_FP32 = ComputeDevice(torch.device("cpu"))
 
 
 class WindowThreshold(torch.nn.Module):

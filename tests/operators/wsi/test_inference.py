@@ -20,7 +20,7 @@ from operators.wsi.inference import (
 from operators.wsi.slide.reader import SlideHandle, open_slide
 from tests.wsi_factories import write_pyramid
 
-CPU = ComputeDevice(torch.device("cpu"), None)
+CPU = ComputeDevice(torch.device("cpu"))
 WINDOW = 224
 
 

@@ -24,7 +24,8 @@ from training.pathology.dataset import PatchDataset, SlidePatches
 from training.pathology.evaluate import EvaluateSettings, evaluate
 from training.pathology.export import bundle_state_dict_keys, checkpoint_network, export, round_to_float16
 from training.pathology.settings import TrainSettings
-from training.pathology.train import train, train_step
+from training.pathology.train import patch_loss, train
+from training.steps import train_step
 from training.synthetic.camelyon_layout import write_camelyon_like_dataset
 
 pytestmark = pytest.mark.slow
@@ -92,8 +93,9 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(prep):
     torch.manual_seed(0)
     net = build_patch_classifier(CONFIG["network"])
     optimizer = Novograd(net.parameters(), lr=1e-3)
-    compute = ComputeDevice(torch.device("cpu"), None)
-    losses = [train_step(net, images, labels, optimizer, torch.amp.GradScaler("cpu", enabled=False), compute) for _ in range(6)]
+    compute = ComputeDevice(torch.device("cpu"))
+    scaler = compute.grad_scaler()
+    losses = [train_step(lambda m: patch_loss(m, images, labels, compute), net, optimizer, scaler) for _ in range(6)]
     assert None not in losses and losses[-1] < 0.85 * losses[0], losses
     assert all(later < earlier for earlier, later in zip(losses, losses[1:], strict=False)), losses
 
@@ -167,8 +169,8 @@ def test_two_process_ddp_training_ends_with_identical_weights_on_both_ranks(prep
         "0",
         "--device",
         "cpu",
-        "--amp",
-        "off",
+        "--precision",
+        "fp32",
     ]
     done = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
