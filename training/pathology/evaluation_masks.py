@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import openslide
 import tifffile
 from scipy import ndimage
 from skimage import measure
@@ -206,12 +207,10 @@ def glob_escape(text: str) -> str:
 def slide_size_xy_level0(path: str | Path) -> tuple[int, int]:
     """Level-0 (width, height) of a slide or mask: OpenSlide when it reads the file, else tifffile's first page."""
     try:
-        import openslide
-
         with openslide.OpenSlide(str(path)) as slide:
             w, h = slide.dimensions
             return int(w), int(h)
-    except Exception as exc:
+    except (openslide.OpenSlideError, OSError) as exc:  # not a slide OpenSlide knows (a plain TIFF mask)
         logger.debug("OpenSlide cannot read %s (%s); trying tifffile", path, exc)
     with tifffile.TiffFile(path) as tf:
         page = tf.pages.first
