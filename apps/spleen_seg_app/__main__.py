@@ -24,6 +24,7 @@ ensure_writable_cupy_cache()
 
 from apps.spleen_seg_app.app import DEFAULT_MODEL_PATH, SpleenAppOptions, SpleenSegApp  # noqa: E402
 from operators.core.device import add_compute_options  # noqa: E402
+from operators.models.runtime import add_backend_option  # noqa: E402
 
 
 def parse_app_options(argv: list[str]) -> tuple[SpleenAppOptions, list[str]]:
@@ -34,6 +35,7 @@ def parse_app_options(argv: list[str]) -> tuple[SpleenAppOptions, list[str]]:
     parser.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: the model config's)")
     parser.add_argument("--no-body-crop", dest="crop_to_body", action="store_false", help="run the sliding window over the whole volume")
     add_compute_options(parser, deprecated_no_amp=True)
+    add_backend_option(parser)
     parser.add_argument("--min-slices", type=int, default=SpleenAppOptions.min_slices, help="fewest slices a series may have")
     known, rest = parser.parse_known_args(argv)
     if known.overlap is not None and not 0 <= known.overlap < 1:

@@ -14,6 +14,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 from holoscan.conditions import CountCondition
 from monai.deploy.core import Application, init_app_context
@@ -34,12 +35,14 @@ from operators.dicom.seg import EquipmentSpec, SegmentSpec
 from operators.models.config import load_model_config, model_dir
 from operators.models.loader import check_output_channels, load_model
 from operators.models.networks import build_spleen_unet
+from operators.models.runtime import PREBUILT_CACHE_DIRNAME, Backend, choose_runtime, prepare_network
 
 logger = logging.getLogger(__name__)
 
 APP_DIR = Path(__file__).resolve().parent
 MODEL_NAME = "spleen_ct_segmentation"
 DEFAULT_MODEL_PATH = model_dir(MODEL_NAME) / "model.ts"
+PREBUILT_RUNTIME_CACHE = APP_DIR.parents[1] / PREBUILT_CACHE_DIRNAME  # in a MAP: /opt/holoscan/app/runtime_cache
 MANUFACTURER = "clinical-ai-apps"
 SEG_FILE, STL_FILE, OVERLAY_FILE, SUMMARY_FILE = "spleen_seg.dcm", "spleen.stl", "spleen_overlay.png", "summary.json"
 
@@ -58,6 +61,7 @@ class SpleenAppOptions:
     sw_batch_size: int | None = None
     crop_to_body: bool = True
     precision: Precision = "auto"
+    backend: Backend = "auto"
     device: str = "auto"
     min_slices: int = SeriesRules.min_slices
 
@@ -84,6 +88,12 @@ class SpleenSegApp(Application):
         # Fail fast on a bad model, before any DICOM is read.
         model = load_model(Path(context.model_path), lambda: build_spleen_unet(config["network"]), compute.device)
         check_output_channels(model, (1, 1, *settings.roi_size), config["network"]["out_channels"], compute.device)
+        runtime = choose_runtime(options.backend, compute, config.get("runtime", {}))
+        example = torch.zeros(settings.sw_batch_size, 1, *settings.roi_size)
+        with timings.stage("network_preparation"):  # an OpenVINO conversion on the first run; a cache read after
+            network = prepare_network(
+                model.module, runtime, example, model.sha256, batch_size=settings.sw_batch_size, cache_dirs=[PREBUILT_RUNTIME_CACHE]
+            )
 
         manifest = app_manifest()
         segment = SegmentSpec(
@@ -97,7 +107,7 @@ class SpleenSegApp(Application):
         run_info = {
             "app": {"name": manifest["title"], "version": str(manifest["version"])},
             "model": model.identity(),
-            **compute.as_json(),
+            **runtime.ran(network).as_json(),
             "sliding_window": {"roi_size": list(settings.roi_size), "overlap": settings.overlap, "crop_to_body": settings.crop_to_body},
             "largest_component": options.largest_component,
         }
@@ -108,7 +118,13 @@ class SpleenSegApp(Application):
         selector = CTSeriesSelectorOperator(self, name="series_selector", rules=rules)
         volume = CTVolumeOperator(self, name="ct_volume", rules=rules, timings=timings)
         inference = CTSegmentationInferenceOperator(
-            self, name="inference", model=model, preprocessing=config["preprocessing"], settings=settings, compute=compute, timings=timings
+            self,
+            name="inference",
+            network=network,
+            preprocessing=config["preprocessing"],
+            settings=settings,
+            compute=compute,
+            timings=timings,
         )
         postprocessing = MaskPostprocessingOperator(
             self, name="postprocessing", largest_component=options.largest_component, timings=timings

@@ -8,6 +8,7 @@ is used. Results go to OUTPUT_FOLDER/<slide name>/.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import get_args
@@ -25,8 +26,23 @@ ensure_writable_cupy_cache()
 
 from apps.wsi_metastasis_app.app import DEFAULT_MODEL_PATH, WsiAppOptions, run_slides  # noqa: E402
 from operators.core.device import add_compute_options  # noqa: E402
+from operators.models.runtime import BACKENDS as RUNTIME_BACKENDS  # noqa: E402
 from operators.wsi.inference import InferenceMode  # noqa: E402
 from operators.wsi.slide.backend_choice import BACKENDS  # noqa: E402
+
+
+class _NetworkOrOldSlideBackend(argparse.Action):
+    """``--backend`` names the network runtime; before it did, it named the slide reader, and a reader's name
+    (cucim, openslide, tifffile) is still taken as ``--slide-backend``, with a warning, because users script it."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if values in RUNTIME_BACKENDS:
+            namespace.backend = values
+        elif values in BACKENDS:
+            logging.getLogger(__name__).warning("--backend %s names a slide reader: use --slide-backend %s", values, values)
+            namespace.slide_backend = values
+        else:
+            parser.error(f"argument --backend: invalid choice {values!r} (choose from {', '.join(RUNTIME_BACKENDS)})")
 
 
 def parse_app_options(argv: list[str]) -> tuple[WsiAppOptions, list[str]]:
@@ -39,7 +55,14 @@ def parse_app_options(argv: list[str]) -> tuple[WsiAppOptions, list[str]]:
     )
     parser.add_argument("--tta", action="store_true", help="average over the 8 orientations")
     parser.add_argument("--mpp", dest="mpp_override", type=float, help="micrometres per pixel at level 0, overriding the slide's metadata")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="slide reader")
+    parser.add_argument("--slide-backend", choices=BACKENDS, default="auto", help="slide reader")
+    parser.add_argument(
+        "--backend",
+        action=_NetworkOrOldSlideBackend,
+        default="auto",
+        metavar="{" + ",".join(RUNTIME_BACKENDS) + "}",
+        help="network runtime; auto: the model config's choice for this CPU (OpenVINO where measured faster), torch on CUDA",
+    )
     parser.add_argument("--batch-size", type=int, help="windows per forward pass")
     parser.add_argument("--workers", type=int, default=WsiAppOptions.workers, help="region-decoding threads (0: none)")
     add_compute_options(parser, deprecated_no_amp=True)

@@ -27,6 +27,7 @@ from operators.core.timing import StageTimings
 from operators.models.config import load_model_config, model_dir
 from operators.models.loader import load_model
 from operators.models.networks import build_patch_classifier
+from operators.models.runtime import PREBUILT_CACHE_DIRNAME, Backend, choose_runtime
 from operators.wsi.classifier import PatchClassifier, PatchContract, prepare_classifier
 from operators.wsi.inference import InferenceMode, InferenceSettings, ProbabilityMapOperator
 from operators.wsi.nms import LesionDetectionOperator, nms_parameters
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 APP_DIR = Path(__file__).resolve().parent
 MODEL_NAME = "pathology_tumor_detection"
 DEFAULT_MODEL_PATH = model_dir(MODEL_NAME)  # the folder: model.pt (bundle layout) or model.ts
+PREBUILT_RUNTIME_CACHE = APP_DIR.parents[1] / PREBUILT_CACHE_DIRNAME  # in a MAP: /opt/holoscan/app/runtime_cache
 MANUFACTURER = "clinical-ai-apps"
 
 
@@ -55,7 +57,8 @@ class WsiAppOptions:
     mode: InferenceMode | None = None
     tta: bool = False
     mpp_override: float | None = None
-    backend: BackendRequest = "auto"
+    slide_backend: BackendRequest = "auto"
+    backend: Backend = "auto"
     batch_size: int | None = None
     workers: int = min(4, os.cpu_count() or 1)
     precision: Precision = "auto"
@@ -97,7 +100,7 @@ class WsiMetastasisApp(Application):
         run_info = {
             "app": {"name": manifest["title"], "version": str(manifest["version"])},
             "model": self.classifier.model.identity(),
-            **self.compute_device.as_json(),
+            **self.classifier.runtime.as_json(),
             "inference": {
                 "mode_requested": settings.mode,
                 "tta": settings.tta,
@@ -120,7 +123,7 @@ class WsiMetastasisApp(Application):
             mask_stride_model_px=config["tissue_mask"]["mask_downsample"],
             window_model_px=preprocessing["patch_size_px"],
             mpp_override=options.mpp_override,
-            backend=options.backend,
+            backend=options.slide_backend,
             timings=timings,
         )
         probability = ProbabilityMapOperator(
@@ -163,7 +166,10 @@ def run_slides(sdk_argv: list[str], options: WsiAppOptions) -> None:
     compute = choose_compute_device(options.device, options.precision, None if local_rank is None else int(local_rank))
     model = load_model(Path(context.model_path), lambda: build_patch_classifier(config["network"]), compute.device)
     contract = PatchContract.from_config(config)
-    classifier = prepare_classifier(model, compute.device, amp=compute.precision != "fp32", contract=contract)
+    runtime = choose_runtime(options.backend, compute, config.get("runtime", {}))
+    classifier = prepare_classifier(
+        model, runtime, contract=contract, batch_size=InferenceSettings.cpu_micro_batch, cache_dirs=[PREBUILT_RUNTIME_CACHE]
+    )
     failed: list[str] = []
     for slide in slides:
         output_dir = output_root / slide.name

@@ -20,6 +20,7 @@ Two measured departures from the bundle's code path, both optional:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,7 @@ from operators.core.device import ComputeDevice
 from operators.core.timing import StageTimings
 from operators.ct.preprocessing import metatensor_to_volume, spleen_image_transforms, volume_to_metatensor
 from operators.ct.volume import CTVolume
-from operators.models.loader import LoadedModel
+from operators.models.runtime import Network
 
 logger = logging.getLogger(__name__)
 
@@ -101,11 +102,12 @@ def snap_to_window_grid(
 
 
 def foreground_probability(
-    image: MetaTensor, network: torch.nn.Module, settings: SlidingWindowSettings, compute: ComputeDevice
+    image: MetaTensor, network: Callable[[torch.Tensor], torch.Tensor], settings: SlidingWindowSettings, compute: ComputeDevice
 ) -> torch.Tensor:
     """Spleen probability (1, x, y, z) on the preprocessed grid of ``image`` (1, x, y, z, values 0..1).
 
-    ``network`` maps (N, 1, *roi) to two-class logits and is in eval mode.
+    ``network`` maps (N, 1, *roi) to two-class logits: a prepared runtime network
+    (operators.models.runtime) or a torch module in eval mode (run under ``compute``'s autocast).
     """
     shape = tuple(image.shape[1:])
     box = tuple(slice(0, n) for n in shape)
@@ -136,11 +138,11 @@ def probability_to_source_mask(probability: torch.Tensor, image: MetaTensor, tra
 
 
 def segment_volume(
-    volume: CTVolume, model: LoadedModel, preprocessing: dict[str, Any], settings: SlidingWindowSettings, compute: ComputeDevice
+    volume: CTVolume, network: Network, preprocessing: dict[str, Any], settings: SlidingWindowSettings, compute: ComputeDevice
 ) -> np.ndarray:
     """Binary spleen mask (uint8, z, y, x) on the source grid of ``volume``."""
     image, transforms = preprocess_ct(volume.hu_zyx, volume.affine_lps, preprocessing)
-    return probability_to_source_mask(foreground_probability(image, model.module, settings, compute), image, transforms)
+    return probability_to_source_mask(foreground_probability(image, network, settings, compute), image, transforms)
 
 
 class CTSegmentationInferenceOperator(Operator):
@@ -160,14 +162,14 @@ class CTSegmentationInferenceOperator(Operator):
         self,
         fragment: Fragment,
         *args,
-        model: LoadedModel,
+        network: Network,
         preprocessing: dict[str, Any],
         settings: SlidingWindowSettings,
         compute: ComputeDevice,
         timings: StageTimings,
         **kwargs,
     ) -> None:
-        self.model = model
+        self.network = network
         self.preprocessing = preprocessing
         self.settings = settings
         self.compute_device = compute
@@ -181,5 +183,5 @@ class CTSegmentationInferenceOperator(Operator):
     def compute(self, op_input, op_output, context) -> None:
         volume = op_input.receive(self.INPUT_VOLUME)
         with self.timings.stage("inference"):
-            mask = segment_volume(volume, self.model, self.preprocessing, self.settings, self.compute_device)
+            mask = segment_volume(volume, self.network, self.preprocessing, self.settings, self.compute_device)
         op_output.emit(mask, self.OUTPUT_MASK)

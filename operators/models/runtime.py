@@ -20,13 +20,14 @@ OpenVINO missing, or a model it cannot convert or compile, falls back to torch w
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast, get_args
 
@@ -50,6 +51,19 @@ def cpu_isa(flags: Iterable[str]) -> str:
     """The most capable vector/matrix instruction set among ``flags`` (``ISA_ORDER``), or ``baseline``."""
     present = set(flags)
     return next((isa for isa in ISA_ORDER if isa in present), "baseline")
+
+
+PREBUILT_CACHE_DIRNAME = "runtime_cache"  # a MAP's pre-built converted models, beside its apps/ folder
+
+
+def add_backend_option(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` (into ``backend``), spelled alike on both apps and the evaluate commands."""
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="network runtime; auto: the model config's choice for this CPU (OpenVINO where measured faster), torch on CUDA",
+    )
 
 
 def check_backend(requested: str) -> Backend:
@@ -92,6 +106,10 @@ class RuntimeChoice:
     compute: ComputeDevice
     cpu_isa: str
 
+    def ran(self, network: Network) -> RuntimeChoice:
+        """This choice as it ran: the backend of ``network`` (torch after a fallback)."""
+        return replace(self, backend=network.backend)
+
     def as_json(self) -> dict[str, str]:
         record = {"backend": self.backend, **self.compute.as_json(), "cpu_isa": self.cpu_isa}
         if self.backend == "openvino":
@@ -108,6 +126,11 @@ def choose_runtime(backend: str, compute: ComputeDevice, preferences: dict[str, 
     return RuntimeChoice(resolved, compute, cpu_isa(flags))
 
 
+def torch_runtime(compute: ComputeDevice) -> RuntimeChoice:
+    """Plain torch on ``compute`` (tests, export checks, training's validation)."""
+    return RuntimeChoice("torch", compute, cpu_isa(cpu_flags()))
+
+
 class Network(Protocol):
     """A prepared network: float32 tensor in (N, C, *spatial), float32 logits out, on the input's device."""
 
@@ -121,7 +144,8 @@ def _channels_last(rank: int) -> torch.memory_format:
 
 
 class TorchNetwork:
-    """The module in torch: channels-last inputs on the CPU, bf16 weights in bf16, autocast on CUDA."""
+    """The module in torch: channels-last inputs on the CPU, bf16 weights in bf16, autocast on CUDA.
+    It takes the module over: its weights are cast and re-laid in place."""
 
     backend: ResolvedBackend = "torch"
 
@@ -213,8 +237,9 @@ def _convert_to_ir(module: torch.nn.Module, example: torch.Tensor, target: Path)
 
 
 class OpenVINONetwork:
-    """A converted model compiled for the CPU per input shape; a short batch is padded to ``batch_size``
-    (one compiled shape serves a sliding window's last, partial batch)."""
+    """A converted model compiled for the CPU per input shape; a batch shorter than ``batch_size`` of a
+    shape already compiled at ``batch_size`` is padded (a sliding window's last, partial batch costs no
+    second compilation); any other shape (a dense tile) is compiled as it comes."""
 
     backend: ResolvedBackend = "openvino"
 
@@ -239,7 +264,8 @@ class OpenVINONetwork:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         count = batch.shape[0]
         array = batch.detach().to("cpu", torch.float32).contiguous()
-        if count < self.batch_size:
+        full = (self.batch_size, *array.shape[1:])
+        if count < self.batch_size and full in self._compiled:  # a last, partial batch of a compiled shape
             array = torch.cat([array, array.new_zeros((self.batch_size - count, *array.shape[1:]))])
         compiled = self._compiled_for(tuple(array.shape))
         logits = compiled(array.numpy())[compiled.output(0)]

@@ -7,15 +7,17 @@ which runs densely at its network's output stride; and any TorchScript classifie
 ``"fully_convolutional": {"output_stride_px": S}`` (it then maps larger inputs to logit maps).
 P (224) and the state dict's S (32) are the model config's ``preprocessing.patch_size_px`` and
 ``network.output_stride_px`` (:class:`PatchContract`).
-On the CPU in float32 the network is frozen to TorchScript with convolution and batch-norm folded
-(about 1.9x faster here, outputs equal within 1e-6).
+The network then runs in the chosen runtime (operators.models.runtime): OpenVINO, or torch, where
+on the CPU in float32 it is frozen to TorchScript with convolution and batch-norm folded (about 1.9x
+faster than eager, outputs equal within 1e-6).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +25,7 @@ import torch
 from operators.core.errors import ModelLoadError
 from operators.models.config import load_model_config
 from operators.models.loader import LoadedModel
+from operators.models.runtime import Network, RuntimeChoice, prepare_network
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +52,9 @@ class PatchContract:
 @dataclass(frozen=True)
 class PatchClassifier:
     model: LoadedModel
-    network: torch.nn.Module  # what inference calls (possibly frozen)
+    network: Network  # what inference calls: (N, 3, H, W) floats in -1..1 -> logits, in the chosen runtime
     output_stride_px: int | None  # None: patch mode only
+    runtime: RuntimeChoice  # as it runs (torch after an OpenVINO fallback)
 
 
 def _check_patch_contract(model: LoadedModel, device: torch.device, patch_px: int) -> None:
@@ -96,20 +100,26 @@ def frozen_for_cpu(module: torch.nn.Module) -> torch.nn.Module:
 
 def prepare_classifier(
     model: LoadedModel,
-    device: torch.device,
-    amp: bool,
+    runtime: RuntimeChoice,
     contract: PatchContract | None = None,
+    batch_size: int = 16,
+    cache_dirs: Sequence[Path] = (),
     freeze: Callable[[torch.nn.Module], torch.nn.Module] = frozen_for_cpu,
 ) -> PatchClassifier:
-    """Check the patch contract, find whether dense inference is allowed, and freeze for fp32 CPU use.
+    """Check the patch contract, find whether dense inference is allowed, and prepare the network in
+    ``runtime``: OpenVINO (compiled for ``batch_size`` patches; other shapes as they come), or torch,
+    frozen for fp32 on the CPU.
 
     ``contract`` defaults to the one of the project's pathology model config.
     """
     contract = contract or PatchContract.from_config(load_model_config(PATHOLOGY_MODEL))
+    device = runtime.compute.device
     _check_patch_contract(model, device, contract.patch_px)
     stride = _dense_stride(model, device, contract)
-    network = freeze(model.module) if device.type == "cpu" and not amp else model.module
-    if device.type == "cuda":
-        network = network.to(memory_format=torch.channels_last)
+    module = model.module
+    if runtime.backend == "torch" and device.type == "cpu" and runtime.compute.precision == "fp32":
+        module = freeze(module)
+    example = torch.zeros(batch_size, 3, contract.patch_px, contract.patch_px)
+    network = prepare_network(module, runtime, example, model.sha256, batch_size=batch_size, cache_dirs=cache_dirs)
     logger.info("Classifier '%s' %s: %s", model.name, model.version, f"dense, output stride {stride} px" if stride else "patch mode only")
-    return PatchClassifier(model, network, stride)
+    return PatchClassifier(model, network, stride, runtime.ran(network))

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from operators.core.device import add_compute_options
+from operators.models.runtime import add_backend_option
 from training.pathology.settings import CamelyonLayout, PrepareSettings, TrainSettings
 
 logger = logging.getLogger("training.pathology")
@@ -64,6 +65,7 @@ def _evaluate_parser(stages) -> None:
     evaluate.add_argument("--batch-size", type=int)
     evaluate.add_argument("--workers", type=int, default=2, help="region-decoding threads")
     add_compute_options(evaluate)
+    add_backend_option(evaluate)
     evaluate.add_argument("--max-slides", type=int)
     evaluate.add_argument("--heldout-limit", type=int)
     evaluate.add_argument("--n-bootstrap", type=int, default=2000)
@@ -158,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 workers=args.workers,
                 precision=args.precision,
                 device=args.device,
+                backend=args.backend,
                 max_slides=args.max_slides,
                 heldout_limit=args.heldout_limit,
                 n_bootstrap=args.n_bootstrap,

@@ -30,6 +30,7 @@ from operators.core.device import ComputeDevice, Precision, choose_compute_devic
 from operators.models.config import load_model_config
 from operators.models.loader import load_model
 from operators.models.networks import build_patch_classifier
+from operators.models.runtime import Backend, choose_runtime
 from operators.wsi.classifier import PatchClassifier, prepare_classifier
 from operators.wsi.inference import InferenceSettings, slide_probability_map
 from operators.wsi.nms import detect_lesions, nms_parameters
@@ -75,7 +76,8 @@ class EvaluateSettings:
     workers: int = 2
     precision: Precision = "auto"
     device: str = "auto"
-    backend: str = "auto"
+    slide_backend: str = "auto"  # the slide reader
+    backend: Backend = "auto"  # the network runtime
     max_slides: int | None = None
     heldout_limit: int | None = None
     n_bootstrap: int = 2000
@@ -94,7 +96,7 @@ def evaluate_slide(
         preprocessing["model_mpp"],
         config["tissue_mask"]["mask_downsample"],
         preprocessing["patch_size_px"],
-        backend=settings.backend,
+        backend=settings.slide_backend,
     )
     inference_settings = InferenceSettings.from_config(
         inference, mode=settings.mode, batch_size=settings.batch_size, tta=settings.tta, workers=settings.workers
@@ -127,7 +129,7 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     config = load_model_config(settings.model_name)
     compute = choose_compute_device(settings.device, settings.precision)
     model = load_model(Path(settings.model_path), lambda: build_patch_classifier(config["network"]), compute.device)
-    classifier = prepare_classifier(model, compute.device, amp=compute.precision != "fp32")
+    classifier = prepare_classifier(model, choose_runtime(settings.backend, compute, config.get("runtime", {})))
     split = read_split(settings.prep_dir)
     test = list(split["test"].items())[: settings.max_slides]
     if not test:
@@ -151,7 +153,7 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
         logger.info("FROC %s (level %d): %.4f %s", variant, options["level"], report["froc"], report["sensitivity_at_fp_rates"])
     metrics = {
         "model": model.identity(),
-        **compute.as_json(),
+        **classifier.runtime.as_json(),
         "settings": _json(asdict(settings)),
         "froc": froc_reports["official"]["froc"],
         "froc_official": froc_reports["official"],

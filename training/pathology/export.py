@@ -20,9 +20,11 @@ from typing import Any
 
 import torch
 
+from operators.core.device import ComputeDevice
 from operators.models.config import load_model_config, model_dir
 from operators.models.loader import load_model, load_state_dict
 from operators.models.networks import build_patch_classifier
+from operators.models.runtime import torch_runtime
 from operators.wsi.classifier import prepare_classifier
 from training.pathology.settings import MODEL_NAME
 from training.provenance import package_versions, save_torch, write_json
@@ -150,7 +152,7 @@ def verify_export(path: Path, net: torch.nn.Module) -> None:
     loaded = load_model(path, lambda: build_patch_classifier(config["network"]), torch.device("cpu"))
     if loaded.kind != "state_dict" or loaded.name != MODEL_NAME:
         raise ValueError(f"{path} loads as a {loaded.kind} model named {loaded.name!r}")
-    classifier = prepare_classifier(loaded, torch.device("cpu"), amp=False)
+    classifier = prepare_classifier(loaded, torch_runtime(ComputeDevice(torch.device("cpu"), "fp32")))
     if classifier.output_stride_px != 32:
         raise ValueError(f"{path} does not run densely in the app")
     probe = torch.rand(2, 3, 288, 288, generator=torch.Generator().manual_seed(0)) * 2 - 1

@@ -20,6 +20,7 @@ from operators.ct.inference import (
 from operators.ct.volume import CTVolume
 from operators.models.config import load_model_config
 from operators.models.loader import LoadedModel
+from operators.models.runtime import RuntimeChoice, prepare_network
 
 PREPROCESSING = load_model_config("spleen_ct_segmentation")["preprocessing"]
 CPU_FP32 = ComputeDevice(torch.device("cpu"))
@@ -84,7 +85,7 @@ def test_segment_volume_returns_the_mask_on_the_source_grid(grid):
     affine_lps = GRIDS[grid]
     slices_for_100_mm = int(round(100 / np.linalg.norm(affine_lps[:3, 2])))
     volume, truth = ellipsoid_volume(affine_lps, (slices_for_100_mm, 110, 120))
-    mask = segment_volume(volume, THRESHOLD_MODEL, PREPROCESSING, small_windows(), CPU_FP32)
+    mask = segment_volume(volume, THRESHOLD_MODEL.module, PREPROCESSING, small_windows(), CPU_FP32)
     assert mask.shape == truth.shape and mask.dtype == np.uint8
     assert dice_score(mask, truth) > 0.95
 
@@ -92,8 +93,8 @@ def test_segment_volume_returns_the_mask_on_the_source_grid(grid):
 def test_body_crop_gives_the_same_mask_as_the_whole_volume():
     volume, _ = ellipsoid_volume(GRIDS["anisotropic-0.8x0.8x3"], (40, 110, 120))
     settings = small_windows()
-    cropped = segment_volume(volume, THRESHOLD_MODEL, PREPROCESSING, settings, CPU_FP32)
-    whole = segment_volume(volume, THRESHOLD_MODEL, PREPROCESSING, small_windows(crop_to_body=False), CPU_FP32)
+    cropped = segment_volume(volume, THRESHOLD_MODEL.module, PREPROCESSING, settings, CPU_FP32)
+    whole = segment_volume(volume, THRESHOLD_MODEL.module, PREPROCESSING, small_windows(crop_to_body=False), CPU_FP32)
     np.testing.assert_array_equal(cropped, whole)
 
 
@@ -146,3 +147,20 @@ def test_body_crop_keeps_the_whole_image_probability_inside_the_body_for_a_tilin
     cropped = foreground_probability(image, BORDER_SENSITIVE_MODEL.module, settings, CPU_FP32)
     whole = foreground_probability(image, BORDER_SENSITIVE_MODEL.module, small_windows(crop_to_body=False), CPU_FP32)
     torch.testing.assert_close(cropped[(slice(None), *body)], whole[(slice(None), *body)], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+def test_the_mask_is_the_same_in_every_fp32_runtime(backend: str, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLINICAL_AI_RUNTIME_CACHE", str(tmp_path))
+    volume, truth = ellipsoid_volume(GRIDS["anisotropic-0.8x0.8x3"], (40, 110, 120))
+    settings = small_windows()
+    network = prepare_network(
+        THRESHOLD_MODEL.module,
+        RuntimeChoice(backend, CPU_FP32, "avx512f"),
+        torch.zeros(settings.sw_batch_size, 1, *settings.roi_size),
+        THRESHOLD_MODEL.sha256,
+        batch_size=settings.sw_batch_size,
+    )
+    assert network.backend == backend
+    reference = segment_volume(volume, THRESHOLD_MODEL.module, PREPROCESSING, settings, CPU_FP32)
+    np.testing.assert_array_equal(segment_volume(volume, network, PREPROCESSING, settings, CPU_FP32), reference)

@@ -7,13 +7,16 @@ import pytest
 import torch
 from monai.data import save_net_with_metadata
 
+from operators.core.device import ComputeDevice
 from operators.core.errors import ModelLoadError
 from operators.models.config import load_model_config
 from operators.models.loader import load_model
 from operators.models.networks import build_patch_classifier
+from operators.models.runtime import RuntimeChoice, torch_runtime
 from operators.wsi.classifier import PatchContract, frozen_for_cpu, prepare_classifier
 
 CPU = torch.device("cpu")
+CPU_TORCH = torch_runtime(ComputeDevice(CPU, "fp32"))
 NETWORK = load_model_config("pathology_tumor_detection")["network"]
 
 
@@ -35,7 +38,7 @@ class FlatClassifier(torch.nn.Module):
 def test_bundle_state_dict_wrapped_in_model_key_loads_and_runs_densely(tmp_path: Path):
     torch.save({"model": build().state_dict()}, tmp_path / "model.pt")
     (tmp_path / "metadata.json").write_text(json.dumps({"name": "pathology_tumor_detection", "version": "0.6.0"}))
-    classifier = prepare_classifier(load_model(tmp_path / "model.pt", build, CPU), CPU, amp=False)
+    classifier = prepare_classifier(load_model(tmp_path / "model.pt", build, CPU), CPU_TORCH)
     assert classifier.output_stride_px == 32
     assert classifier.model.version == "0.6.0"
 
@@ -49,7 +52,7 @@ def test_torchscript_classifier_runs_in_patch_mode_unless_it_declares_dense(tmp_
         append_timestamp=False,
         meta_values=card,
     )
-    classifier = prepare_classifier(load_model(tmp_path / "model.ts", build, CPU), CPU, amp=False)
+    classifier = prepare_classifier(load_model(tmp_path / "model.ts", build, CPU), CPU_TORCH)
     assert classifier.output_stride_px == expected_stride
 
 
@@ -63,7 +66,7 @@ def test_torchscript_that_falsely_declares_dense_is_refused(tmp_path: Path):
         meta_values=card,
     )
     with pytest.raises(ModelLoadError, match="claims to be fully convolutional"):
-        prepare_classifier(load_model(tmp_path / "model.ts", build, CPU), CPU, amp=False)
+        prepare_classifier(load_model(tmp_path / "model.ts", build, CPU), CPU_TORCH)
 
 
 def test_spleen_unet_weights_are_refused_as_a_classifier(tmp_path: Path):
@@ -78,7 +81,7 @@ def test_two_class_torchscript_is_refused(tmp_path: Path):
     two = build_patch_classifier({**NETWORK, "num_classes": 2}).eval()
     torch.jit.save(torch.jit.script(two), str(tmp_path / "model.ts"))
     with pytest.raises(ModelLoadError, match="expected one tumor logit per patch"):
-        prepare_classifier(load_model(tmp_path / "model.ts", build, CPU), CPU, amp=False)
+        prepare_classifier(load_model(tmp_path / "model.ts", build, CPU), CPU_TORCH)
 
 
 def test_the_patch_contract_is_the_model_config_s_and_is_what_the_model_is_checked_against(tmp_path: Path):
@@ -88,7 +91,7 @@ def test_the_patch_contract_is_the_model_config_s_and_is_what_the_model_is_check
     model = load_model(tmp_path / "model.pt", build, CPU)
     # the same network given 256 px patches answers a 2x2 map, not one logit: refused, naming the contract's size
     with pytest.raises(ModelLoadError, match="for two 256x256 patches"):
-        prepare_classifier(model, CPU, amp=False, contract=PatchContract(patch_px=256, state_dict_output_stride_px=32))
+        prepare_classifier(model, CPU_TORCH, contract=PatchContract(patch_px=256, state_dict_output_stride_px=32))
 
 
 def test_freezing_keeps_outputs():
@@ -99,3 +102,20 @@ def test_freezing_keeps_outputs():
     x = torch.rand(2, 3, 288, 288) * 2 - 1
     with torch.inference_mode():
         torch.testing.assert_close(frozen_for_cpu(net)(x), net(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+def test_the_bundle_classifier_gives_the_same_logits_in_every_fp32_runtime(backend: str, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("CLINICAL_AI_RUNTIME_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    torch.save(build().state_dict(), tmp_path / "model.pt")
+    model = load_model(tmp_path / "model.pt", build, CPU)
+    classifier = prepare_classifier(model, RuntimeChoice(backend, ComputeDevice(CPU, "fp32"), "avx512f"), batch_size=4)
+    assert classifier.runtime.backend == backend and classifier.network.backend == backend
+    patches = torch.rand(3, 3, 224, 224) * 2 - 1  # a short batch (padded in OpenVINO)
+    tile = torch.rand(1, 3, 288, 288) * 2 - 1  # a dense tile: 3 x 3 windows
+    reference = build().eval()
+    reference.load_state_dict(torch.load(tmp_path / "model.pt"))
+    with torch.inference_mode():
+        torch.testing.assert_close(classifier.network(patches), reference(patches), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(classifier.network(tile), reference(tile), atol=1e-4, rtol=1e-4)

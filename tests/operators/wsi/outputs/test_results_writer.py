@@ -11,6 +11,7 @@ import torch
 
 from operators.core.device import choose_compute_device
 from operators.models.loader import LoadedModel
+from operators.models.runtime import torch_runtime
 from operators.wsi.classifier import PatchClassifier
 from operators.wsi.inference import InferenceSettings, slide_probability_map
 from operators.wsi.nms import detect_lesions
@@ -58,8 +59,9 @@ def test_a_dicom_slide_run_decides_its_backend_once_and_writes_every_output(deci
     network = MeanDarkness()
     model = LoadedModel(network, tmp_path / "model.pt", "state_dict", RUN_INFO["model"]["name"], RUN_INFO["model"]["version"], "0")
     settings = InferenceSettings(mode="dense", batch_size=64, tile_windows=4, workers=workers)
+    compute = choose_compute_device(device="cpu")
     probability = slide_probability_map(
-        tissue, PatchClassifier(model, network, DENSE_STRIDE), choose_compute_device(device="cpu"), settings, DENSE_STRIDE
+        tissue, PatchClassifier(model, network, DENSE_STRIDE, torch_runtime(compute)), compute, settings, DENSE_STRIDE
     )
     result = detect_lesions(probability, 155.5, 0.5)
     files = write_slide_results(result, tmp_path, RUN_INFO, 0.5)
