@@ -1,6 +1,6 @@
 """Command line: stage an app as a MAP source, write its build context, or run a context's app.
 
-    python -m map_packaging stage   --app spleen_seg_app --out STAGED
+    python -m map_packaging stage   --app spleen_seg_app --out STAGED [--models MODEL --prebuild-runtime-cache]
     python -m map_packaging context --app spleen_seg_app --models model_zoo/spleen_ct_segmentation --out CONTEXT [--tag spleen-seg:0.1.0]
     python -m map_packaging run     --context CONTEXT -i INPUT -o OUTPUT [-w WORKDIR] [-- APP OPTIONS]
 
@@ -20,6 +20,7 @@ from pathlib import Path
 from .app_specs import APPS, ARTIFACTS_FILE, app_spec
 from .context import PackageRequest, build_context, read_context
 from .local_run import LocalMounts, run_as_entrypoint
+from .runtime_cache import prebuild_runtime_cache
 from .stage import stage_app
 
 logger = logging.getLogger("map_packaging")
@@ -38,6 +39,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     stage.add_argument("--out", required=True, type=Path, help="new or empty folder")
     stage.add_argument("--models", type=Path, help="models folder, only for the logged package command")
     stage.add_argument("--tag", help="image tag, only for the logged package command")
+    stage.add_argument(
+        "--prebuild-runtime-cache",
+        action="store_true",
+        help="convert the --models model for OpenVINO into the MAP (no conversion at its first run)",
+    )
 
     context = commands.add_parser("context", help="stage the app and write its Docker build context with holoscan-cli's packager")
     context.add_argument("--app", required=True, choices=sorted(APPS))
@@ -46,6 +52,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     context.add_argument("--tag", help="image name[:tag] (default: the app name)")
     context.add_argument("--cuda", type=int, default=13, choices=[12, 13], help="CUDA major version; holoscan-cu13 needs 13")
     context.add_argument("--source", type=Path, default=ARTIFACTS_FILE, help="holoscan-cli artifact list (default: the committed copy)")
+    context.add_argument("--prebuild-runtime-cache", action="store_true", help="convert the model for OpenVINO into the MAP")
 
     run = commands.add_parser("run", help="run a build context's app as the image's entrypoint would")
     run.add_argument("--context", required=True, type=Path)
@@ -60,14 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "stage":
+        if args.prebuild_runtime_cache and args.models is None:
+            logger.error("--prebuild-runtime-cache needs --models (the model to convert)")
+            return 2
         staged = stage_app(app_spec(args.app), args.out).resolve()
+        if args.prebuild_runtime_cache:
+            prebuild_runtime_cache(app_spec(args.app), staged, args.models)
         request = PackageRequest(staged, args.models or Path("MODELS"), args.tag or default_tag(args.app))
         logger.info("Build the image on a machine with Docker:\n  monai-deploy %s", shlex.join(request.package_argv()))
         return 0
     if args.command == "context":
         with tempfile.TemporaryDirectory(prefix=f"{args.app}_staged") as staged:
+            staged_app = stage_app(app_spec(args.app), Path(staged) / "app")
+            if args.prebuild_runtime_cache:
+                prebuild_runtime_cache(app_spec(args.app), staged_app, args.models)
             request = PackageRequest(
-                stage_app(app_spec(args.app), Path(staged) / "app"),
+                staged_app,
                 args.models.resolve(),
                 args.tag or default_tag(args.app),
                 cuda=args.cuda,

@@ -210,7 +210,12 @@ def _find_cached_ir(key: str, cache_dirs: Sequence[Path]) -> Path | None:
     return None
 
 
-def _convert_to_ir(module: torch.nn.Module, example: torch.Tensor, target: Path) -> Path:
+def _is_frozen(module: torch.jit.ScriptModule) -> bool:
+    """A frozen module has no parameters left as attributes (freezing folds them into constants)."""
+    return not any(True for _ in module.parameters())
+
+
+def convert_to_ir(module: torch.nn.Module, example: torch.Tensor, target: Path) -> Path:
     """Convert ``module`` (batch and spatial sizes left dynamic) and save the IR atomically in ``target``."""
     import openvino as ov
 
@@ -219,9 +224,13 @@ def _convert_to_ir(module: torch.nn.Module, example: torch.Tensor, target: Path)
     try:
         with torch.no_grad():
             # Traced once on one sample: OpenVINO's own trace runs a whole batch three times to check itself
-            # (most of the conversion's time); a TorchScript model is converted as it is.
+            # (most of the conversion's time). A TorchScript model is frozen first: OpenVINO cannot read the
+            # attribute look-ups of a scripted module (the spleen bundle's model.ts failed so).
             sample = example[:1]
-            scripted = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.trace(module.eval(), sample, check_trace=False)
+            if isinstance(module, torch.jit.ScriptModule):
+                scripted = module if _is_frozen(module) else torch.jit.freeze(module.eval())
+            else:
+                scripted = torch.jit.trace(module.eval(), sample, check_trace=False)
             converted = ov.convert_model(scripted, example_input=sample, input=[shape])
     finally:  # convert_model raises the root logger to ERROR and, when it fails, leaves it there
         logging.getLogger().setLevel(root_level)
@@ -291,7 +300,7 @@ def prepare_network(
     try:
         writable = default_cache_dir()
         key = cache_key(model_sha256, choice.compute.precision)
-        ir_path = _find_cached_ir(key, [*cache_dirs, writable]) or _convert_to_ir(module, example, writable / key)
+        ir_path = _find_cached_ir(key, [*cache_dirs, writable]) or convert_to_ir(module, example, writable / key)
         network = OpenVINONetwork(ir_path, choice.compute.precision, batch_size, hint, writable / "compiled")
         network(example)  # compile now: a model OpenVINO cannot run fails here, not mid-slide
     except Exception as error:  # noqa: BLE001 -- conversion and compilation raise many types; torch still runs the model
