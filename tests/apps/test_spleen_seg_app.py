@@ -21,7 +21,7 @@ from tests.conftest import run_app
 from tests.real_data import GE_CT5N, requires_cranium, write_cranium_series
 from tests.validators import dciodvfy_errors, requires_dciodvfy
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # runs an app end to end (its own limit: 900 s)
 APP = "spleen_seg_app"
 
 

@@ -23,7 +23,7 @@ from tests.real_slides import real_dicom_wsi, real_svs, real_vips_pyramid
 from tests.validators import dciodvfy_errors, requires_dciodvfy
 from tests.wsi_factories import write_pyramid
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # runs an app end to end (its own limit: 900 s)
 APP = "wsi_metastasis_app"
 FAST = ["--mpp", "0.1215", "--workers", "2"]
 CARD = {"name": "Tumor patch classifier (random test weights)", "version": "0.0.1"}

@@ -20,7 +20,7 @@ from testkit.gateway_process import GATEWAY_AET, REPO_ROOT, GatewayProcess, writ
 from testkit.orthanc import Orthanc
 from tests.real_slides import real_dicom_wsi
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # runs an app end to end (its own limit: 900 s)
 logger = logging.getLogger(__name__)
 
 SPLEEN_MODEL = REPO_ROOT / "model_zoo" / "spleen_ct_segmentation" / "model.ts"

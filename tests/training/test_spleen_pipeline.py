@@ -52,6 +52,7 @@ def trained(dataset, tmp_path_factory):
     return settings, train(settings)
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_writes_a_run_folder(trained):
     settings, result = trained
     run = settings.run_dir
@@ -73,6 +74,7 @@ def test_training_lowers_the_loss_and_writes_a_run_folder(trained):
     assert (run / "checkpoints" / "last.pt").is_file() and result.best_checkpoint.is_file()
 
 
+@pytest.mark.slow
 def test_training_resumes_from_its_last_checkpoint(trained):
     settings, _ = trained
     resumed = train(TrainSettings(**{**settings.__dict__, "epochs": 7}))
@@ -83,6 +85,7 @@ def test_training_resumes_from_its_last_checkpoint(trained):
         train(TrainSettings(**{**settings.__dict__, "epochs": 8, "optimizer": "novograd"}))
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_the_given_weights_and_records_them(trained, tmp_path):
     settings, result = trained
     start = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)["model"]
@@ -104,6 +107,7 @@ def test_fine_tuning_starts_from_the_given_weights_and_records_them(trained, tmp
     assert config["init_weights"] == str(result.best_checkpoint) and len(config["init_weights_sha256"]) == 64
 
 
+@pytest.mark.slow
 def test_export_embeds_the_model_card_and_evaluate_scores_it(trained, dataset, tmp_path):
     settings, result = trained
     path = export(result.best_checkpoint, tmp_path / "model")
@@ -127,6 +131,7 @@ def test_export_embeds_the_model_card_and_evaluate_scores_it(trained, dataset, t
 TRAINING_DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", TRAINING_DEVICES)
 def test_a_cache_on_the_training_device_trains_as_the_host_memory_cache_does(trained, device, tmp_path):
     settings, _ = trained
@@ -186,6 +191,7 @@ def test_cli_prepare(tmp_path):
     assert (tmp_path / "imagesTr" / "spleen_1.nii.gz").is_file()
 
 
+@pytest.mark.slow
 def test_two_process_ddp_training_shares_the_cases_and_ends_with_identical_weights(dataset, tmp_path):
     run = tmp_path / "ddp"
     command = [
