@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 from typing import Any
+
+from benchmarks.hardware import this_cpu
+from operators.core.device import has_native_bf16
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -14,11 +16,12 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def machine_info(**extra: Any) -> dict[str, Any]:
-    """CPU count, native bf16 support, Python version and host name, plus ``extra``."""
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    """CPU count, native bf16 support, ISA, clock and peak, Python version and host name, plus ``extra``."""
+    cpu = this_cpu()
     return {
         "cpus": os.cpu_count(),
-        "cpu_bf16": "avx512_bf16" in flags or "amx_bf16" in flags,
+        "cpu_bf16": has_native_bf16(cpu.flags),
+        "cpu_limits": cpu.describe(),
         "python": platform.python_version(),
         "node": platform.node(),
     } | extra

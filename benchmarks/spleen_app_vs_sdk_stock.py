@@ -8,7 +8,7 @@ process waited for, so runs do not mix), reads both DICOM SEGs back with highdic
 frames on the source slices by ReferencedSOPInstanceUID (and checks each frame's plane position
 against its source slice), and computes Dice between the masks and against the phantom's truth.
 
-Rows per input: ``ours`` (defaults), ``ours --no-amp``, ``ours --no-body-crop`` and ``sdk-stock``;
+Rows per input: ``ours`` (defaults), ``ours --precision fp32`` (in the runtime ``auto`` picks, and once with ``--backend torch``), ``ours --no-body-crop`` and ``sdk-stock``;
 pipelines are interleaved within each repeat so that machine noise hits them alike.
 
 Usage::
@@ -38,6 +38,7 @@ from benchmarks.reporting import machine_info
 from benchmarks.spleen_bench_inputs import INPUTS, prepare_input
 from benchmarks.spleen_bench_report import Row, format_stages, format_table, summarize_input
 from benchmarks.spleen_bench_runs import PIPELINES, REPO_ROOT, RunResult, run_pipeline
+from benchmarks.stage_limits import StageRow, format_stage_shares, network_limits
 
 logger = logging.getLogger("spleen_app_vs_sdk_stock")
 
@@ -52,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="TorchScript model used by every pipeline")
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR, help="cached inputs and run outputs")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--no-limits", action="store_true", help="skip the network-alone measurement (stage limits)")
     parser.add_argument(
         "--pipelines", default=",".join(p.key for p in PIPELINES), help="comma-separated subset of: " + ", ".join(p.key for p in PIPELINES)
     )
@@ -96,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     print("\nper-stage seconds (last run of each):")
     print(format_stages(rows))
+    print("\nstage shares (last run of each; rest = start-up and exit):")
+    last = {(r.input, r.pipeline): r for r in all_runs}
+    print(format_stage_shares([StageRow(f"{i} {p}", r.wall_s, r.stages_s) for (i, p), r in last.items()]))
+    limits = [] if args.no_limits else network_limits(["spleen"], repeats=3)
     for row in rows:
         if row.geometry_problems:
             print(f"geometry problems in {row.input} / {row.pipeline}: {row.geometry_problems}")
@@ -107,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             "inputs": {name: asdict(INPUTS[name]) for name in args.inputs.split(",")},
             "rows": [asdict(r) for r in rows],
             "runs": [asdict(r) for r in all_runs],
+            "network_limits": [asdict(r) for r in limits],
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, default=float))

@@ -36,7 +36,8 @@ class Pipeline:
 
 PIPELINES: tuple[Pipeline, ...] = (
     Pipeline("ours", "ours", APP_DIR),
-    Pipeline("no-amp", "ours --no-amp", APP_DIR, ("--no-amp",)),
+    Pipeline("fp32", "ours --precision fp32", APP_DIR, ("--precision", "fp32")),
+    Pipeline("fp32-torch", "ours --precision fp32 --backend torch", APP_DIR, ("--precision", "fp32", "--backend", "torch")),
     Pipeline("no-body-crop", "ours --no-body-crop", APP_DIR, ("--no-body-crop",)),
     Pipeline(STOCK, STOCK, STOCK_APP),
 )

@@ -7,9 +7,11 @@ CPU time and peak resident memory (``os.wait4`` on its pid) are its own:
   bundle's inference (MaskedPatchWSIDataset at mask level 6, 224 patches, the bundle's transforms,
   DataLoader batch 400, SimpleInferer, sigmoid, ProbMapProducer's map at 1/64 scale), float32 on
   the CPU, network eager as the bundle runs it;
-- ``patch fp32``, ``patch``, ``dense fp32``, ``dense``: ``python apps/wsi_metastasis_app -i SLIDE
-  -o OUT -m MODEL --mode patch|dense [--no-amp] --device cpu`` as users run it (``fp32`` rows with
-  ``--no-amp``; the others with the app's default, bf16 autocast where the CPU has native bf16);
+- ``patch fp32 torch``, ``patch fp32``, ``patch``, ``dense fp32``, ``dense``: ``python
+  apps/wsi_metastasis_app -i SLIDE -o OUT -m MODEL --mode patch|dense [--precision fp32] [--backend
+  torch] --device cpu`` as users run it (``fp32`` rows with ``--precision fp32``, in the runtime
+  ``auto`` picks, and once in torch; the others with the app's defaults: the model config's runtime
+  for this CPU, bf16 where the CPU has native bf16);
 - ``scaling``: the app with its defaults (dense) on a mostly empty 100k x 100k slide and on a
   16k x 12k slide holding about the same tissue, to show that peak memory does not grow with the
   slide's size.
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.reporting import fmt, machine_info
+from benchmarks.stage_limits import StageRow, decode_mpx_per_s, format_stage_shares, network_limits
 from benchmarks.wsi_bench_inputs import SlideSpec, describe_model, make_calibrated_random_model, parse_size, prepare_slide
 from benchmarks.wsi_bench_maps import compare_app_maps, compare_with_reference
 from benchmarks.wsi_bench_report import format_agreement, format_speed_table, speed_rows, targets
@@ -49,8 +52,14 @@ logger = logging.getLogger("wsi_app_vs_monai_reference")
 
 TRAINED_MODEL = REPO_ROOT / "model_zoo" / "pathology_tumor_detection" / "model.pt"
 DEFAULT_WORK_DIR = Path(tempfile.gettempdir()) / "wsi_app_vs_monai_reference"
-APP_MODES = ("patch-fp32", "patch", "dense-fp32", "dense")
-APP_MAP_PAIRS = (("patch-fp32", "dense-fp32"), ("patch", "dense"), ("patch-fp32", "patch"), ("dense-fp32", "dense"))  # (coarse, fine)
+APP_MODES = ("patch-fp32-torch", "patch-fp32", "patch", "dense-fp32", "dense")
+APP_MAP_PAIRS = (  # (coarse, fine)
+    ("patch-fp32", "dense-fp32"),
+    ("patch", "dense"),
+    ("patch-fp32", "patch"),
+    ("dense-fp32", "dense"),
+    ("patch-fp32-torch", "patch-fp32"),
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,6 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--large-tissue-fraction", type=float, default=0.0015, help="tissue fraction of the large slide; the small one gets the same area"
     )
     parser.add_argument("--no-scaling", action="store_true", help="skip the large / small slide runs")
+    parser.add_argument("--no-limits", action="store_true", help="skip the network-alone and decode measurements (stage limits)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds before a run is killed")
     args = parser.parse_args(argv)
     unknown = set(args.pipelines.split(",")) - {p.key for p in PIPELINES}
@@ -161,6 +171,16 @@ def print_report(result: dict[str, Any]) -> None:
         print(f"  {name}: {fmt(value['measured'], '.3g')} -> {'met' if value['met'] else 'MISSED'}")
 
 
+def stage_limits(records: list[RunRecord], slide: Path) -> dict[str, Any]:
+    """Stage shares of every run, the network alone in each runtime, and the slide reader's decode rate."""
+    print("\nstage shares (rest = start-up and exit):")
+    print(format_stage_shares([StageRow(r.pipeline, r.process.wall_s, r.stages_s) for r in records]))
+    network = network_limits(["wsi-patch", "wsi-dense"], repeats=3)
+    decode = decode_mpx_per_s(slide)
+    print(f"\nslide decode (app reader, one thread, level 0): {decode:.1f} Mpx/s")
+    return {"network": [asdict(r) for r in network], "decode_mpx_per_s": decode}
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
@@ -178,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     scaling = [] if args.no_scaling else run_scaling(args, model, run_dir, work_dir)
 
     rows = speed_rows(records)
+    limits = {} if args.no_limits else stage_limits(records, slide)
     result = {
         "machine": machine,
         "slide": {"path": str(slide), **asdict(bench)},
@@ -188,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         "scaling": speed_rows(scaling),
         "targets": targets(rows, agreement),
         "runs": [asdict(r) for r in records + scaling],
+        "limits": limits,
     }
     print_report(result)
     if args.json:

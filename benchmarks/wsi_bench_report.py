@@ -83,14 +83,15 @@ def targets(rows: list[dict[str, Any]], agreement: dict[str, dict[str, Any]]) ->
     by = {(r["pipeline"], r["slide"]): r for r in rows}
     out: dict[str, Any] = {}
     bench_slide = next((r["slide"] for r in rows if r["pipeline"] == REFERENCE), None)
-    for key, needed in (("patch-fp32", 2.0), ("patch", 2.0), ("dense-fp32", 10.0), ("dense", 10.0)):
+    # issue 12's targets: patch fp32 >= 3x with max |dp| <= 1e-4, patch default >= 10x, dense default >= 40x
+    for key, needed in (("patch-fp32", 3.0), ("patch", 10.0), ("dense", 40.0)):
         row = by.get((key, bench_slide))
         if row is None:
             continue
         speed = row["speedup_map_vs_reference"]
         out[f"{key}: map time >= {needed:g}x reference"] = {"measured": speed, "met": speed is not None and speed >= needed}
-    for key in ("patch-fp32 vs reference", "patch vs reference"):
+    for key, limit in (("patch-fp32 vs reference", 1e-4), ("patch-fp32-torch vs reference", 1e-4), ("patch vs reference", 0.02)):
         if key in agreement and agreement[key].get("diff", {}).get("cells"):
             value = agreement[key]["diff"]["max_abs"]
-            out[f"{key}: max |dp| < 1e-3"] = {"measured": value, "met": value < 1e-3}
+            out[f"{key}: max |dp| <= {limit:g}"] = {"measured": value, "met": value <= limit}
     return out

@@ -36,9 +36,10 @@ class Pipeline:
 
 PIPELINES: tuple[Pipeline, ...] = (
     Pipeline(REFERENCE, None),
-    Pipeline("patch-fp32", ("--mode", "patch", "--no-amp")),
+    Pipeline("patch-fp32-torch", ("--mode", "patch", "--precision", "fp32", "--backend", "torch")),
+    Pipeline("patch-fp32", ("--mode", "patch", "--precision", "fp32")),
     Pipeline("patch", ("--mode", "patch")),
-    Pipeline("dense-fp32", ("--mode", "dense", "--no-amp")),
+    Pipeline("dense-fp32", ("--mode", "dense", "--precision", "fp32")),
     Pipeline("dense", ("--mode", "dense")),
 )
 
@@ -146,7 +147,9 @@ def read_app_summary(record: RunRecord, slide_output: Path) -> None:
     record.stages_s = timings
     record.map_seconds = timings.get("tissue_mask", 0.0) + timings.get("probability_map", 0.0)
     record.mode, record.reader = probability["mode"], summary["slide"]["reader"]
-    record.compute = f"{summary.get('device')}, {summary.get('precision')}"
+    record.compute = (
+        f"{summary.get('backend', 'torch')}, {summary.get('device')}, {summary.get('precision')}, {summary.get('cpu_isa', '?')}"
+    )
     record.map_shape_rows_cols = probability["shape_rows_cols"]
     record.map_stride_level0_px = float(probability["stride_level0_px"])
     record.self_reported_peak_mib = summary.get("peak_memory_mib")
