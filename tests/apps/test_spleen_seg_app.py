@@ -168,3 +168,19 @@ def test_bad_input_gives_one_line_error_exit_2_and_no_seg(demo_ct, tmp_path: Pat
     assert last_line.startswith("spleen_seg_app: error:") and message in last_line
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "spleen_seg.dcm").exists()
+
+
+@pytest.mark.parametrize(
+    ("backend", "precision", "min_dice", "volume_rel"), [("torch", "fp32", 0.999, 0.001), ("torch", "bf16", 0.995, 0.005)]
+)
+def test_every_runtime_gives_the_default_run_s_spleen(demo_run, demo_ct, tmp_path: Path, backend, precision, min_dice, volume_rel):
+    """Clinical parity of the runtimes: the default run (the model config's runtime for this CPU) against
+    torch in float32 and in bf16 (the fast path on CPUs with native bf16): same mask, same volume."""
+    out, summary = demo_run
+    other = succeed(["-i", str(demo_ct.dicom_dir), "-o", str(tmp_path), "--backend", backend, "--precision", precision])
+    assert (other["backend"], other["precision"]) == (backend, precision)
+    assert summary["backend"] in ("torch", "openvino") and summary["cpu_isa"]
+    uids = summary["input"]["sop_instance_uids"]
+    default_mask = read_seg_on_source(out / "spleen_seg.dcm", uids)
+    assert dice_score(read_seg_on_source(tmp_path / "spleen_seg.dcm", uids), default_mask) >= min_dice
+    assert other["spleen"]["volume_ml"] == pytest.approx(summary["spleen"]["volume_ml"], rel=volume_rel)

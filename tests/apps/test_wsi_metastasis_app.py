@@ -190,3 +190,25 @@ def test_default_model_finds_the_metastasis_and_scores_the_tumor_slide_above_the
     assert len(lesions) == 1 and lesions[0].label in report.outcome.best_detection  # the metastasis is hit (Camelyon16 rules)
     lines = lesion_lines(tmp_path / "tumor_slide", "tumor_slide", truth)  # what the demo prints
     assert lines[0].startswith("  lesion ") and lines[0].endswith(f"found, p={tumor['slide_score']:.3f}")
+
+
+def test_the_default_runtime_finds_the_float32_torch_lesions_at_the_same_places(tumor_and_normal_slides, tmp_path: Path):
+    """Clinical parity: the default runtime (the model config's for this CPU) against torch float32 on the
+    tumour slide: every float32 detection matched within 50 um and 0.02, the slide score within 0.01."""
+    slides, _ = tumor_and_normal_slides
+    runs = {}
+    for name, extra in (("default", ()), ("torch-fp32", ("--backend", "torch", "--precision", "fp32"))):
+        result = run_app(APP, ["-i", str(slides / "tumor_slide.tif"), "-o", str(tmp_path / name), "--workers", "2", *extra])
+        assert result.returncode == 0, result.stderr[-3000:]
+        summary = summary_of(tmp_path / name / "tumor_slide")
+        detections = np.loadtxt(tmp_path / name / "tumor_slide" / "detections.csv", delimiter=",", ndmin=2)
+        runs[name] = (summary, detections)
+    (default, found), (reference, expected) = runs["default"], runs["torch-fp32"]
+    assert reference["backend"] == "torch" and default["backend"] in ("torch", "openvino")
+    assert default["slide_score"] == pytest.approx(reference["slide_score"], abs=0.01)
+    assert len(found) == len(expected) > 0
+    radius_px = 50.0 / reference["slide"]["mpp"]
+    for probability, x, y in expected:
+        distance = np.hypot(found[:, 1] - x, found[:, 2] - y)
+        nearest = int(np.argmin(distance))
+        assert distance[nearest] <= radius_px and abs(found[nearest, 0] - probability) <= 0.02
