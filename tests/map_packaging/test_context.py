@@ -98,7 +98,9 @@ def test_dockerfile_builds_on_cuda_13_installs_the_pinned_requirements_and_copie
 
 
 def test_context_app_folder_is_the_staged_one_and_models_sit_where_the_image_expects_them(spleen_context):
-    assert (spleen_context.app_dir / "__main__.py").is_file() and (spleen_context.app_dir / "operators" / "networks.py").is_file()
+    assert (spleen_context.app_dir / "__main__.py").is_file() and (
+        spleen_context.app_dir / "operators" / "models" / "networks.py"
+    ).is_file()
     image_model = spleen_context.models_dir / "spleen_ct_segmentation" / "model.ts"
     assert hashlib.sha256(image_model.read_bytes()).hexdigest() == hashlib.sha256((SPLEEN_MODELS / "model.ts").read_bytes()).hexdigest()
     assert (spleen_context.root / "app.config").read_bytes() == (REPO_ROOT / "apps" / "spleen_seg_app" / "app.yaml").read_bytes()
