@@ -52,13 +52,13 @@ def speed_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
 
 def format_speed_table(rows: list[dict[str, Any]]) -> str:
     header = (
-        f"{'pipeline':<12} {'slide':<14} {'compute':<22} {'windows':>8} {'occup':>5} {'stride':>6} {'win/s':>7} {'map s':>7} {'wall s':>7} {'CPU s':>7} "
+        f"{'pipeline':<17} {'slide':<14} {'compute':<34} {'windows':>8} {'occup':>5} {'stride':>6} {'win/s':>7} {'map s':>7} {'wall s':>7} {'CPU s':>7} "
         f"{'peak MiB':>8} {'map x':>6} {'wall x':>6} {'CPU x':>6} {'load':>9}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
         lines.append(
-            f"{row['pipeline']:<12} {row['slide'][:14]:<14} {str(row['compute'] or '-')[:22]:<22} {fmt(row['windows'], 'd'):>8} "
+            f"{row['pipeline']:<17} {row['slide'][:14]:<14} {str(row['compute'] or '-')[:34]:<34} {fmt(row['windows'], 'd'):>8} "
             f"{fmt(ratio(row['windows'], row['computed_windows']), '.2f'):>5} {fmt(row['stride_px'], '.0f'):>6} {fmt(row['windows_per_s'], '.1f'):>7} {fmt(row['map_s'], '.1f'):>7} {row['wall_s']:>7.1f} "
             f"{row['cpu_s']:>7.1f} {row['peak_rss_mib']:>8.0f} {fmt(row['speedup_map_vs_reference'], '.2f'):>6} "
             f"{fmt(row['speedup_wall_vs_reference'], '.2f'):>6} {fmt(row['speedup_cpu_vs_reference'], '.2f'):>6} "
