@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-PATCH_PX = 224
 MISALIGNED_TOLERANCE_PX = 1e-6
 
 
@@ -35,6 +34,14 @@ def _model_config() -> dict[str, Any]:
 
 def mask_stride_model_px() -> int:
     return int(_model_config()["tissue_mask"]["mask_downsample"])
+
+
+def patch_px() -> int:
+    return int(_model_config()["preprocessing"]["patch_size_px"])
+
+
+def output_stride_px() -> int:
+    return int(_model_config()["network"]["output_stride_px"])
 
 
 def dense_tile_windows() -> int:
@@ -95,7 +102,8 @@ def compare_with_reference(reference_dir: Path, app_output: Path) -> dict[str, A
     locations = np.load(reference_dir / "reference_locations.npy")  # mask row, mask col, top-left y, x
     app = load_app_map(app_output)
     reference_stride = float(json.loads((reference_dir / "reference.json").read_text())["mask_downsample"])
-    centres = np.stack([locations[:, 3] + PATCH_PX // 2, locations[:, 2] + PATCH_PX // 2], axis=1).astype(np.float64)
+    half = patch_px() // 2
+    centres = np.stack([locations[:, 3] + half, locations[:, 2] + half], axis=1).astype(np.float64)
     rows, cols, aligned = cells_at(app, centres)
     on_tissue = aligned & app.tissue[rows, cols]
     ref_values = ref_map[locations[:, 0], locations[:, 1]]

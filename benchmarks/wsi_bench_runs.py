@@ -18,7 +18,7 @@ import numpy as np
 
 from benchmarks.process_metrics import ProcessMeasurement, run_measured
 from benchmarks.reporting import fmt
-from benchmarks.wsi_bench_maps import PATCH_PX, dense_tile_windows, load_app_map
+from benchmarks.wsi_bench_maps import dense_tile_windows, load_app_map, output_stride_px, patch_px
 
 logger = logging.getLogger(__name__)
 
@@ -160,9 +160,12 @@ def read_app_summary(record: RunRecord, slide_output: Path) -> None:
         record.computed_windows, record.tile_pixels, record.tile_pixels_cropped = dense_tile_costs(tissue, k)
 
 
-def dense_tile_costs(tissue: np.ndarray, k: int, window_px: int = PATCH_PX, stride_px: int = 32) -> tuple[int, int, int]:
+def dense_tile_costs(tissue: np.ndarray, k: int, window_px: int | None = None, stride_px: int | None = None) -> tuple[int, int, int]:
     """(windows computed, tile input pixels, tile input pixels if each tile were cropped to the
-    bounding box of its tissue windows) for dense mode's k x k-window tiles on ``tissue``."""
+    bounding box of its tissue windows) for dense mode's k x k-window tiles on ``tissue``; window and
+    stride default to the model config's patch size and output stride."""
+    window_px = patch_px() if window_px is None else window_px
+    stride_px = output_stride_px() if stride_px is None else stride_px
     windows = pixels = cropped = 0
     side = window_px + (k - 1) * stride_px
     for r in range(0, tissue.shape[0], k):

@@ -25,7 +25,7 @@ from operators.models.config import load_model_config, model_dir
 from operators.models.loader import load_model, load_state_dict
 from operators.models.networks import build_patch_classifier
 from operators.models.runtime import torch_runtime
-from operators.wsi.classifier import prepare_classifier
+from operators.wsi.classifier import PatchContract, prepare_classifier
 from training.pathology.settings import MODEL_NAME
 from training.provenance import package_versions, save_torch, write_json
 
@@ -59,6 +59,7 @@ def checkpoint_network(checkpoint: Path, model_name: str = MODEL_NAME) -> torch.
 
 
 def model_card(version: str, training: dict[str, Any], metrics: dict[str, Any] | None) -> dict[str, Any]:
+    contract = PatchContract.from_config(load_model_config(MODEL_NAME))
     versions = package_versions(("monai", "torch"))
     return {
         "name": MODEL_NAME,
@@ -73,14 +74,14 @@ def model_card(version: str, training: dict[str, Any], metrics: dict[str, Any] |
         "pytorch_version": versions["torch"],
         "data_source": "Synthetic H&E-like Camelyon16-layout slides (training.synthetic.camelyon_layout), 0.243 um/px",
         "data_type": "tiff",
-        "fully_convolutional": {"output_stride_px": 32},
+        "fully_convolutional": {"output_stride_px": contract.state_dict_output_stride_px},
         "network_data_format": {
             "inputs": {
                 "image": {
                     "type": "image",
                     "format": "RGB",
                     "num_channels": 3,
-                    "spatial_shape": [224, 224],
+                    "spatial_shape": [contract.patch_px, contract.patch_px],
                     "dtype": "float32",
                     "value_range": [-1, 1],
                     "is_patch_data": True,
@@ -99,7 +100,8 @@ def model_card(version: str, training: dict[str, Any], metrics: dict[str, Any] |
                     "value_range": None,
                     "is_patch_data": True,
                     "channel_def": {"0": "tumor"},
-                    "postprocessing": "sigmoid; a (224 + 32 k)-pixel input gives a (k + 1) x (k + 1) map of windows",
+                    "postprocessing": f"sigmoid; a ({contract.patch_px} + {contract.state_dict_output_stride_px} k)-pixel input "
+                    "gives a (k + 1) x (k + 1) map of windows",
                 }
             },
         },
@@ -152,10 +154,12 @@ def verify_export(path: Path, net: torch.nn.Module) -> None:
     loaded = load_model(path, lambda: build_patch_classifier(config["network"]), torch.device("cpu"))
     if loaded.kind != "state_dict" or loaded.name != MODEL_NAME:
         raise ValueError(f"{path} loads as a {loaded.kind} model named {loaded.name!r}")
-    classifier = prepare_classifier(loaded, torch_runtime(ComputeDevice(torch.device("cpu"), "fp32")))
-    if classifier.output_stride_px != 32:
+    contract = PatchContract.from_config(config)
+    classifier = prepare_classifier(loaded, torch_runtime(ComputeDevice(torch.device("cpu"), "fp32")), contract=contract)
+    if classifier.output_stride_px != contract.state_dict_output_stride_px:
         raise ValueError(f"{path} does not run densely in the app")
-    probe = torch.rand(2, 3, 288, 288, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    side = contract.patch_px + 2 * contract.state_dict_output_stride_px  # 3 x 3 windows
+    probe = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.inference_mode():
         expected = net(probe)
         if not torch.equal(loaded.module(probe), expected):
