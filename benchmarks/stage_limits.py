@@ -17,6 +17,9 @@ from benchmarks.hardware import this_cpu
 from benchmarks.network_limits import INPUTS, Row, measure, print_table
 
 
+SUMMED = frozenset({"total", "total_in_app", "process_overhead"})  # totals the summaries report beside their stages
+
+
 @dataclass(frozen=True)
 class StageRow:
     pipeline: str
@@ -28,10 +31,10 @@ def format_stage_shares(rows: list[StageRow]) -> str:
     """One line per pipeline: each stage's seconds and share of wall time; ``rest`` is start-up and exit."""
     lines = []
     for row in rows:
-        stages = {k: v for k, v in row.stages_s.items() if k != "total"}
+        stages = {k: v for k, v in row.stages_s.items() if k not in SUMMED}
         rest = max(row.wall_s - sum(stages.values()), 0.0)
         cells = [f"{name} {seconds:.1f}s ({seconds / row.wall_s:.0%})" for name, seconds in {**stages, "rest": rest}.items()]
-        lines.append(f"{row.pipeline:<22} wall {row.wall_s:6.1f}s: " + ", ".join(cells))
+        lines.append(f"{row.pipeline}: wall {row.wall_s:.1f}s: " + ", ".join(cells))
     return "\n".join(lines)
 
 
