@@ -16,7 +16,6 @@ from pathlib import Path
 from benchmarks.hardware import this_cpu
 from benchmarks.network_limits import INPUTS, Row, measure, print_table
 
-
 SUMMED = frozenset({"total", "total_in_app", "process_overhead"})  # totals the summaries report beside their stages
 
 
