@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         summary["spleen"]["volume_ml"],
         summary["model"]["name"],
         summary["model"]["version"],
-        f"{summary['device']}, {summary['precision']}",
+        f"{summary.get('backend', 'torch')} on {summary['device']}, {summary['precision']}",
         summary["timings_s"]["total"],
     )
     if args.truth:
