@@ -20,6 +20,7 @@ from operators.models.config import load_model_config
 from operators.models.loader import find_model_file, load_model
 from operators.models.networks import build_patch_classifier, build_spleen_unet
 from operators.models.runtime import PREBUILT_CACHE_DIRNAME, cache_key, convert_to_ir
+from operators.wsi.inference import InferenceSettings
 
 from .app_specs import AppSpec
 
@@ -39,7 +40,10 @@ CONVERTIBLE = {
         build_spleen_unet, lambda c: torch.zeros(c["inference"]["sw_batch_size"], 1, *c["inference"]["roi_size"])
     ),
     "pathology_tumor_detection": ConvertibleModel(
-        build_patch_classifier, lambda c: torch.zeros(16, 3, c["preprocessing"]["patch_size_px"], c["preprocessing"]["patch_size_px"])
+        build_patch_classifier,
+        lambda c: torch.zeros(
+            InferenceSettings.cpu_micro_batch, 3, c["preprocessing"]["patch_size_px"], c["preprocessing"]["patch_size_px"]
+        ),
     ),
 }
 

@@ -70,7 +70,7 @@ def first_party_names(repo_root: Path) -> set[str]:
     return names | {p.stem for p in repo_root.glob("*.py")}
 
 
-def _imported_modules(path: Path, folder: Path) -> Iterator[tuple[tuple[str, ...], bool]]:
+def imported_modules(path: Path, folder: Path) -> Iterator[tuple[tuple[str, ...], bool]]:
     """(dotted module path, whether it is an imported *name* that may be a module or an attribute) for each
     import of a source file, relative imports resolved against ``folder``."""
     package = path.parent.relative_to(folder).parts
@@ -107,7 +107,7 @@ def imported_operator_files(app_dir: Path, repo_root: Path = REPO_ROOT, package:
         if path in seen:
             continue
         seen.add(path)
-        for module, _ in _imported_modules(path, repo_root):
+        for module, _ in imported_modules(path, repo_root):
             if not module or module[0] != package:
                 continue
             found = _module_file(repo_root, module)
@@ -139,7 +139,7 @@ def unresolved_first_party_imports(folder: Path, repo_root: Path = REPO_ROOT) ->
     first_party = first_party_names(repo_root)
     missing = set()
     for path in sorted(folder.rglob("*.py")):
-        for module, is_name in _imported_modules(path, folder):
+        for module, is_name in imported_modules(path, folder):
             if not module or module[0] not in first_party or _resolves(folder, module):
                 continue
             if not is_name or _resolves(repo_root, module):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from map_packaging import stage
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAX_LINES = 400  # "about 400 lines at most" outside tests/
@@ -18,16 +19,9 @@ def tracked_python_files() -> list[Path]:
 
 
 def imported_modules(path: Path, root: Path = REPO_ROOT) -> list[str]:
-    """Absolute dotted names of every module ``path`` imports (relative imports resolved against ``root``)."""
-    package = path.parent.relative_to(root).parts
-    names = []
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            names.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = package[: len(package) - node.level + 1] if node.level else ()
-            names.append(".".join((*base, *(node.module.split(".") if node.module else ()))))
-    return names
+    """Absolute dotted names of every module ``path`` imports (relative imports resolved against ``root``),
+    as the MAP stager reads them."""
+    return [".".join(module) for module, is_name in stage.imported_modules(path, root) if not is_name]
 
 
 def is_under(module: str, package: str) -> bool:

@@ -32,7 +32,7 @@ from typing import Any, Literal, Protocol, cast, get_args
 
 import torch
 
-from operators.core.device import ComputeChoiceError, ComputeDevice, cpu_flags, has_native_bf16
+from operators.core.device import CPUINFO, ComputeChoiceError, ComputeDevice, cpu_flags, has_native_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -118,9 +118,9 @@ class RuntimeChoice:
         return record
 
 
-def choose_runtime(backend: str, compute: ComputeDevice, preferences: dict[str, str], cpuinfo: Path | None = None) -> RuntimeChoice:
-    """Resolve ``--backend`` for ``compute`` on this machine (``cpuinfo``: /proc/cpuinfo unless given)."""
-    flags = cpu_flags(cpuinfo) if cpuinfo is not None else cpu_flags()
+def choose_runtime(backend: str, compute: ComputeDevice, preferences: dict[str, str], cpuinfo: Path = CPUINFO) -> RuntimeChoice:
+    """Resolve ``--backend`` for ``compute`` on this machine."""
+    flags = cpu_flags(cpuinfo)
     resolved = resolve_backend(backend, compute.device.type, has_native_bf16(flags), preferences, openvino_available())
     return RuntimeChoice(resolved, compute, cpu_isa(flags))
 
@@ -210,7 +210,7 @@ def _find_cached_ir(key: str, cache_dirs: Sequence[Path]) -> Path | None:
 
 def _is_frozen(module: torch.jit.ScriptModule) -> bool:
     """A frozen module has no parameters left as attributes (freezing folds them into constants)."""
-    return not any(True for _ in module.parameters())
+    return next(module.parameters(), None) is None
 
 
 def convert_to_ir(module: torch.nn.Module, example: torch.Tensor, target: Path) -> Path:
@@ -302,7 +302,8 @@ def prepare_network(
         network = OpenVINONetwork(ir_path, choice.compute.precision, batch_size, hint, writable / "compiled")
         network(example)  # compile now: a model OpenVINO cannot run fails here, not mid-slide
     except Exception as error:  # noqa: BLE001 -- conversion and compilation raise many types; torch still runs the model
-        logger.warning("OpenVINO could not run this model (%s: %s); running it in torch", type(error).__name__, str(error).splitlines()[0])
+        first_line = next(iter(str(error).splitlines()), "")
+        logger.warning("OpenVINO could not run this model (%s: %s); running it in torch", type(error).__name__, first_line)
         return TorchNetwork(module, choice.compute, spatial_dims)
-    logger.info("Network in OpenVINO %s, precision %s (IR %s)", choice.compute.precision, hint, ir_path.parent)
+    logger.info("Network in OpenVINO, precision %s, hint %s (IR %s)", choice.compute.precision, hint, ir_path.parent)
     return network
