@@ -24,6 +24,7 @@ ensure_writable_cupy_cache()
 
 from apps.spleen_seg_app.app import DEFAULT_MODEL_PATH, SpleenAppOptions, SpleenSegApp  # noqa: E402
 from operators.core.device import add_compute_options  # noqa: E402
+from operators.ct.series_selector import GANTRY_TILT_POLICIES  # noqa: E402
 from operators.models.runtime import add_backend_option  # noqa: E402
 
 
@@ -37,6 +38,12 @@ def parse_app_options(argv: list[str]) -> tuple[SpleenAppOptions, list[str]]:
     add_compute_options(parser, deprecated_no_amp=True)
     add_backend_option(parser)
     parser.add_argument("--min-slices", type=int, default=SpleenAppOptions.min_slices, help="fewest slices a series may have")
+    parser.add_argument(
+        "--on-gantry-tilt",
+        choices=GANTRY_TILT_POLICIES,
+        default=SpleenAppOptions.on_gantry_tilt,
+        help="a series whose slice positions step off the slice normal: correct (keep the sheared geometry, default) or refuse (exit 2)",
+    )
     known, rest = parser.parse_known_args(argv)
     if known.overlap is not None and not 0 <= known.overlap < 1:
         parser.error("--overlap must be in [0, 1)")

@@ -26,7 +26,7 @@ from operators.ct.inference import CTSegmentationInferenceOperator, SlidingWindo
 from operators.ct.overlay_writer import OverlayWriterOperator
 from operators.ct.postprocessing import MaskPostprocessingOperator
 from operators.ct.seg_writer import DicomSegWriterOperator
-from operators.ct.series_selector import CTSeriesSelectorOperator, SeriesRules
+from operators.ct.series_selector import CTSeriesSelectorOperator, GantryTiltPolicy, SeriesRules
 from operators.ct.stl_writer import STLWriterOperator
 from operators.ct.summary import SegmentationSummaryOperator
 from operators.ct.volume import CTVolumeOperator
@@ -64,6 +64,7 @@ class SpleenAppOptions:
     backend: Backend = "auto"
     device: str = "auto"
     min_slices: int = SeriesRules.min_slices
+    on_gantry_tilt: GantryTiltPolicy = SeriesRules.on_gantry_tilt
 
 
 class SpleenSegApp(Application):
@@ -79,7 +80,7 @@ class SpleenSegApp(Application):
         config = load_model_config(MODEL_NAME)
         options = self.app_options
         timings = StageTimings()
-        rules = SeriesRules(min_slices=options.min_slices)
+        rules = SeriesRules(min_slices=options.min_slices, on_gantry_tilt=options.on_gantry_tilt)
         compute = choose_compute_device(options.device, options.precision)
         settings = SlidingWindowSettings.from_config(
             config["inference"], overlap=options.overlap, sw_batch_size=options.sw_batch_size, crop_to_body=options.crop_to_body

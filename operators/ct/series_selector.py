@@ -3,7 +3,8 @@
 Rules, in order: modality CT; a single-frame CT Image Storage object; ImageType ORIGINAL/PRIMARY;
 axial (the slice normal's largest component is head-foot); at least ``min_slices`` slices; the same
 orientation, matrix and pixel spacing on every slice; even spacing along the normal (no gaps, no
-duplicates). Among qualifying series the preference is: most slices, then the thinnest slice
+duplicates) with the slice positions on one line; and, with ``on_gantry_tilt="refuse"``, no gantry
+tilt (positions stepping off the normal by more than the tolerance). Among qualifying series the preference is: most slices, then the thinnest slice
 spacing, then the lowest SeriesNumber.
 """
 
@@ -11,12 +12,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from operators.core.errors import NoUsableSeriesError
-from operators.ct.slice_geometry import ORIENTATION_TOLERANCE, orientation_of, stack_geometry, uneven_spacing_reason
+from operators.ct.slice_geometry import (
+    GANTRY_TILT_TOLERANCE_DEG,
+    ORIENTATION_TOLERANCE,
+    gantry_tilt_deg,
+    off_line_reason,
+    orientation_of,
+    stack_geometry,
+    uneven_spacing_reason,
+)
 from operators.dicom.scan import DicomScan, DicomSeries
 
 logger = logging.getLogger(__name__)
@@ -24,11 +34,30 @@ logger = logging.getLogger(__name__)
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 GEOMETRY_KEYWORDS = ("FrameOfReferenceUID", "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing")
 
+GantryTiltPolicy = Literal["correct", "refuse"]
+GANTRY_TILT_POLICIES: tuple[GantryTiltPolicy, ...] = ("correct", "refuse")
+
 
 @dataclass(frozen=True)
 class SeriesRules:
+    """``on_gantry_tilt``: "correct" keeps the sheared geometry (every output placed through the real
+    slice positions, the network fed an orthogonal resampling); "refuse" skips a tilted series."""
+
     min_slices: int = 5
     spacing_relative_tolerance: float = 0.01
+    on_gantry_tilt: GantryTiltPolicy = "correct"
+    gantry_tilt_tolerance_deg: float = GANTRY_TILT_TOLERANCE_DEG
+
+    def __post_init__(self) -> None:
+        if self.on_gantry_tilt not in GANTRY_TILT_POLICIES:
+            raise ValueError(f"on_gantry_tilt must be one of {GANTRY_TILT_POLICIES}, got {self.on_gantry_tilt!r}")
+
+
+def gantry_tilt_refusal(tilt_deg: float, rules: SeriesRules) -> str | None:
+    """The refusal of a tilted stack under ``on_gantry_tilt="refuse"``, or None."""
+    if rules.on_gantry_tilt == "refuse" and tilt_deg > rules.gantry_tilt_tolerance_deg:
+        return f"gantry tilt of {tilt_deg:.1f} degrees (slice positions step off the slice normal); refused by --on-gantry-tilt refuse"
+    return None
 
 
 @dataclass(frozen=True)
@@ -69,7 +98,12 @@ def rejection_reason(series: DicomSeries, rules: SeriesRules) -> str | None:
     unique = _unique_by_sop(headers)
     if len(unique) < rules.min_slices:
         return f"{len(unique)} slices, fewer than the {rules.min_slices} required"
-    return uneven_spacing_reason(stack_geometry(unique).gaps_mm, rules.spacing_relative_tolerance)
+    geometry = stack_geometry(unique)
+    return (
+        uneven_spacing_reason(geometry.gaps_mm, rules.spacing_relative_tolerance)
+        or off_line_reason(geometry)
+        or gantry_tilt_refusal(gantry_tilt_deg(geometry), rules)
+    )
 
 
 def _unique_by_sop(headers: list) -> list:

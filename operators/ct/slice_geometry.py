@@ -3,6 +3,12 @@
 Conventions (DICOM PS3.3 C.7.6.2): ImageOrientationPatient holds the row direction (the direction
 of increasing column index) then the column direction (increasing row index); PixelSpacing holds
 the spacing between rows then between columns. The slice normal is row x column.
+
+Gantry tilt: with a tilted gantry the slices are tilted but the table, and so ImagePositionPatient,
+steps along the patient's axis, not along the slice normal. The stack is then a sheared (not
+orthogonal) grid. The affine here always uses the real step between slice positions, so every
+geometric output (STL, centroids, bounding boxes) lands where the voxels are; the tilt angle is the
+angle between that step and the normal (:func:`gantry_tilt_deg`).
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 ORIENTATION_TOLERANCE = 1e-4
+GANTRY_TILT_TOLERANCE_DEG = 0.5  # below this, a step off the normal is position rounding, not a tilt
+COLLINEAR_TOLERANCE_MM = 0.1  # how far a slice position may lie off the line through the others, plus 1 % of a step
 
 
 @dataclass(frozen=True)
@@ -25,10 +33,18 @@ class StackGeometry:
     row_direction: np.ndarray
     column_direction: np.ndarray
     normal: np.ndarray
+    positions_lps_mm: np.ndarray  # (n, 3) ImagePositionPatient of each sorted slice
 
     @property
     def gaps_mm(self) -> np.ndarray:
         return np.diff(self.positions_mm)
+
+    @property
+    def slice_step_lps_mm(self) -> np.ndarray:
+        """The mean step between consecutive slice positions (LPS mm); along the normal unless the gantry is tilted."""
+        if len(self.order) < 2:
+            return np.zeros(3)
+        return (self.positions_lps_mm[-1] - self.positions_lps_mm[0]) / (len(self.order) - 1)
 
 
 def orientation_of(header: Dataset) -> np.ndarray:
@@ -40,7 +56,8 @@ def stack_geometry(headers: Sequence[Dataset]) -> StackGeometry:
     """Order slices by position along the normal of the first slice (never by InstanceNumber)."""
     orientation = orientation_of(headers[0])
     normal = np.cross(orientation[0], orientation[1])
-    positions = np.asarray([np.dot(normal, [float(v) for v in h.ImagePositionPatient]) for h in headers], dtype=np.float64)
+    positions_lps = np.asarray([[float(v) for v in h.ImagePositionPatient] for h in headers], dtype=np.float64).reshape(-1, 3)
+    positions = positions_lps @ normal
     order = np.argsort(positions, kind="stable")
     return StackGeometry(
         order=tuple(int(i) for i in order),
@@ -48,7 +65,38 @@ def stack_geometry(headers: Sequence[Dataset]) -> StackGeometry:
         row_direction=orientation[0],
         column_direction=orientation[1],
         normal=normal,
+        positions_lps_mm=positions_lps[order],
     )
+
+
+def gantry_tilt_deg(geometry: StackGeometry) -> float:
+    """Angle (degrees, 0..90) between the step of the slice positions and the slice normal; 0 for one slice."""
+    step = geometry.slice_step_lps_mm
+    length = float(np.linalg.norm(step))
+    if length == 0:
+        return 0.0
+    cosine = abs(float(np.dot(step, geometry.normal))) / length
+    return float(np.degrees(np.arccos(min(cosine, 1.0))))
+
+
+def off_line_reason(geometry: StackGeometry) -> str | None:
+    """Why the slice positions do not lie on one straight line of even steps (None when they do).
+
+    Sheared stacks (gantry tilt) are fine; a stack whose in-plane offset changes from slice to slice
+    (two tilts in one series, or a moved table) has no single affine and is refused.
+    """
+    n = len(geometry.order)
+    if n < 3:
+        return None
+    expected = geometry.positions_lps_mm[0] + np.arange(n)[:, None] * geometry.slice_step_lps_mm
+    distance = np.linalg.norm(geometry.positions_lps_mm - expected, axis=1)
+    worst = int(np.argmax(distance))
+    if distance[worst] > COLLINEAR_TOLERANCE_MM + 0.01 * float(np.linalg.norm(geometry.slice_step_lps_mm)):
+        return (
+            f"slice positions do not lie on one line: sorted slice {worst} is {distance[worst]:.3g} mm "
+            "off the line through the others (a change of gantry tilt or table offset within the series?)"
+        )
+    return None
 
 
 def uneven_spacing_reason(gaps_mm: np.ndarray, relative_tolerance: float = 0.01, absolute_tolerance_mm: float = 0.01) -> str | None:
@@ -70,14 +118,18 @@ def uneven_spacing_reason(gaps_mm: np.ndarray, relative_tolerance: float = 0.01,
 
 
 def index_to_lps_affine(first_sorted_header: Dataset, geometry: StackGeometry, n_slices: int) -> np.ndarray:
-    """4x4 affine mapping (column, row, slice) indices to LPS mm for the sorted stack."""
+    """4x4 affine mapping (column, row, slice) indices to LPS mm for the sorted stack.
+
+    Columns: row direction x column spacing, column direction x row spacing, and the real step
+    between slice positions (sheared when the gantry is tilted); one slice steps its thickness along
+    the normal.
+    """
     row_spacing, column_spacing = (float(v) for v in first_sorted_header.PixelSpacing)
     origin = np.asarray([float(v) for v in first_sorted_header.ImagePositionPatient], dtype=np.float64)
-    slice_step = (geometry.positions_mm[-1] - geometry.positions_mm[0]) / (n_slices - 1) if n_slices > 1 else 1.0
     slice_thickness = float(first_sorted_header.get("SliceThickness") or 0) or 1.0
     affine = np.eye(4)
     affine[:3, 0] = geometry.row_direction * column_spacing
     affine[:3, 1] = geometry.column_direction * row_spacing
-    affine[:3, 2] = geometry.normal * (slice_step if n_slices > 1 else slice_thickness)
+    affine[:3, 2] = geometry.slice_step_lps_mm if n_slices > 1 else geometry.normal * slice_thickness
     affine[:3, 3] = origin
     return affine

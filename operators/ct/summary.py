@@ -22,6 +22,37 @@ def organ_volume_ml(mask_zyx: np.ndarray, voxel_volume_mm3: float) -> float:
     return float(np.count_nonzero(mask_zyx)) * voxel_volume_mm3 / 1000.0
 
 
+def mask_points_lps_mm(mask_zyx: np.ndarray, affine_lps: np.ndarray) -> np.ndarray:
+    """(n, 3) LPS positions (mm) of the mask's voxel centres, through the (possibly sheared) affine."""
+    return np.argwhere(mask_zyx)[:, ::-1].astype(np.float64) @ affine_lps[:3, :3].T + affine_lps[:3, 3]
+
+
+def mask_extent_lps_mm(mask_zyx: np.ndarray, affine_lps: np.ndarray) -> dict[str, list[float] | None]:
+    """Centroid and bounding box (LPS mm, of voxel centres) of the mask; None values when it is empty."""
+    if not mask_zyx.any():
+        return {"centroid_lps_mm": None, "bounding_box_lps_mm": None}
+    points = mask_points_lps_mm(mask_zyx, affine_lps)
+    return {
+        "centroid_lps_mm": _rounded_mm(points.mean(axis=0)),
+        "bounding_box_lps_mm": {"min": _rounded_mm(points.min(axis=0)), "max": _rounded_mm(points.max(axis=0))},
+    }
+
+
+def _rounded_mm(values: np.ndarray) -> list[float]:
+    return [round(float(v), 2) for v in values]
+
+
+def gantry_tilt_summary(volume: CTVolume) -> dict[str, Any]:
+    """The tilt found in the slice positions, the scanner's own GantryDetectorTilt, and what was done."""
+    tag = volume.source_datasets[0].get("GantryDetectorTilt") if volume.source_datasets else None
+    return {
+        "angle_deg": round(volume.gantry_tilt_deg, 2),
+        "tilted": volume.gantry_tilted,
+        "gantry_detector_tilt_deg": None if tag in (None, "") else float(tag),
+        "handling": "sheared geometry kept for every output; orthogonal resampling for the network" if volume.gantry_tilted else None,
+    }
+
+
 def segmentation_summary(
     selection: SeriesSelection,
     volume: CTVolume,
@@ -37,6 +68,7 @@ def segmentation_summary(
             "volume_ml": round(organ_volume_ml(mask_zyx, volume.voxel_volume_mm3), 3),
             "voxel_count": int(np.count_nonzero(mask_zyx)),
             "found": bool(mask_zyx.any()),
+            **mask_extent_lps_mm(mask_zyx, volume.affine_lps),
         },
         "input": {
             "study_instance_uid": str(first.StudyInstanceUID),
@@ -46,6 +78,7 @@ def segmentation_summary(
             "grid_zyx": list(volume.hu_zyx.shape),
             "spacing_xyz_mm": [round(s, 4) for s in volume.spacing_xyz_mm],
             "voxel_volume_mm3": round(volume.voxel_volume_mm3, 4),
+            "gantry_tilt": gantry_tilt_summary(volume),
             "sop_instance_uids": [str(ds.SOPInstanceUID) for ds in volume.source_datasets],
             "skipped_series": [{"series_instance_uid": s.series_instance_uid, "reason": reason} for s, reason in selection.skipped],
         },

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from operators.core.errors import InvalidSeriesError
 from operators.core.timing import StageTimings
 from operators.ct.series_selector import SeriesRules, SeriesSelection
-from operators.ct.slice_geometry import index_to_lps_affine, stack_geometry, uneven_spacing_reason
+from operators.ct.slice_geometry import gantry_tilt_deg, index_to_lps_affine, off_line_reason, stack_geometry, uneven_spacing_reason
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +30,16 @@ class CTVolume:
     ``hu_zyx`` is float32 Hounsfield units indexed (slice, row, column); ``affine_lps`` maps
     (column, row, slice) indices to patient LPS millimetres; ``source_datasets`` are the slices in
     the same order as ``hu_zyx`` (headers only: pixel data is dropped once decoded).
+    ``gantry_tilt_deg`` is the angle between the slice-position step and the slice normal; the
+    affine's slice column is always that real step, so it is sheared when the gantry is tilted.
+    ``gantry_tilted`` says the angle is above the rules' tolerance (not position rounding).
     """
 
     hu_zyx: np.ndarray
     affine_lps: np.ndarray
     source_datasets: tuple[Dataset, ...]
+    gantry_tilt_deg: float = 0.0
+    gantry_tilted: bool = False
 
     @property
     def spacing_xyz_mm(self) -> tuple[float, float, float]:
@@ -83,7 +88,7 @@ def build_ct_volume(selection: SeriesSelection, rules: SeriesRules = SeriesRules
         raise InvalidSeriesError(f"{series.label}: only {len(slices)} readable slices, {rules.min_slices} required")
     datasets = [dataset for dataset, _ in slices.values()]
     geometry = stack_geometry(datasets)
-    reason = uneven_spacing_reason(geometry.gaps_mm, rules.spacing_relative_tolerance)
+    reason = uneven_spacing_reason(geometry.gaps_mm, rules.spacing_relative_tolerance) or off_line_reason(geometry)
     if reason:
         raise InvalidSeriesError(f"{series.label} refused, not resampled: {reason}")
 
@@ -93,6 +98,16 @@ def build_ct_volume(selection: SeriesSelection, rules: SeriesRules = SeriesRules
         hu_zyx[z] = pixels[index]
     sorted_datasets = tuple(datasets[index] for index in geometry.order)
     affine = index_to_lps_affine(sorted_datasets[0], geometry, len(sorted_datasets))
+    tilt = gantry_tilt_deg(geometry)
+    tilted = tilt > rules.gantry_tilt_tolerance_deg
+    if tilted:
+        logger.warning(
+            "%s: gantry tilt of %.2f degrees (GantryDetectorTilt %s): outputs keep the sheared geometry; "
+            "the network sees an orthogonal resampling",
+            series.label,
+            tilt,
+            sorted_datasets[0].get("GantryDetectorTilt", "absent"),
+        )
     logger.info(
         "Volume %s voxels (z, y, x), spacing (x, y, z) %s mm, HU range %.0f..%.0f",
         hu_zyx.shape,
@@ -100,7 +115,7 @@ def build_ct_volume(selection: SeriesSelection, rules: SeriesRules = SeriesRules
         hu_zyx.min(),
         hu_zyx.max(),
     )
-    return CTVolume(hu_zyx=hu_zyx, affine_lps=affine, source_datasets=sorted_datasets)
+    return CTVolume(hu_zyx=hu_zyx, affine_lps=affine, source_datasets=sorted_datasets, gantry_tilt_deg=tilt, gantry_tilted=tilted)
 
 
 class CTVolumeOperator(Operator):

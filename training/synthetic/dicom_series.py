@@ -1,10 +1,13 @@
 """Write a (z, y, x) HU volume as a DICOM CT Image Storage series, one file per slice, with pydicom.
 
-Geometry: ImageOrientationPatient is axial [1, 0, 0, 0, 1, 0], so columns run toward the patient's
-left (LPS +x), rows toward posterior (+y) and slice index k sits at
+Geometry: ImageOrientationPatient is axial [1, 0, 0, 0, 1, 0] by default, so columns run toward the
+patient's left (LPS +x), rows toward posterior (+y) and slice index k sits at
 ``origin + k * spacing_z`` along the slice normal (+z, superior). ``origin_lps_mm`` is the
 ImagePositionPatient of slice 0 (the centre of its first voxel); by default the volume is centred
-on the LPS origin, which is also the frame of :mod:`training.synthetic.ct_phantom`.
+on the LPS origin, which is also the frame of :mod:`training.synthetic.ct_phantom`. Tilted or
+oblique series (:mod:`training.synthetic.ct_tilt`) pass ``image_orientation`` and
+``slice_step_lps_mm``: slice k then sits at ``origin + k * slice_step_lps_mm``, which for a tilted
+gantry is not along the normal.
 
 Pixels: stored as unsigned 16 bit with RescaleIntercept -1024 and RescaleSlope 1 when every HU value
 lies in [-1024, 64511]; otherwise (for example a scanner's -2000 or -3024 padding) as signed
@@ -89,6 +92,9 @@ def write_ct_series(
     study_datetime: dt.datetime | None = None,
     file_name_pattern: str = DEFAULT_FILE_NAME_PATTERN,
     seed: int | None = None,
+    image_orientation: Sequence[float] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+    slice_step_lps_mm: Sequence[float] | None = None,
+    gantry_detector_tilt_deg: float | None = None,
 ) -> list[Path]:
     """Write one CT Image Storage file per slice of an integer HU volume; returns the paths, slice order.
 
@@ -111,6 +117,11 @@ def write_ct_series(
     origin = tuple(float(v) for v in (origin_lps_mm if origin_lps_mm is not None else centred_origin_lps_mm(hu.shape, spacing)))
     if len(origin) != 3:
         raise ValueError(f"origin_lps_mm must be (x, y, z), got {origin_lps_mm}")
+    orientation = np.asarray(image_orientation, dtype=np.float64)
+    if orientation.shape != (6,) or not np.allclose(np.linalg.norm(orientation.reshape(2, 3), axis=1), 1.0, atol=1e-6):
+        raise ValueError(f"image_orientation must be two unit vectors (6 numbers), got {image_orientation}")
+    normal = np.cross(orientation[:3], orientation[3:])
+    step = np.asarray(slice_step_lps_mm if slice_step_lps_mm is not None else normal * spacing[0], dtype=np.float64)
 
     study_uid = study_instance_uid or _uid(seed, "study", patient_id)
     series_uid = series_instance_uid or _uid(seed, "series", study_uid, series_number)
@@ -139,6 +150,9 @@ def write_ct_series(
     template.Rows, template.Columns = rows, columns
     template.PixelSpacing = [_ds_value(spacing[1]), _ds_value(spacing[2])]  # row spacing, column spacing
     template.SliceThickness = _ds_value(spacing[0])
+    template.ImageOrientationPatient = [_ds_value(v) for v in orientation]
+    if gantry_detector_tilt_deg is not None:
+        template.GantryDetectorTilt = _ds_value(gantry_detector_tilt_deg)
     template.PixelRepresentation = pixel_representation
     template.RescaleIntercept = str(intercept)
 
@@ -150,9 +164,9 @@ def write_ct_series(
         ds.file_meta = _file_meta(sop_uid)
         ds.SOPInstanceUID = sop_uid
         ds.InstanceNumber = instance
-        z = origin[2] + index * spacing[0]
-        ds.ImagePositionPatient = [_ds_value(origin[0]), _ds_value(origin[1]), _ds_value(z)]
-        ds.SliceLocation = _ds_value(z)
+        position = np.asarray(origin) + index * step
+        ds.ImagePositionPatient = [_ds_value(v) for v in position]
+        ds.SliceLocation = _ds_value(float(position @ normal))
         ds.PixelData = np.ascontiguousarray(stored[index]).tobytes()
         path = out_dir / file_name_pattern.format(instance=instance, index=index)
         ds.save_as(path, enforce_file_format=True)
@@ -228,7 +242,6 @@ def _series_template(
     ds.ImageType = list(image_type)
     ds.BurnedInAnnotation = "NO"
     # Image Plane
-    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
     # Image Pixel / CT Image
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"

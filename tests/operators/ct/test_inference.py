@@ -13,6 +13,7 @@ from operators.ct.inference import (
     SlidingWindowSettings,
     body_bounding_box,
     foreground_probability,
+    preprocess_ct,
     segment_volume,
     snap_to_window_grid,
     window_starts,
@@ -67,11 +68,24 @@ def affine(spacing_xyz, directions=None, origin=(-100.0, -90.0, 40.0)) -> np.nda
     return result
 
 
+def gantry_tilted(tilt_deg: float, axis: str, spacing_xyz=(0.9, 0.9, 2.5)) -> np.ndarray:
+    """Tilted image planes with the slice positions stepping straight along z: a sheared affine."""
+    t = np.radians(tilt_deg)
+    if axis == "x":
+        row, column = [1.0, 0.0, 0.0], [0.0, np.cos(t), np.sin(t)]
+    else:
+        row, column = [np.cos(t), 0.0, -np.sin(t)], [0.0, 1.0, 0.0]
+    return affine(spacing_xyz, np.array([row, column, [0.0, 0.0, 1.0]]).T)
+
+
 GRIDS = {
     "isotropic-1mm": affine((1.0, 1.0, 1.0)),
     "anisotropic-0.8x0.8x3": affine((0.8, 0.8, 3.0)),
     "rows-flipped": affine((0.9, 0.9, 2.5), np.diag([1.0, -1.0, -1.0])),
     "rotated-in-plane": affine((1.0, 1.0, 2.0), np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])),
+    "gantry-tilt-10-about-x": gantry_tilted(10, "x"),
+    "gantry-tilt-minus-25-about-x": gantry_tilted(-25, "x"),
+    "gantry-tilt-25-about-y": gantry_tilted(25, "y"),
 }
 
 
@@ -88,6 +102,15 @@ def test_segment_volume_returns_the_mask_on_the_source_grid(grid):
     mask = segment_volume(volume, THRESHOLD_MODEL.module, PREPROCESSING, small_windows(), CPU_FP32)
     assert mask.shape == truth.shape and mask.dtype == np.uint8
     assert dice_score(mask, truth) > 0.95
+
+
+@pytest.mark.parametrize("grid", [name for name in GRIDS if "tilt" in name])
+def test_a_sheared_volume_reaches_the_network_on_an_orthogonal_grid(grid):
+    volume, _ = ellipsoid_volume(GRIDS[grid], (40, 110, 120))
+    image, _ = preprocess_ct(volume.hu_zyx, volume.affine_lps, PREPROCESSING)
+    directions = image.affine.numpy()[:3, :3] / np.linalg.norm(image.affine.numpy()[:3, :3], axis=0)
+    np.testing.assert_allclose(directions.T @ directions, np.eye(3), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(image.affine.numpy()[:3, :3], axis=0), PREPROCESSING["pixdim_mm"], rtol=1e-6)
 
 
 def test_body_crop_gives_the_same_mask_as_the_whole_volume():

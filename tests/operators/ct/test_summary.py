@@ -31,7 +31,15 @@ def test_summary_names_series_instances_skipped_series_and_outputs(tmp_path: Pat
     summary = segmentation_summary(
         selection, volume, mask, {"dicom_seg": tmp_path / "seg.dcm", "stl": None}, "spleen", {"model": {"name": "m"}}
     )
-    assert summary["spleen"] == {"volume_ml": pytest.approx(8 * 0.8 * 0.8 * 2.0 / 1000, abs=1e-3), "voxel_count": 8, "found": True}
+    # slices 1-2 at z 2 and 4 mm; rows and columns 2-3 from the first pixel's centre at (-3, -3), 0.8 mm apart
+    assert summary["spleen"] == {
+        "volume_ml": pytest.approx(8 * 0.8 * 0.8 * 2.0 / 1000, abs=1e-3),
+        "voxel_count": 8,
+        "found": True,
+        "centroid_lps_mm": pytest.approx([-1.0, -1.0, 3.0]),
+        "bounding_box_lps_mm": {"min": pytest.approx([-1.4, -1.4, 2.0]), "max": pytest.approx([-0.6, -0.6, 4.0])},
+    }
+    assert summary["input"]["gantry_tilt"] == {"angle_deg": 0.0, "tilted": False, "gantry_detector_tilt_deg": None, "handling": None}
     assert summary["input"]["series_description"] == "abdomen"
     assert summary["input"]["sop_instance_uids"] == [ds.SOPInstanceUID for ds in volume.source_datasets]
     assert [s["reason"] for s in summary["input"]["skipped_series"]] == ["2 slices, fewer than the 5 required"]
