@@ -29,7 +29,7 @@ from operators.ct.stl_writer import mask_surface_lps
 from operators.ct.volume import build_ct_volume
 from operators.dicom.scan import scan_dicom_folder
 from operators.dicom.seg_readback import read_seg_on_source
-from tests.seg_geometry import seg_voxel_points_lps_mm
+from testkit.seg_geometry import seg_voxel_points_lps_mm
 from training.synthetic.ct_phantom import make_abdomen_phantom
 from training.synthetic.ct_tilt import resample_phantom, tilted_grid
 from training.synthetic.demo_inputs import DEMO_CT_SEED, DEMO_CT_SHAPE_ZYX, DEMO_CT_SPACING_ZYX_MM

@@ -11,8 +11,8 @@ import trimesh
 
 from operators.core.metrics import dice_score
 from operators.dicom.seg_readback import read_seg_on_source
+from testkit.seg_geometry import seg_voxel_points_lps_mm
 from tests.conftest import run_app
-from tests.seg_geometry import seg_voxel_points_lps_mm
 from training.synthetic.ct_phantom import make_abdomen_phantom
 from training.synthetic.ct_tilt import resample_phantom, tilted_grid
 from training.synthetic.demo_inputs import DEMO_CT_SEED, DEMO_CT_SHAPE_ZYX, DEMO_CT_SPACING_ZYX_MM

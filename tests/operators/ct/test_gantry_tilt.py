@@ -23,7 +23,7 @@ from operators.ct.summary import gantry_tilt_summary, mask_extent_lps_mm
 from operators.ct.volume import build_ct_volume
 from operators.dicom.scan import scan_dicom_folder
 from operators.dicom.seg import EquipmentSpec, SegmentSpec
-from tests.seg_geometry import seg_voxel_points_lps_mm
+from testkit.seg_geometry import seg_voxel_points_lps_mm
 from training.synthetic.ct_tilt import TiltedGrid, tilted_grid
 
 CENTRE_LPS_MM = np.array([12.0, -8.0, 5.0])
