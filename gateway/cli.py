@@ -43,16 +43,27 @@ def _age(timestamp: float | None, now: float) -> str:
     return "-" if not timestamp else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
-def format_jobs(jobs: list[Job], sent: dict[int, tuple[int, int]], now: float) -> str:
-    """A table: one line per job (outputs sent / recorded, first line of its error)."""
-    header = f"{'id':>5}  {'state':<8}  {'route':<16}  {'attempts':>8}  {'outputs':>7}  {'created':<19}  {'finished':<19}  group / error"
+def superseded_by(jobs: list[Job]) -> dict[int, int]:
+    """Job id -> the id of the later job whose result replaced its result."""
+    return {job.supersedes_job_id: job.id for job in jobs if job.supersedes_job_id is not None}
+
+
+def format_jobs(jobs: list[Job], sent: dict[int, tuple[int, int]], now: float, replaced_by: dict[int, int] | None = None) -> str:
+    """A table: one line per job (outputs sent / recorded, which job it supersedes or is superseded by, first line of its error)."""
+    replaced_by = superseded_by(jobs) if replaced_by is None else replaced_by
+    header = (
+        f"{'id':>5}  {'state':<8}  {'route':<16}  {'attempts':>8}  {'outputs':>7}  {'created':<19}  {'finished':<19}  "
+        f"{'supersedes':>10}  {'superseded by':>13}  group / error"
+    )
     lines = [header]
     for job in jobs:
         done, total = sent.get(job.id, (0, 0))
         detail = job.group_key + (f"  {job.error.splitlines()[0][:160]}" if job.error else "")
+        supersedes = str(job.supersedes_job_id) if job.supersedes_job_id is not None else "-"
         lines.append(
             f"{job.id:>5}  {job.state:<8}  {job.route or '-':<16}  {job.attempts:>8}  {f'{done}/{total}':>7}  "
-            f"{_age(job.created_at, now):<19}  {_age(job.finished_at, now):<19}  {detail}"
+            f"{_age(job.created_at, now):<19}  {_age(job.finished_at, now):<19}  {supersedes:>10}  {replaced_by.get(job.id, '-'):>13}  "
+            f"{detail}"
         )
     return "\n".join(lines) + "\n"
 
@@ -62,19 +73,21 @@ def list_jobs(config: GatewayConfig, states: list[str] | None, as_json: bool) ->
         return "" if as_json else f"no jobs yet (no database at {config.database})\n"
     queue = JobQueue(config.database)
     try:
-        jobs = queue.jobs(states)
+        everything = queue.jobs()
+        jobs = queue.jobs(states) if states else everything
         outputs = {job.id: queue.outputs(job.id) for job in jobs}
     finally:
         queue.close()
+    replaced_by = superseded_by(everything)
     if as_json:
         records = []
         for job in jobs:
-            record = asdict(job)
+            record = asdict(job) | {"superseded_by": replaced_by.get(job.id)}
             record["outputs"] = [{**asdict(o), "path": str(o.path)} for o in outputs[job.id]]
             records.append(json.dumps(record))
         return "".join(line + "\n" for line in records)
     sent = {job_id: (sum(o.sent_at is not None for o in rows), len(rows)) for job_id, rows in outputs.items()}
-    return format_jobs(jobs, sent, time.time())
+    return format_jobs(jobs, sent, time.time(), replaced_by)
 
 
 def serve(config: GatewayConfig) -> int:

@@ -60,6 +60,7 @@ class GatewayConfig:
     host: str = "0.0.0.0"
     grouping: str = "study"
     quiet_period_s: float = 10.0
+    cut_off_wait_s: float = 300.0  # the quiet period of a group whose newest instance came in an association never released
     max_attempts: int = 3
     retry_delay_s: float = 30.0
     max_send_attempts: int = 5
@@ -180,6 +181,10 @@ def parse_config(raw: Any, base: Path) -> GatewayConfig:
     if len(set(names)) != len(names):
         raise ConfigError(f"routes: names must be unique, got {names}")
     destinations = tuple(parse_destination(d, i) for i, d in enumerate(raw.get("destinations") or ()))
+    quiet_period = _positive(raw.get("quiet_period_s", 10), "quiet_period_s")
+    cut_off_wait = _positive(raw.get("cut_off_wait_s", max(300.0, quiet_period)), "cut_off_wait_s")
+    if cut_off_wait < quiet_period:
+        raise ConfigError(f"cut_off_wait_s: must be at least quiet_period_s ({quiet_period:g}), got {cut_off_wait:g}")
     return GatewayConfig(
         ae_title=_ae_title(_require(raw, "ae_title", "config"), "ae_title"),
         port=_positive(_require(raw, "port", "config"), "port", int),
@@ -189,7 +194,8 @@ def parse_config(raw: Any, base: Path) -> GatewayConfig:
         destinations=destinations,
         host=str(raw.get("host", "0.0.0.0")),
         grouping=grouping,
-        quiet_period_s=_positive(raw.get("quiet_period_s", 10), "quiet_period_s"),
+        quiet_period_s=quiet_period,
+        cut_off_wait_s=cut_off_wait,
         max_attempts=_positive(raw.get("max_attempts", 3), "max_attempts", int),
         retry_delay_s=float(raw.get("retry_delay_s", 30)),
         max_send_attempts=_positive(raw.get("max_send_attempts", 5), "max_send_attempts", int),

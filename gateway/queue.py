@@ -5,74 +5,28 @@ Job states: ``pending`` (waiting, possibly for ``next_try_at``) -> ``running`` (
 job that used up its attempts, with its error and inputs; ``unrouted`` keeps series no route took.
 On start, ``running`` jobs were interrupted by a crash: they go back to ``pending`` (the attempt
 counts). ``sending`` jobs resume sending only the outputs not yet sent, so a result is not made twice.
+
+Jobs of one route on the same series run one after the other, in order: a later job (new instances
+in a series already processed) starts once the earlier one has finished, and supersedes its result
+(``supersedes_job_id``; the earlier SEG's SOP Instance UID and SeriesInstanceUID, which the rerun's
+SEG keeps).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS instances (
-    sop_instance_uid TEXT PRIMARY KEY,
-    sop_class_uid TEXT NOT NULL,
-    study_uid TEXT NOT NULL,
-    series_uid TEXT NOT NULL,
-    group_key TEXT NOT NULL,
-    path TEXT NOT NULL,
-    calling_aet TEXT NOT NULL,
-    received_at REAL NOT NULL,
-    receive_count INTEGER NOT NULL DEFAULT 1,
-    dispatched INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS instances_waiting ON instances (dispatched, group_key);
-CREATE INDEX IF NOT EXISTS instances_series ON instances (series_uid);
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    group_key TEXT NOT NULL,
-    route TEXT,
-    series_uids TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    send_attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    next_try_at REAL NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    finished_at REAL
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, next_try_at);
-CREATE TABLE IF NOT EXISTS outputs (
-    job_id INTEGER NOT NULL REFERENCES jobs (id),
-    path TEXT NOT NULL,
-    sop_instance_uid TEXT NOT NULL,
-    destination TEXT NOT NULL,
-    sent_at REAL,
-    send_count INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    PRIMARY KEY (job_id, path, destination)
-);
-"""
+from gateway.reception import Reception
 
 PENDING, RUNNING, SENDING, DONE, FAILED, UNROUTED = "pending", "running", "sending", "done", "failed", "unrouted"
 STATES = (PENDING, RUNNING, SENDING, DONE, FAILED, UNROUTED)
-
-
-@dataclass(frozen=True)
-class ReceivedInstance:
-    sop_instance_uid: str
-    sop_class_uid: str
-    study_uid: str
-    series_uid: str
-    group_key: str
-    path: Path
-    calling_aet: str
+UNFINISHED = (PENDING, RUNNING, SENDING)
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 
 
 @dataclass(frozen=True)
@@ -89,6 +43,18 @@ class Job:
     created_at: float
     updated_at: float
     finished_at: float | None
+    supersedes_job_id: int | None = None  # the earlier job on these series whose result this one replaces
+    supersedes_sop_uid: str | None = None  # that job's SEG (SOP Instance UID)
+    result_series_uid: str | None = None  # the SeriesInstanceUID this job's SEG keeps (the earlier SEG's)
+
+
+@dataclass(frozen=True)
+class DicomOutput:
+    """A DICOM file an app wrote: what is recorded of it."""
+
+    sop_instance_uid: str
+    sop_class_uid: str | None = None
+    series_uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +66,40 @@ class Output:
     sent_at: float | None
     send_count: int
     last_error: str | None
+    sop_class_uid: str | None = None
+    series_uid: str | None = None
+
+
+@dataclass(frozen=True)
+class Supersession:
+    """What a rerun replaces: the earlier job, and its SEG's UIDs when it made exactly one SEG."""
+
+    job_id: int
+    sop_instance_uid: str | None = None
+    series_uid: str | None = None
+
+
+def supersession(earlier_job_id: int, outputs: Iterable[Output]) -> Supersession:
+    """The earlier job's one SEG (by SOP class), or the job alone when it made none or several."""
+    segs = {(o.sop_instance_uid, o.series_uid) for o in outputs if o.sop_class_uid == SEGMENTATION_STORAGE}
+    if len(segs) != 1:
+        return Supersession(earlier_job_id)
+    [(sop_uid, series_uid)] = segs
+    return Supersession(earlier_job_id, sop_uid, series_uid)
+
+
+def runnable(candidates: Iterable[Job], unfinished: Iterable[Job], busy: set[int]) -> Job | None:
+    """The first candidate not busy whose route has no earlier unfinished job on one of its series (those run in order)."""
+    unfinished = list(unfinished)
+    for job in candidates:
+        if job.id in busy:
+            continue
+        if job.state == PENDING and any(
+            other.id < job.id and other.route == job.route and set(other.series_uids) & set(job.series_uids) for other in unfinished
+        ):
+            continue
+        return job
+    return None
 
 
 def _job(row: sqlite3.Row) -> Job:
@@ -116,6 +116,9 @@ def _job(row: sqlite3.Row) -> Job:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         finished_at=row["finished_at"],
+        supersedes_job_id=row["supersedes_job_id"],
+        supersedes_sop_uid=row["supersedes_sop_uid"],
+        result_series_uid=row["result_series_uid"],
     )
 
 
@@ -128,90 +131,13 @@ def _output(row: sqlite3.Row) -> Output:
         sent_at=row["sent_at"],
         send_count=row["send_count"],
         last_error=row["last_error"],
+        sop_class_uid=row["sop_class_uid"],
+        series_uid=row["series_uid"],
     )
 
 
-class JobQueue:
-    """Thread-safe access to the gateway's SQLite database (one connection, one lock)."""
-
-    def __init__(self, database: Path) -> None:
-        database = Path(database)
-        database.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(database, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        self._db.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _query(self, sql: str, params: Iterable[object] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, tuple(params)).fetchall()
-
-    # --- received instances -------------------------------------------------------------------
-    def record_instance(self, instance: ReceivedInstance, now: float | None = None) -> bool:
-        """Record a stored instance; True when it is new, False when it was received before (it waits again)."""
-        now = time.time() if now is None else now
-        with self._transaction() as db:
-            known = db.execute("SELECT 1 FROM instances WHERE sop_instance_uid = ?", (instance.sop_instance_uid,)).fetchone()
-            db.execute(
-                """INSERT INTO instances (sop_instance_uid, sop_class_uid, study_uid, series_uid, group_key, path, calling_aet, received_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (sop_instance_uid) DO UPDATE SET path = excluded.path, group_key = excluded.group_key,
-                       calling_aet = excluded.calling_aet, received_at = excluded.received_at,
-                       receive_count = receive_count + 1, dispatched = 0""",
-                (
-                    instance.sop_instance_uid,
-                    instance.sop_class_uid,
-                    instance.study_uid,
-                    instance.series_uid,
-                    instance.group_key,
-                    str(instance.path),
-                    instance.calling_aet,
-                    now,
-                ),
-            )
-        return known is None
-
-    def known_paths(self) -> set[str]:
-        return {row["path"] for row in self._query("SELECT path FROM instances")}
-
-    def waiting_groups(self) -> dict[str, float]:
-        """Groups with instances not yet handed to a job, and when their newest instance arrived."""
-        rows = self._query("SELECT group_key, MAX(received_at) AS last FROM instances WHERE dispatched = 0 GROUP BY group_key")
-        return {row["group_key"]: row["last"] for row in rows}
-
-    def waiting_series(self, group_key: str) -> dict[str, Path]:
-        """The group's series with waiting instances, each with one of its files (to read its attributes)."""
-        rows = self._query(
-            "SELECT series_uid, MIN(path) AS path FROM instances WHERE dispatched = 0 AND group_key = ? GROUP BY series_uid", (group_key,)
-        )
-        return {row["series_uid"]: Path(row["path"]) for row in rows}
-
-    def series_files(self, series_uids: Iterable[str]) -> dict[str, list[Path]]:
-        """Every stored file of these series (a job's input is its series whole, earlier arrivals included)."""
-        files: dict[str, list[Path]] = {}
-        for uid in series_uids:
-            files[uid] = [Path(r["path"]) for r in self._query("SELECT path FROM instances WHERE series_uid = ? ORDER BY path", (uid,))]
-        return files
-
-    def instance_count(self) -> int:
-        return self._query("SELECT COUNT(*) AS n FROM instances")[0]["n"]
+class JobQueue(Reception):
+    """The jobs and outputs tables, over the received instances (one connection, one lock, see ``Database``)."""
 
     # --- jobs ---------------------------------------------------------------------------------
     def dispatch_group(
@@ -255,18 +181,45 @@ class JobQueue:
         return interrupted
 
     def claim(self, busy: set[int], now: float | None = None) -> Job | None:
-        """The oldest due job not in ``busy``: a pending one becomes ``running`` (attempts + 1); a ``sending`` one is resumed."""
+        """The oldest due job not in ``busy`` (and not behind an earlier unfinished job on its series): a pending one
+        becomes ``running`` (attempts + 1); a ``sending`` one is resumed."""
         now = time.time() if now is None else now
+        marks = ",".join("?" * len(UNFINISHED))
         with self._transaction() as db:
-            rows = db.execute(
-                "SELECT * FROM jobs WHERE state IN (?, ?) AND next_try_at <= ? ORDER BY id", (PENDING, SENDING, now)
-            ).fetchall()
-            row = next((r for r in rows if r["id"] not in busy), None)
-            if row is None:
+            unfinished = [_job(r) for r in db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id", UNFINISHED)]
+            due = [job for job in unfinished if job.state in (PENDING, SENDING) and job.next_try_at <= now]
+            job = runnable(due, unfinished, busy)
+            if job is None:
                 return None
-            if row["state"] == PENDING:
-                db.execute("UPDATE jobs SET state = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?", (RUNNING, now, row["id"]))
-            return self.job(row["id"])
+            if job.state == PENDING:
+                db.execute("UPDATE jobs SET state = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?", (RUNNING, now, job.id))
+            return self.job(job.id)
+
+    def earlier_result(self, job: Job) -> Supersession | None:
+        """The latest earlier job of the same route on one of ``job``'s series that recorded outputs: the result ``job``
+        supersedes (None for a first run)."""
+        marks = ",".join("?" * len(job.series_uids))
+        rows = self._query(
+            f"""SELECT DISTINCT j.id FROM jobs AS j, json_each(j.series_uids) AS s
+                WHERE j.id < ? AND j.route IS ? AND s.value IN ({marks})
+                  AND EXISTS (SELECT 1 FROM outputs AS o WHERE o.job_id = j.id)
+                ORDER BY j.id DESC LIMIT 1""",
+            (job.id, job.route, *job.series_uids),
+        )
+        if not rows:
+            return None
+        earlier = rows[0]["id"]
+        return supersession(earlier, self.outputs(earlier))
+
+    def set_supersedes(self, job_id: int, earlier: Supersession | None) -> Job:
+        """Record what the job's result replaces (before its app runs, so the app is told)."""
+        self._set(
+            job_id,
+            supersedes_job_id=earlier.job_id if earlier else None,
+            supersedes_sop_uid=earlier.sop_instance_uid if earlier else None,
+            result_series_uid=earlier.series_uid if earlier else None,
+        )
+        return self.job(job_id)
 
     def job(self, job_id: int) -> Job:
         rows = self._query("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -303,16 +256,17 @@ class JobQueue:
                 (PENDING, time.time(), job_id, RUNNING),
             )
 
-    def app_succeeded(self, job_id: int, outputs: dict[Path, str], destinations: Iterable[str]) -> None:
-        """Record the app's DICOM outputs (path -> SOP Instance UID) once per destination, and move on to ``sending``."""
+    def app_succeeded(self, job_id: int, outputs: dict[Path, DicomOutput], destinations: Iterable[str]) -> None:
+        """Record the app's DICOM outputs once per destination, and move on to ``sending``."""
         now = time.time()
         with self._transaction() as db:
             db.execute("DELETE FROM outputs WHERE job_id = ?", (job_id,))
-            for path, uid in sorted(outputs.items()):
+            for path, dicom in sorted(outputs.items()):
                 for destination in destinations:
                     db.execute(
-                        "INSERT INTO outputs (job_id, path, sop_instance_uid, destination) VALUES (?, ?, ?, ?)",
-                        (job_id, str(path), uid, destination),
+                        """INSERT INTO outputs (job_id, path, sop_instance_uid, sop_class_uid, series_uid, destination)
+                           VALUES (?, ?, ?, ?, ?, ?)""",
+                        (job_id, str(path), dicom.sop_instance_uid, dicom.sop_class_uid, dicom.series_uid, destination),
                     )
             db.execute("UPDATE jobs SET state = ?, error = NULL, updated_at = ? WHERE id = ?", (SENDING, now, job_id))
 

@@ -10,6 +10,7 @@ the app itself starts are not covered.
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import shutil
@@ -25,11 +26,13 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from gateway.config import Route
+from gateway.queue import DicomOutput, Supersession
 from gateway.storage import link_or_copy
 
 logger = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+SUMMARY_FILE, ERROR_FILE = "summary.json", "error.json"
 _LIBC = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
 
 
@@ -79,12 +82,21 @@ def prepare_input(paths: JobPaths, series_files: Mapping[str, list[Path]]) -> in
     return count
 
 
-def build_command(route: Route, python: str, input_dir: Path, output_dir: Path) -> list[str]:
-    """The app's command line: the route's ``command`` with {input} {output} {model} filled in, else ``python APP ARGS``."""
+def supersede_args(earlier: Supersession | None) -> list[str]:
+    """The options both apps take for a rerun: keep the earlier SEG's series, and name the SEG this one supersedes."""
+    if earlier is None:
+        return []
+    series = ["--result-series-uid", earlier.series_uid] if earlier.series_uid else []
+    return series + (["--supersedes-sop-uid", earlier.sop_instance_uid] if earlier.sop_instance_uid else [])
+
+
+def build_command(route: Route, python: str, input_dir: Path, output_dir: Path, earlier: Supersession | None = None) -> list[str]:
+    """The app's command line: the route's ``command`` with {input} {output} {model} filled in, else ``python APP ARGS``
+    (with the rerun options of ``supersede_args`` when the job supersedes an earlier result)."""
     values = {"input": str(input_dir), "output": str(output_dir), "model": str(route.model or "")}
     if route.command:
         return [part.format(**values) for part in route.command]
-    return [python, str(route.app), *(arg.format(**values) for arg in route.args)]
+    return [python, str(route.app), *(arg.format(**values) for arg in route.args), *supersede_args(earlier)]
 
 
 def build_env(route: Route, base_env: Mapping[str, str], paths: JobPaths) -> dict[str, str]:
@@ -178,16 +190,72 @@ def _terminate(process: subprocess.Popen, grace_s: float = 10.0) -> None:
             continue
 
 
-def dicom_outputs(output_dir: Path) -> dict[Path, str]:
-    """Every DICOM file in the output tree (SEG, SR, ...) with its SOP Instance UID; other files are not sent."""
-    found: dict[Path, str] = {}
-    for path in sorted(Path(output_dir).rglob("*")):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        try:
-            ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "SOPClassUID"])
-        except (InvalidDicomError, OSError, EOFError, ValueError):
-            continue
-        if "SOPInstanceUID" in ds and "SOPClassUID" in ds:
-            found[path] = str(ds.SOPInstanceUID)
+def dicom_output(path: Path) -> DicomOutput | None:
+    """The UIDs recorded of a DICOM file, or None when the file is not DICOM (or not readable)."""
+    try:
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "SOPClassUID", "SeriesInstanceUID"])
+    except (InvalidDicomError, OSError, EOFError, ValueError):
+        return None
+    if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
+        return None
+    return DicomOutput(str(ds.SOPInstanceUID), str(ds.SOPClassUID), str(ds.get("SeriesInstanceUID", "")) or None)
+
+
+def visible_files(output_dir: Path, pattern: str = "*") -> list[Path]:
+    """Files in the output tree, leaving out hidden ones and everything in hidden folders (an app's ``.partial-*`` staging)."""
+    output_dir = Path(output_dir)
+    return sorted(
+        path
+        for path in output_dir.rglob(pattern)
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(output_dir).parts)
+    )
+
+
+def dicom_outputs(output_dir: Path) -> dict[Path, DicomOutput]:
+    """Every DICOM file in the output tree (SEG, SR, ...) with its UIDs; other files are not sent."""
+    found: dict[Path, DicomOutput] = {}
+    for path in visible_files(output_dir):
+        if (dicom := dicom_output(path)) is not None:
+            found[path] = dicom
     return found
+
+
+def output_set_problem(output_dir: Path) -> str | None:
+    """Why the app's output folder is not a complete output set, or None when it is.
+
+    Complete: at least one ``summary.json``, no ``error.json``, every file a summary lists under ``outputs``
+    present beside it, and every DICOM file in the tree listed by the summary of its folder.
+    """
+    output_dir = Path(output_dir)
+    errors = visible_files(output_dir, ERROR_FILE)
+    if errors:
+        return f"the app wrote {errors[0].relative_to(output_dir)}: {_first_line(errors[0])}"
+    summaries = visible_files(output_dir, SUMMARY_FILE)
+    if not summaries:
+        return f"incomplete output set: no {SUMMARY_FILE} in {output_dir}"
+    listed: set[Path] = set()
+    for summary in summaries:
+        try:
+            files = json.loads(summary.read_text()).get("outputs") or {}
+        except (OSError, ValueError, AttributeError) as error:
+            return f"incomplete output set: {summary.relative_to(output_dir)} is not a JSON object ({type(error).__name__})"
+        for kind, name in sorted(files.items()):
+            if name is None:
+                continue
+            path = summary.parent / str(name)
+            if not path.is_file():
+                return f"incomplete output set: {summary.relative_to(output_dir)} lists {kind} {name}, which is missing"
+            listed.add(path)
+    unlisted = sorted(path for path in dicom_outputs(output_dir) if path not in listed)
+    if unlisted:
+        return f"incomplete output set: {unlisted[0].relative_to(output_dir)} is listed in no {SUMMARY_FILE}"
+    return None
+
+
+def _first_line(path: Path) -> str:
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return "(unreadable)"
+    message = document.get("error", document) if isinstance(document, dict) else document
+    return (str(message).splitlines() or [""])[0][:300]

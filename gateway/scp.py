@@ -1,12 +1,16 @@
 """The DICOM service: C-ECHO, and C-STORE of any storage SOP class in any transfer syntax, for listed callers only.
 
 A C-STORE gets its success status only after the instance is on disk (atomically) and recorded in
-the queue. A refused object gets a failure status and a log line; the association goes on.
+the queue, with its file's SHA-256 and its association. Each association is recorded when it is
+established and when it is released or aborted (``gateway.reception``). A refused object gets a
+failure status and a log line; the association goes on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 from collections.abc import Callable
 
 from pydicom.dataset import Dataset
@@ -17,7 +21,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway.config import GatewayConfig
 from gateway.grouping import group_key
-from gateway.queue import JobQueue, ReceivedInstance
+from gateway.queue import JobQueue
+from gateway.reception import AssociationState, ReceivedInstance
 from gateway.storage import atomic_write, instance_path
 from gateway.validation import UNDECODABLE, storage_problem
 
@@ -39,8 +44,54 @@ def make_ae(config: GatewayConfig) -> AE:
     return ae
 
 
+class AssociationLog:
+    """Records each association in the database as it starts and ends; maps a live association to its record."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self.queue = queue
+        self._ids: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def id_of(self, event: Event) -> int | None:
+        with self._lock:
+            return self._ids.get(id(event.assoc))
+
+    def started(self, event: Event) -> None:
+        requestor = event.assoc.requestor
+        association_id = self.queue.association_started(requestor.ae_title, f"{requestor.address}:{requestor.port}")
+        with self._lock:
+            self._ids[id(event.assoc)] = association_id
+
+    def ended(self, event: Event, state: AssociationState) -> None:
+        """Released or aborted; a connection closed with neither (dropped) counts as aborted."""
+        with self._lock:
+            association_id = self._ids.pop(id(event.assoc), None) if state != "released" else self._ids.get(id(event.assoc))
+        if association_id is None:
+            return
+        self.queue.association_ended(association_id, state)
+        kind, count = self.queue.association_state(association_id)
+        if kind != "released" and count:
+            logger.warning(
+                "Association %d from %s ended without a release after %d instances: its study waits the cut-off wait",
+                association_id,
+                event.assoc.requestor.ae_title,
+                count,
+            )
+
+    def handlers(self) -> list[tuple]:
+        return [
+            (evt.EVT_ESTABLISHED, self.started),
+            (evt.EVT_RELEASED, lambda event: self.ended(event, "released")),
+            (evt.EVT_ABORTED, lambda event: self.ended(event, "aborted")),
+            (evt.EVT_CONN_CLOSE, lambda event: self.ended(event, "aborted")),
+        ]
+
+
 def store_handler(
-    config: GatewayConfig, queue: JobQueue, on_stored: Callable[[ReceivedInstance], None] | None = None
+    config: GatewayConfig,
+    queue: JobQueue,
+    on_stored: Callable[[ReceivedInstance], None] | None = None,
+    associations: AssociationLog | None = None,
 ) -> Callable[[Event], int]:
     def handle_store(event: Event) -> int:
         calling = event.assoc.requestor.ae_title
@@ -57,7 +108,8 @@ def store_handler(
         study, series, sop = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
         path = instance_path(config.incoming_dir, study, series, sop)
         try:
-            atomic_write(path, event.encoded_dataset(include_meta=True))
+            data = event.encoded_dataset(include_meta=True)
+            atomic_write(path, data)
             instance = ReceivedInstance(
                 sop_instance_uid=sop,
                 sop_class_uid=str(ds.SOPClassUID),
@@ -66,13 +118,17 @@ def store_handler(
                 group_key=group_key(config.grouping, study, series),
                 path=path,
                 calling_aet=calling,
+                content_sha256=hashlib.sha256(data).hexdigest(),
+                association_id=associations.id_of(event) if associations else None,
             )
-            new = queue.record_instance(instance)
+            kind = queue.record_instance(instance)
         except Exception:
             logger.exception("Could not store SOP instance %s from %s", sop, calling)
             return OUT_OF_RESOURCES
-        if not new:
-            logger.info("Received SOP instance %s again from %s; replaced it", sop, calling)
+        if kind == "duplicate":
+            logger.info("Received SOP instance %s again from %s, unchanged and already processed: no new job", sop, calling)
+        elif kind != "new":
+            logger.info("Received SOP instance %s again from %s (%s); it waits for a job", sop, calling, kind)
         if on_stored:
             on_stored(instance)
         return SUCCESS
@@ -105,8 +161,10 @@ def start_scp(
 ) -> ThreadedAssociationServer:
     """Listen on (host, port) in background threads; returns the server (call ``shutdown()`` to stop)."""
     ae = make_ae(config)
+    associations = AssociationLog(queue)
     handlers = [
-        (evt.EVT_C_STORE, store_handler(config, queue, on_stored)),
+        *associations.handlers(),
+        (evt.EVT_C_STORE, store_handler(config, queue, on_stored, associations)),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_REJECTED, rejection_logger(config)),
     ]

@@ -1,26 +1,31 @@
 """The running gateway: the SCP, a dispatcher turning quiet groups into jobs, and workers running them.
 
 Start-up first makes the database agree with the disk: temporary files of interrupted writes are
-deleted, stored files the database does not know (a crash between rename and commit) are recorded,
-and jobs a crash left running are queued again. ``stop()`` (SIGTERM) stops accepting associations,
+deleted, associations still open are marked ``killed`` (the gateway died before their release),
+stored files the database does not know (a crash between rename and commit) are recorded as from a
+killed association, and jobs a crash left running are queued again. Quiet periods count from the
+later of a group's last instance and this start (``gateway.grouping``). ``stop()`` (SIGTERM) stops accepting associations,
 stops a running app (its attempt does not count; it runs again after restart) and returns.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from pydicom import dcmread
 
 from gateway.config import GatewayConfig, Route
-from gateway.grouping import group_key, quiet_groups
-from gateway.queue import FAILED, RUNNING, Job, JobQueue, ReceivedInstance
+from gateway.grouping import group_key, ready_groups
+from gateway.queue import FAILED, RUNNING, Job, JobQueue, Supersession, supersession
+from gateway.reception import ReceivedInstance
 from gateway.routing import choose_route, describe, routing_attributes
-from gateway.runner import build_command, build_env, dicom_outputs, job_paths, prepare_input, run_app
+from gateway.runner import build_command, build_env, dicom_output, dicom_outputs, job_paths, output_set_problem, prepare_input, run_app
 from gateway.scp import start_scp
 from gateway.sender import send_files
 from gateway.storage import remove_temp_files, stored_files
@@ -39,15 +44,20 @@ def job_log(job_dir: Path, message: str) -> None:
 
 
 def register_orphan_files(config: GatewayConfig, queue: JobQueue) -> int:
-    """Record stored files the database does not know (written, but the gateway died before recording them)."""
+    """Record stored files the database does not know (written, but the gateway died before recording them): their
+    association never got to its release, so they are recorded as from a killed one."""
     known = queue.known_paths()
     added = 0
+    killed: int | None = None
     for path in stored_files(config.incoming_dir):
         if str(path) in known:
             continue
         try:
             ds = dcmread(path, stop_before_pixels=True)
             study, series = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+            if killed is None:
+                killed = queue.association_started("(recovered)", "(unknown)")
+                queue.association_ended(killed, "killed")
             queue.record_instance(
                 ReceivedInstance(
                     str(ds.SOPInstanceUID),
@@ -57,6 +67,8 @@ def register_orphan_files(config: GatewayConfig, queue: JobQueue) -> int:
                     group_key(config.grouping, study, series),
                     path,
                     "(recovered)",
+                    hashlib.sha256(path.read_bytes()).hexdigest(),
+                    killed,
                 )
             )
             added += 1
@@ -76,11 +88,16 @@ class Gateway:
         self._server = None
         self._routes = {route.name: route for route in config.routes}
         self._keywords = sorted({*ALWAYS_DESCRIBED, *(k for route in config.routes for k in route.match)})
+        self.up_since = 0.0  # when start() ran: no quiet period counts time before it
 
     # --- life cycle ---------------------------------------------------------------------------
     def start(self) -> None:
         self.config.incoming_dir.mkdir(parents=True, exist_ok=True)
         self.config.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.up_since = time.time()
+        killed = self.queue.associations_killed()
+        if killed:
+            logger.warning("%d associations were still open when the gateway stopped: their studies wait the cut-off wait", killed)
         removed = remove_temp_files(self.config.incoming_dir)
         if removed:
             logger.warning("Deleted %d partly written files left by an interrupted reception", removed)
@@ -125,9 +142,10 @@ class Gateway:
                 logger.exception("Dispatching failed; will try again")
 
     def dispatch_ready(self, now: float) -> list[int]:
-        """Route every group that has been quiet for the quiet period; returns the new job ids."""
+        """Route every group that has been quiet for the quiet period (with the gateway up); returns the new job ids."""
         created: list[int] = []
-        for key in quiet_groups(self.queue.waiting_groups(), now, self.config.quiet_period_s):
+        config = self.config
+        for key in ready_groups(self.queue.waiting_groups(), now, config.quiet_period_s, self.up_since, config.cut_off_wait_s):
             routed: dict[str, list[str]] = {}
             unrouted: dict[str, str] = {}
             for series_uid, sample in self.queue.waiting_series(key).items():
@@ -184,8 +202,12 @@ class Gateway:
     def _run(self, job: Job, route: Route) -> bool:
         paths = job_paths(self.config.jobs_dir, job.id)
         count = prepare_input(paths, self.queue.series_files(job.series_uids))
-        command = build_command(route, self.config.python, paths.input, paths.output)
+        earlier = self._earlier_result(job)
+        job = self.queue.set_supersedes(job.id, earlier)
+        command = build_command(route, self.config.python, paths.input, paths.output, earlier)
         message = f"attempt {job.attempts}/{self.config.max_attempts}: route {route.name} on {count} instances: {' '.join(command)}"
+        if earlier is not None:
+            message += f" (supersedes job {earlier.job_id}, SEG {earlier.sop_instance_uid or '-'})"
         logger.info("Job %d %s", job.id, message)
         job_log(paths.root, message)
         result = run_app(
@@ -197,6 +219,8 @@ class Gateway:
             cwd=paths.work,
             grace_s=self.config.shutdown_grace_s,
         )
+        if result.error is None and (problem := output_set_problem(paths.output)):
+            result = replace(result, error=problem)
         if result.error is None:
             outputs = dicom_outputs(paths.output)
             self.queue.app_succeeded(job.id, outputs, [d.name for d in self.config.destinations])
@@ -223,6 +247,19 @@ class Gateway:
         )
         job_log(paths.root, f"attempt {job.attempts} failed ({result.error}): {state}")
         return False
+
+    def _earlier_result(self, job: Job) -> Supersession | None:
+        """The result this job supersedes; outputs recorded by an earlier version (no SOP class kept) are read again."""
+        earlier = self.queue.earlier_result(job)
+        if earlier is None or earlier.sop_instance_uid is not None:
+            return earlier
+        outputs = self.queue.outputs(earlier.job_id)
+        if all(o.sop_class_uid is not None for o in outputs):
+            return earlier
+        described = [
+            replace(o, sop_class_uid=d.sop_class_uid, series_uid=d.series_uid) if (d := dicom_output(o.path)) else o for o in outputs
+        ]
+        return supersession(earlier.job_id, described)
 
     def _send(self, job_id: int) -> None:
         paths = job_paths(self.config.jobs_dir, job_id)

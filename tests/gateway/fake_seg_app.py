@@ -2,13 +2,19 @@
 
 Reads the CT series under HOLOSCAN_INPUT_PATH, appends ``start <pid>`` to $FAKE_APP_RUNS, waits
 while the file $FAKE_APP_HOLD exists (so a test can kill the gateway mid-job), writes HOLOSCAN_OUTPUT_PATH/seg.dcm
-(highdicom, a threshold mask referencing the source series), then appends ``finish <pid>``.
-With $FAKE_APP_FAIL it exits 2 with one ``fake_seg_app: error:`` line, as the real apps do on bad input.
+(highdicom, a threshold mask referencing the source series) and summary.json listing it, then appends
+``finish <pid>``. Like the real apps it takes ``--result-series-uid UID`` (the SEG's series) and
+``--supersedes-sop-uid UID`` (noted in the SEG's ImageComments, as a UID does not fit the 64 characters of
+ContentDescription beside any text, and in the summary).
+With $FAKE_APP_FAIL it exits 2 with one ``fake_seg_app: error:`` line, as the real apps do on bad input;
+with $FAKE_APP_INCOMPLETE it exits 0 with a summary that lists a file it did not write.
 ``fake_route`` routes a gateway to it, and ``runs`` reads back its events.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import sys
 import time
@@ -45,6 +51,10 @@ def note(event: str) -> None:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(prog="fake_seg_app")
+    parser.add_argument("--result-series-uid")
+    parser.add_argument("--supersedes-sop-uid")
+    args = parser.parse_args()
     note("start")
     if os.environ.get("FAKE_APP_FAIL"):
         sys.stderr.write(f"fake_seg_app: error: {os.environ['FAKE_APP_FAIL']}\n")
@@ -72,7 +82,7 @@ def main() -> int:
         pixel_array=mask,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[segment],
-        series_instance_uid=hd.UID(),
+        series_instance_uid=args.result_series_uid or hd.UID(),
         series_number=99,
         sop_instance_uid=hd.UID(),
         instance_number=1,
@@ -81,9 +91,13 @@ def main() -> int:
         software_versions="0",
         device_serial_number="0",
     )
+    if args.supersedes_sop_uid:
+        seg.ImageComments = f"supersedes {args.supersedes_sop_uid}"
     output = Path(os.environ["HOLOSCAN_OUTPUT_PATH"])
     seg.save_as(output / "seg.dcm")
-    (output / "summary.json").write_text("{}")  # not DICOM: must not be sent
+    outputs = {"dicom_seg": "seg.dcm"} | ({"overlay_png": "overlay.png"} if os.environ.get("FAKE_APP_INCOMPLETE") else {})
+    summary = {"outputs": outputs, "supersedes_sop_instance_uid": args.supersedes_sop_uid, "instances": len(sources)}
+    (output / "summary.json").write_text(json.dumps(summary))  # not DICOM: must not be sent
     note("finish")
     return 0
 

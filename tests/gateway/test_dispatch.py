@@ -9,7 +9,8 @@ import yaml
 
 from gateway.config import load_config
 from gateway.grouping import group_key
-from gateway.queue import PENDING, UNROUTED, ReceivedInstance
+from gateway.queue import PENDING, UNROUTED
+from gateway.reception import ReceivedInstance
 from gateway.service import Gateway, register_orphan_files
 from gateway.storage import TEMP_PREFIX, atomic_write, instance_path, remove_temp_files
 from testkit.gateway_samples import ct_series
@@ -96,3 +97,11 @@ def test_atomic_write_replaces_a_file_whole_and_leaves_no_temp_file(tmp_path: Pa
     atomic_write(target, b"second version")
     assert target.read_bytes() == b"second version"
     assert [p.name for p in target.parent.iterdir()] == ["x.dcm"]
+
+
+def test_after_a_restart_a_group_waits_the_quiet_period_with_the_gateway_up(tmp_path: Path):
+    gateway = make_gateway(tmp_path, "study")
+    receive(gateway, ct_series(2), at=1000.0)
+    gateway.up_since = 5000.0  # the gateway was down from before 1010 until 5000
+    assert gateway.dispatch_ready(now=5009.0) == []
+    assert gateway.dispatch_ready(now=5010.0) == [1]

@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage
 
 from operators.models.config import load_model_config
 from operators.models.networks import build_patch_classifier
-from testkit.gateway_process import GATEWAY_AET, REPO_ROOT, GatewayProcess, write_config
+from testkit.gateway_process import GATEWAY_AET, REPO_ROOT, SCU_AET, GatewayProcess, store, write_config
 from testkit.orthanc import Orthanc
 from tests.real_slides import real_dicom_wsi
 
@@ -115,3 +118,44 @@ def test_dicom_whole_slide_image_from_orthanc_runs_the_wsi_app_and_its_seg_comes
     assert referenced.SeriesInstanceUID == source[0].SeriesInstanceUID
     level_uids = {ds.SOPInstanceUID for ds in source if "VOLUME" in ds.ImageType}
     assert {r.ReferencedSOPInstanceUID for r in referenced.ReferencedInstanceSequence} <= level_uids
+
+
+def test_gateway_killed_after_part_of_a_study_then_the_study_resent_gives_one_seg_from_all_its_instances(
+    orthanc: Orthanc, demo_ct, tmp_path: Path, gateway_port: int
+):
+    files = sorted(demo_ct.dicom_dir.glob("*.dcm"))
+    source = [dcmread(f) for f in files]
+    destination = {"name": "orthanc", "type": "dicom", "ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
+    config = write_config(tmp_path, gateway_port, [SPLEEN_ROUTE], [destination], quiet_period_s=2, cut_off_wait_s=300)
+    gateway = GatewayProcess(config, gateway_port, tmp_path / "gateway.log").start()
+
+    ae = AE(ae_title=SCU_AET)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", gateway_port, ae_title=GATEWAY_AET)
+    acknowledged = [assoc.send_c_store(ds).Status for ds in source[:27]]
+    assert acknowledged == [0] * 27
+    gateway.kill()  # SIGKILL with the association open: 27 of 80 instances stored and acknowledged
+    assoc.abort()
+    time.sleep(3)  # the gateway is down longer than the quiet period
+
+    gateway.start()
+    time.sleep(5)  # more than two quiet periods with the gateway up: a partial study must not become a job
+    assert gateway.jobs() == []
+    assert "1 associations were still open when the gateway stopped" in gateway.log_text()
+    assert store(gateway_port, files) == [0] * len(files)  # the sender sends the whole study again
+    [job] = gateway.wait_for_jobs({"done", "failed"}, timeout_s=900)
+    time.sleep(3)  # nothing else follows
+    jobs = gateway.jobs()
+    assert gateway.terminate() == 0
+    assert [j["id"] for j in jobs] == [job["id"]] and job["state"] == "done", gateway.log_text()[-4000:]
+
+    study_uid = str(source[0].StudyInstanceUID)
+    [seg_series] = orthanc.find("Series", {"StudyInstanceUID": study_uid, "Modality": "SEG"})
+    [seg_id] = orthanc.series_instances(seg_series)  # exactly one SEG in the PACS
+    seg = dcmread(io.BytesIO(orthanc.instance_file(seg_id)))
+    [referenced] = seg.ReferencedSeriesSequence
+    assert len(files) == 80
+    assert {r.ReferencedSOPInstanceUID for r in referenced.ReferencedInstanceSequence} == {str(ds.SOPInstanceUID) for ds in source}
+    summary = json.loads((tmp_path / "gateway-data" / "jobs" / f"{job['id']:06d}" / "output" / "summary.json").read_text())
+    assert sorted(summary["input"]["sop_instance_uids"]) == sorted(str(ds.SOPInstanceUID) for ds in source)  # the app read all 80
+    assert seg.SegmentSequence[0].SegmentLabel == "Spleen"

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.queue import DONE, FAILED, PENDING, RUNNING, SENDING, UNROUTED, JobQueue, ReceivedInstance
+from gateway.grouping import WaitingGroup
+from gateway.queue import DONE, FAILED, PENDING, RUNNING, SENDING, UNROUTED, DicomOutput, JobQueue
+from gateway.reception import Arrival, ReceivedInstance
 
 MAX_ATTEMPTS = 2
 
 
-def received(queue: JobQueue, sop: str, series: str = "1.1", group: str = "study:1", at: float = 100.0) -> bool:
+def received(queue: JobQueue, sop: str, series: str = "1.1", group: str = "study:1", at: float = 100.0, sha256: str = "h1") -> Arrival:
     return queue.record_instance(
-        ReceivedInstance(sop, "1.2.840.10008.5.1.4.1.1.2", "1", series, group, Path(f"/data/{sop}.dcm"), "PACS"), now=at
+        ReceivedInstance(sop, "1.2.840.10008.5.1.4.1.1.2", "1", series, group, Path(f"/data/{sop}.dcm"), "PACS", sha256), now=at
     )
 
 
@@ -45,7 +47,7 @@ def test_a_job_interrupted_on_every_attempt_is_kept_as_failed(tmp_path: Path):
 def test_a_finished_job_is_never_claimed_again(tmp_path: Path):
     queue, job_id = one_job(tmp_path / "q.sqlite")
     queue.claim(set())
-    queue.app_succeeded(job_id, {Path("/out/seg.dcm"): "9.9"}, ["pacs"])
+    queue.app_succeeded(job_id, {Path("/out/seg.dcm"): DicomOutput("9.9")}, ["pacs"])
     queue.output_sent(job_id, Path("/out/seg.dcm"), "pacs")
     queue.sending_done(job_id)
     queue.close()
@@ -57,7 +59,7 @@ def test_a_finished_job_is_never_claimed_again(tmp_path: Path):
 def test_a_job_stopped_while_sending_resumes_with_only_the_unsent_outputs(tmp_path: Path):
     queue, job_id = one_job(tmp_path / "q.sqlite")
     queue.claim(set())
-    outputs = {Path("/out/seg.dcm"): "9.1", Path("/out/sr.dcm"): "9.2"}
+    outputs = {Path("/out/seg.dcm"): DicomOutput("9.1"), Path("/out/sr.dcm"): DicomOutput("9.2")}
     queue.app_succeeded(job_id, outputs, ["pacs", "archive"])
     queue.output_sent(job_id, Path("/out/seg.dcm"), "pacs")
     queue.close()
@@ -90,12 +92,12 @@ def test_a_retry_waits_for_its_delay(tmp_path: Path):
 
 def test_instances_arriving_after_the_cutoff_wait_for_the_next_job_and_a_resent_instance_waits_again(tmp_path: Path):
     queue = JobQueue(tmp_path / "q.sqlite")
-    assert received(queue, "1.1.1", at=100.0) is True
-    assert received(queue, "1.1.2", at=150.0) is True
+    assert received(queue, "1.1.1", at=100.0) == "new"
+    assert received(queue, "1.1.2", at=150.0) == "new"
     queue.dispatch_group("study:1", cutoff=120.0, routed={"ct": ["1.1"]}, unrouted={}, now=125.0)
-    assert queue.waiting_groups() == {"study:1": 150.0}
-    assert received(queue, "1.1.1", at=160.0) is False  # the same SOP instance again: one row, waits again
-    assert queue.instance_count() == 2 and queue.waiting_groups() == {"study:1": 160.0}
+    assert queue.waiting_groups() == {"study:1": WaitingGroup(150.0)}
+    assert received(queue, "1.1.1", at=160.0, sha256="h2") == "changed"  # the same SOP instance, new content: one row, waits again
+    assert queue.instance_count() == 2 and queue.waiting_groups() == {"study:1": WaitingGroup(160.0)}
 
 
 def test_unrouted_series_are_kept_as_records_with_the_reason(tmp_path: Path):

@@ -8,7 +8,7 @@ import pytest
 from pydicom.multival import MultiValue
 
 from gateway.config import Route
-from gateway.grouping import group_key, quiet_groups
+from gateway.grouping import WaitingGroup, group_key, ready_groups
 from gateway.routing import choose_route, routing_attributes
 from testkit.gateway_samples import ct_series, write_series
 
@@ -53,6 +53,28 @@ def test_group_key_is_the_study_or_the_series():
 
 
 def test_a_group_is_complete_only_after_the_quiet_period():
-    last = {"study:a": 100.0, "study:b": 104.5, "study:c": 95.0}
-    assert quiet_groups(last, now=105.0, quiet_period_s=5.0) == ["study:a", "study:c"]
-    assert quiet_groups(last, now=110.0, quiet_period_s=5.0) == ["study:a", "study:b", "study:c"]
+    last = {key: WaitingGroup(at) for key, at in {"study:a": 100.0, "study:b": 104.5, "study:c": 95.0}.items()}
+    assert ready_groups(last, now=105.0, quiet_period_s=5.0) == ["study:a", "study:c"]
+    assert ready_groups(last, now=110.0, quiet_period_s=5.0) == ["study:a", "study:b", "study:c"]
+
+
+@pytest.mark.parametrize(
+    ("last_received_at", "cut_off", "up_since", "now", "ready"),
+    [
+        (100.0, False, 0.0, 110.0, True),  # quiet for 10 s with the gateway up
+        (100.0, False, 0.0, 109.9, False),
+        (100.0, False, 500.0, 505.0, False),  # restarted at 500: the 400 s it was down do not count
+        (100.0, False, 500.0, 510.0, True),
+        (600.0, False, 500.0, 610.0, True),  # arrived after the restart: counts from the instance
+        (100.0, True, 0.0, 110.0, False),  # cut off mid-association: waits the cut-off wait (60 s)
+        (100.0, True, 0.0, 160.0, True),
+        (100.0, True, 500.0, 559.0, False),  # cut off by the restart: 60 s with the gateway up
+        (100.0, True, 500.0, 560.0, True),
+    ],
+)
+def test_the_quiet_period_counts_only_time_the_gateway_was_up_and_a_cut_off_group_waits_longer(
+    last_received_at: float, cut_off: bool, up_since: float, now: float, ready: bool
+):
+    groups = {"study:a": WaitingGroup(last_received_at, cut_off)}
+    chosen = ready_groups(groups, now=now, quiet_period_s=10.0, up_since=up_since, cut_off_wait_s=60.0)
+    assert chosen == (["study:a"] if ready else [])

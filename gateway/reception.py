@@ -1,0 +1,174 @@
+"""Received instances and the associations that brought them, as persisted in the gateway's database.
+
+Each association is recorded when it is established (``open``) and when it ends: ``released`` (the
+sender said it was done), ``aborted`` (either side aborted, or the connection dropped), or ``killed``
+(still open when the gateway last stopped: the process died before the release). Each instance keeps
+its file's SHA-256 and the association it last came in. What a received instance means for the
+queue (``Arrival``):
+
+- ``new``: never seen; it waits for the group's quiet period, then a job.
+- ``changed``: seen before with other content (or in another series): it waits again, and the job it
+  joins reruns the series, superseding the earlier result.
+- ``duplicate``: the same content already taken by a job that is pending, running, sending or done:
+  no new job.
+- ``resent``: the same content, not yet taken by a job (or its job failed, or no route took it): it
+  waits again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from gateway.database import Database
+from gateway.grouping import WaitingGroup
+
+Arrival = Literal["new", "changed", "duplicate", "resent"]
+AssociationState = Literal["open", "released", "aborted", "killed"]
+CUT_OFF: tuple[AssociationState, ...] = ("aborted", "killed")
+LIVE_JOB_STATES = ("pending", "running", "sending", "done")  # a job in these has taken (or will show) the instance's result
+
+
+@dataclass(frozen=True)
+class ReceivedInstance:
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    group_key: str
+    path: Path
+    calling_aet: str
+    content_sha256: str | None = None  # of the stored file
+    association_id: int | None = None
+
+
+@dataclass(frozen=True)
+class KnownInstance:
+    """What the database holds for an instance received before."""
+
+    series_uid: str
+    content_sha256: str | None
+    dispatched: bool
+
+
+def arrival(known: KnownInstance | None, series_uid: str, content_sha256: str | None, series_has_live_job: bool) -> Arrival:
+    """Classify a received instance against what was received before (see the module docstring)."""
+    if known is None:
+        return "new"
+    if known.series_uid != series_uid or content_sha256 is None or known.content_sha256 != content_sha256:
+        return "changed"  # an instance recorded before hashes were kept counts as changed: it reruns rather than being lost
+    if known.dispatched and series_has_live_job:
+        return "duplicate"
+    return "resent"
+
+
+class Reception(Database):
+    """The instances and associations tables."""
+
+    # --- associations -------------------------------------------------------------------------
+    def association_started(self, calling_aet: str, peer: str, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO associations (calling_aet, peer, state, started_at) VALUES (?, ?, 'open', ?)", (calling_aet, peer, now)
+            )
+        return int(cursor.lastrowid)
+
+    def association_ended(self, association_id: int, state: AssociationState, now: float | None = None) -> None:
+        """Record how an open association ended (a later report for one already ended is ignored)."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            db.execute("UPDATE associations SET state = ?, ended_at = ? WHERE id = ? AND state = 'open'", (state, now, association_id))
+
+    def associations_killed(self, now: float | None = None) -> int:
+        """At start: associations still open were cut off when the gateway stopped without their release."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            return db.execute("UPDATE associations SET state = 'killed', ended_at = ? WHERE state = 'open'", (now,)).rowcount
+
+    def association_state(self, association_id: int) -> tuple[AssociationState, int]:
+        """The association's state and how many instances it stored."""
+        [row] = self._query("SELECT state, instances FROM associations WHERE id = ?", (association_id,))
+        return row["state"], row["instances"]
+
+    # --- received instances -------------------------------------------------------------------
+    def _series_has_live_job(self, db, series_uid: str) -> bool:
+        marks = ",".join("?" * len(LIVE_JOB_STATES))
+        row = db.execute(
+            f"SELECT 1 FROM jobs, json_each(jobs.series_uids) AS s WHERE s.value = ? AND jobs.state IN ({marks}) LIMIT 1",
+            (series_uid, *LIVE_JOB_STATES),
+        ).fetchone()
+        return row is not None
+
+    def record_instance(self, instance: ReceivedInstance, now: float | None = None) -> Arrival:
+        """Record a stored instance; what it means for the queue (see ``arrival``)."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT series_uid, content_sha256, dispatched FROM instances WHERE sop_instance_uid = ?", (instance.sop_instance_uid,)
+            ).fetchone()
+            known = None if row is None else KnownInstance(row[0], row[1], bool(row[2]))
+            kind = arrival(known, instance.series_uid, instance.content_sha256, known is not None and self._series_has_live_job(db, row[0]))
+            if kind == "duplicate":
+                db.execute(
+                    "UPDATE instances SET receive_count = receive_count + 1, received_at = ?, calling_aet = ? WHERE sop_instance_uid = ?",
+                    (now, instance.calling_aet, instance.sop_instance_uid),
+                )
+            else:
+                db.execute(
+                    """INSERT INTO instances (sop_instance_uid, sop_class_uid, study_uid, series_uid, group_key, path, calling_aet,
+                           received_at, content_sha256, association_id)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       ON CONFLICT (sop_instance_uid) DO UPDATE SET sop_class_uid = excluded.sop_class_uid,
+                           study_uid = excluded.study_uid, series_uid = excluded.series_uid, group_key = excluded.group_key,
+                           path = excluded.path, calling_aet = excluded.calling_aet, received_at = excluded.received_at,
+                           content_sha256 = excluded.content_sha256, association_id = excluded.association_id,
+                           receive_count = receive_count + 1, dispatched = 0""",
+                    (
+                        instance.sop_instance_uid,
+                        instance.sop_class_uid,
+                        instance.study_uid,
+                        instance.series_uid,
+                        instance.group_key,
+                        str(instance.path),
+                        instance.calling_aet,
+                        now,
+                        instance.content_sha256,
+                        instance.association_id,
+                    ),
+                )
+            if instance.association_id is not None:
+                db.execute("UPDATE associations SET instances = instances + 1 WHERE id = ?", (instance.association_id,))
+        return kind
+
+    def known_paths(self) -> set[str]:
+        return {row["path"] for row in self._query("SELECT path FROM instances")}
+
+    def waiting_groups(self) -> dict[str, WaitingGroup]:
+        """Groups with instances not yet handed to a job: when their newest instance arrived, and whether its
+        association was cut off (SQLite takes the bare ``association_id`` from the row holding the MAX)."""
+        rows = self._query(
+            """SELECT w.group_key, w.last, a.state FROM (
+                   SELECT group_key, MAX(received_at) AS last, association_id FROM instances WHERE dispatched = 0 GROUP BY group_key
+               ) AS w LEFT JOIN associations AS a ON a.id = w.association_id"""
+        )
+        return {row["group_key"]: WaitingGroup(row["last"], row["state"] in CUT_OFF) for row in rows}
+
+    def waiting_series(self, group_key: str) -> dict[str, Path]:
+        """The group's series with waiting instances, each with one of its files (to read its attributes)."""
+        rows = self._query(
+            "SELECT series_uid, MIN(path) AS path FROM instances WHERE dispatched = 0 AND group_key = ? GROUP BY series_uid", (group_key,)
+        )
+        return {row["series_uid"]: Path(row["path"]) for row in rows}
+
+    def series_files(self, series_uids: list[str] | tuple[str, ...]) -> dict[str, list[Path]]:
+        """Every stored file of these series (a job's input is its series whole, earlier arrivals included)."""
+        files: dict[str, list[Path]] = {}
+        for uid in series_uids:
+            files[uid] = [Path(r["path"]) for r in self._query("SELECT path FROM instances WHERE series_uid = ? ORDER BY path", (uid,))]
+        return files
+
+    def instance_count(self) -> int:
+        return self._query("SELECT COUNT(*) AS n FROM instances")[0]["n"]
