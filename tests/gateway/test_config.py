@@ -34,6 +34,12 @@ def test_example_config_routes_ct_to_the_spleen_app_and_sm_to_the_wsi_app():
     assert config.allowed_calling_aets == ("ORTHANC",) and config.destinations[0].type == "dicom"
 
 
+def test_a_cut_off_study_waits_five_minutes_unless_configured_and_never_less_than_the_quiet_period(tmp_path: Path):
+    assert parse_config(minimal(), tmp_path).cut_off_wait_s == 300
+    assert parse_config(minimal(quiet_period_s=600), tmp_path).cut_off_wait_s == 600
+    assert parse_config(minimal(cut_off_wait_s=45), tmp_path).cut_off_wait_s == 45
+
+
 def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path):
     config = parse_config(minimal(), tmp_path)
     assert config.storage_dir == tmp_path / "data" and config.database == tmp_path / "data" / "gateway.sqlite"
@@ -49,10 +55,11 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path):
         ({"routes": [{"name": "x", "match": {"Modality": "CT"}}]}, "routes[0] (x): give 'app'"),
         ({"routes": [{"name": "x", "match": {"Modality": "CT"}, "app": "no/such/app"}]}, "does not exist"),
         ({"quiet_period_s": 0}, "quiet_period_s"),
+        ({"quiet_period_s": 30, "cut_off_wait_s": 10}, "cut_off_wait_s: must be at least quiet_period_s (30), got 10"),
         ({"destinations": [{"name": "p", "type": "ftp"}]}, "destinations[0] (p): type"),
         ({"destinations": [{"name": "p", "ae_title": "P", "host": "h"}]}, "destinations[0]: missing 'port'"),
     ],
-    ids=["long-ae", "no-callers", "grouping", "no-routes", "no-app", "missing-app", "quiet", "dest-type", "dest-port"],
+    ids=["long-ae", "no-callers", "grouping", "no-routes", "no-app", "missing-app", "quiet", "cut-off-wait", "dest-type", "dest-port"],
 )
 def test_config_mistakes_are_refused_naming_the_key(tmp_path: Path, change: dict, message: str):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
