@@ -1,6 +1,9 @@
 """Choose the CT series to segment, by explicit rules, and say why every other series was skipped.
 
-Rules, in order: modality CT; a single-frame CT Image Storage object; ImageType ORIGINAL/PRIMARY;
+Rules, in order: modality CT; single-frame CT Image Storage files, or one multi-frame Enhanced CT or
+Legacy Converted Enhanced CT instance (its frames are the slices: :mod:`operators.ct.enhanced_ct`);
+pixel data in a transfer syntax an installed decoder reads; ImageType ORIGINAL/PRIMARY (or an original
+only lossy compressed since: DERIVED/PRIMARY with the derivation code "Lossy Compression");
 axial (the slice normal's largest component is head-foot); at least ``min_slices`` slices; the same
 orientation, matrix and pixel spacing on every slice; even spacing along the normal (no gaps, no
 duplicates) with the slice positions on one line; and, with ``on_gantry_tilt="refuse"``, no gantry
@@ -18,6 +21,7 @@ import numpy as np
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from operators.core.errors import NoUsableSeriesError
+from operators.ct.enhanced_ct import MULTIFRAME_CT_SOP_CLASSES, frame_headers, is_multiframe_ct
 from operators.ct.slice_geometry import (
     GANTRY_TILT_TOLERANCE_DEG,
     ORIENTATION_TOLERANCE,
@@ -27,6 +31,7 @@ from operators.ct.slice_geometry import (
     stack_geometry,
     uneven_spacing_reason,
 )
+from operators.dicom.pixel_decoding import decoder_problem
 from operators.dicom.scan import DicomScan, DicomSeries
 
 logger = logging.getLogger(__name__)
@@ -71,16 +76,30 @@ class SeriesSelection:
 
 def rejection_reason(series: DicomSeries, rules: SeriesRules) -> str | None:
     """Why ``series`` cannot be segmented, or None when it qualifies."""
+    return _instance_reason(series) or _slice_reason(slice_headers(series), rules)
+
+
+def _instance_reason(series: DicomSeries) -> str | None:
+    """What in the files themselves rules the series out: modality, SOP class, transfer syntax."""
     headers = [instance.header for instance in series.instances]
     first = headers[0]
     modality = str(first.get("Modality", ""))
     if modality != "CT":
         return f"modality is {modality or 'missing'}, not CT"
     sop_classes = {str(h.get("SOPClassUID", "")) for h in headers}
-    if sop_classes != {CT_IMAGE_STORAGE}:
-        return f"SOP class {', '.join(sorted(sop_classes))} is not single-frame CT Image Storage"
-    image_types = {tuple(str(v).upper() for v in (h.get("ImageType") or ())[:2]) for h in headers}
-    if image_types != {("ORIGINAL", "PRIMARY")}:
+    if sop_classes != {CT_IMAGE_STORAGE} and not sop_classes <= MULTIFRAME_CT_SOP_CLASSES:
+        return f"SOP class {', '.join(sorted(sop_classes))} is not CT Image Storage, Enhanced CT or Legacy Converted Enhanced CT"
+    if is_multiframe_ct(first) and len(_unique_by_sop(headers)) > 1:
+        return f"{len(_unique_by_sop(headers))} multi-frame CT instances in one series (one expected)"
+    by_syntax = {str(getattr(h, "file_meta", {}).get("TransferSyntaxUID", "")): h for h in headers}
+    problem = next(filter(None, (decoder_problem(h) for h in by_syntax.values())), None)
+    return problem
+
+
+def _slice_reason(headers: list, rules: SeriesRules) -> str | None:
+    """What in the slices (files, or frames of a multi-frame instance) rules the series out."""
+    image_types = {tuple(str(v).upper() for v in (h.get("ImageType") or ())[:2]) for h in headers if not only_lossy_compressed(h)}
+    if image_types - {("ORIGINAL", "PRIMARY")}:
         return f"ImageType is {sorted('/'.join(t) for t in image_types)}, not ORIGINAL/PRIMARY"
     missing = [k for k in GEOMETRY_KEYWORDS if any(k not in h for h in headers)]
     if missing:
@@ -95,14 +114,29 @@ def rejection_reason(series: DicomSeries, rules: SeriesRules) -> str | None:
         return "slices have different matrix sizes"
     if len({tuple(float(v) for v in h.PixelSpacing) for h in headers}) > 1:
         return "slices have different pixel spacings"
-    unique = _unique_by_sop(headers)
-    if len(unique) < rules.min_slices:
-        return f"{len(unique)} slices, fewer than the {rules.min_slices} required"
-    geometry = stack_geometry(unique)
+    if len(headers) < rules.min_slices:
+        return f"{len(headers)} slices, fewer than the {rules.min_slices} required"
+    geometry = stack_geometry(headers)
     return (
         uneven_spacing_reason(geometry.gaps_mm, rules.spacing_relative_tolerance)
         or off_line_reason(geometry)
         or gantry_tilt_refusal(gantry_tilt_deg(geometry), rules)
+    )
+
+
+LOSSY_COMPRESSION_CODE = ("113040", "DCM")  # DICOM CID 7203 "Lossy Compression"
+
+
+def only_lossy_compressed(header) -> bool:
+    """An original image that was only lossy compressed since (DERIVED/PRIMARY, every derivation code "Lossy
+    Compression", PS3.3 C.7.6.1.1.5), as archives that compress with JPEG or JPEG 2000 mark it."""
+    image_type = tuple(str(v).upper() for v in (header.get("ImageType") or ())[:2])
+    codes = header.get("DerivationCodeSequence") or []
+    return (
+        image_type == ("DERIVED", "PRIMARY")
+        and str(header.get("LossyImageCompression", "")) == "01"
+        and len(codes) > 0
+        and all((str(c.get("CodeValue", "")), str(c.get("CodingSchemeDesignator", ""))) == LOSSY_COMPRESSION_CODE for c in codes)
     )
 
 
@@ -114,8 +148,15 @@ def _unique_by_sop(headers: list) -> list:
     return list(seen.values())
 
 
-def _preference_key(series: DicomSeries) -> tuple[int, float, int]:
+def slice_headers(series: DicomSeries) -> list:
+    """One header per slice: the series' files (the same SOPInstanceUID stored twice counted once),
+    or, for a multi-frame CT instance, one header per frame in frame order."""
     headers = _unique_by_sop([instance.header for instance in series.instances])
+    return frame_headers(headers[0]) if is_multiframe_ct(headers[0]) else headers
+
+
+def _preference_key(series: DicomSeries) -> tuple[int, float, int]:
+    headers = slice_headers(series)
     spacing = float(np.median(stack_geometry(headers).gaps_mm))
     return (-len(headers), spacing, int(series.first.get("SeriesNumber") or 0))
 

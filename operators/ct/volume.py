@@ -2,7 +2,9 @@
 
 Pixel data is read here, for the chosen series only. A file whose pixel data is truncated or cannot
 be decoded is skipped with a warning; if that leaves a gap, the series is refused (never resampled
-over a missing slice), with an error that names the gap.
+over a missing slice), with an error that names the gap. A multi-frame Enhanced CT or Legacy
+Converted Enhanced CT instance is read whole, its frames being the slices
+(:mod:`operators.ct.enhanced_ct`); unreadable pixel data there refuses the series.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pydicom.dataset import Dataset
 
 from operators.core.errors import InvalidSeriesError
 from operators.core.timing import StageTimings
+from operators.ct.enhanced_ct import frame_headers, is_multiframe_ct, read_multiframe_hu
 from operators.ct.series_selector import SeriesRules, SeriesSelection
 from operators.ct.slice_geometry import gantry_tilt_deg, index_to_lps_affine, off_line_reason, stack_geometry, uneven_spacing_reason
+from operators.dicom.pixel_decoding import ensure_decoder_plugins
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +37,8 @@ class CTVolume:
     ``gantry_tilt_deg`` is the angle between the slice-position step and the slice normal; the
     affine's slice column is always that real step, so it is sheared when the gantry is tilted.
     ``gantry_tilted`` says the angle is above the rules' tolerance (not position rounding).
+    For a multi-frame source, ``source_datasets`` are per-frame headers, ``multiframe_source`` the
+    instance's header and ``source_frame_numbers`` the 1-based frame of each slice of ``hu_zyx``.
     """
 
     hu_zyx: np.ndarray
@@ -40,6 +46,8 @@ class CTVolume:
     source_datasets: tuple[Dataset, ...]
     gantry_tilt_deg: float = 0.0
     gantry_tilted: bool = False
+    multiframe_source: Dataset | None = None
+    source_frame_numbers: tuple[int, ...] | None = None
 
     @property
     def spacing_xyz_mm(self) -> tuple[float, float, float]:
@@ -49,9 +57,23 @@ class CTVolume:
     def voxel_volume_mm3(self) -> float:
         return float(abs(np.linalg.det(self.affine_lps[:3, :3])))
 
+    @property
+    def source_images(self) -> tuple[Dataset, ...]:
+        """What a derived object (SEG) references: the slices, or the one multi-frame instance."""
+        return self.source_datasets if self.multiframe_source is None else (self.multiframe_source,)
 
-def _read_slice(path) -> tuple[Dataset, np.ndarray] | str:
+    def in_source_order(self, array_zyx: np.ndarray) -> np.ndarray:
+        """An array on this volume's grid with its slices in the source's order (frame order for a multi-frame source)."""
+        if self.source_frame_numbers is None:
+            return array_zyx
+        result = np.empty_like(array_zyx)
+        result[np.asarray(self.source_frame_numbers) - 1] = array_zyx
+        return result
+
+
+def read_slice(path) -> tuple[Dataset, np.ndarray] | str:
     """A slice's dataset and HU pixels, or why it cannot be used."""
+    ensure_decoder_plugins()
     try:
         dataset = pydicom.dcmread(path)
         pixels = dataset.pixel_array
@@ -72,13 +94,18 @@ def _read_slice(path) -> tuple[Dataset, np.ndarray] | str:
 def build_ct_volume(selection: SeriesSelection, rules: SeriesRules = SeriesRules()) -> CTVolume:
     """Read the chosen series' pixels, apply rescale slope/intercept, order slices along the normal."""
     series = selection.chosen
+    if is_multiframe_ct(series.first):
+        instance = series.instances[0]
+        frames = frame_headers(instance.header)
+        hu = read_multiframe_hu(instance.path, frames, series.label)
+        return _assemble_volume(series.label, frames, list(hu), rules, multiframe_source=instance.header)
     slices: dict[str, tuple[Dataset, np.ndarray]] = {}
     for instance in series.instances:
         sop_uid = str(instance.header.SOPInstanceUID)
         if sop_uid in slices:
             logger.warning("Skipping %s: another file of %s holds the same SOPInstanceUID", instance.path, series.label)
             continue
-        result = _read_slice(instance.path)
+        result = read_slice(instance.path)
         if isinstance(result, str):
             logger.warning("Skipping %s: %s", instance.path, result)
             continue
@@ -86,13 +113,17 @@ def build_ct_volume(selection: SeriesSelection, rules: SeriesRules = SeriesRules
 
     if len(slices) < rules.min_slices:
         raise InvalidSeriesError(f"{series.label}: only {len(slices)} readable slices, {rules.min_slices} required")
-    datasets = [dataset for dataset, _ in slices.values()]
+    return _assemble_volume(series.label, [dataset for dataset, _ in slices.values()], [hu for _, hu in slices.values()], rules)
+
+
+def _assemble_volume(
+    label: str, datasets: list[Dataset], pixels: list[np.ndarray], rules: SeriesRules, multiframe_source: Dataset | None = None
+) -> CTVolume:
+    """Check the slices' geometry, sort them along the normal and build the affine (one path for every source)."""
     geometry = stack_geometry(datasets)
     reason = uneven_spacing_reason(geometry.gaps_mm, rules.spacing_relative_tolerance) or off_line_reason(geometry)
     if reason:
-        raise InvalidSeriesError(f"{series.label} refused, not resampled: {reason}")
-
-    pixels = [hu for _, hu in slices.values()]
+        raise InvalidSeriesError(f"{label} refused, not resampled: {reason}")
     hu_zyx = np.empty((len(pixels), *pixels[0].shape), dtype=np.float32)
     for z, index in enumerate(geometry.order):
         hu_zyx[z] = pixels[index]
@@ -104,7 +135,7 @@ def build_ct_volume(selection: SeriesSelection, rules: SeriesRules = SeriesRules
         logger.warning(
             "%s: gantry tilt of %.2f degrees (GantryDetectorTilt %s): outputs keep the sheared geometry; "
             "the network sees an orthogonal resampling",
-            series.label,
+            label,
             tilt,
             sorted_datasets[0].get("GantryDetectorTilt", "absent"),
         )
@@ -115,7 +146,15 @@ def build_ct_volume(selection: SeriesSelection, rules: SeriesRules = SeriesRules
         hu_zyx.min(),
         hu_zyx.max(),
     )
-    return CTVolume(hu_zyx=hu_zyx, affine_lps=affine, source_datasets=sorted_datasets, gantry_tilt_deg=tilt, gantry_tilted=tilted)
+    return CTVolume(
+        hu_zyx=hu_zyx,
+        affine_lps=affine,
+        source_datasets=sorted_datasets,
+        gantry_tilt_deg=tilt,
+        gantry_tilted=tilted,
+        multiframe_source=multiframe_source,
+        source_frame_numbers=None if multiframe_source is None else tuple(index + 1 for index in geometry.order),
+    )
 
 
 class CTVolumeOperator(Operator):

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from operators.core.errors import NoUsableSeriesError
-from operators.ct.series_selector import SeriesRules, rejection_reason, select_ct_series
+from operators.ct.series_selector import SeriesRules, only_lossy_compressed, rejection_reason, select_ct_series
 from operators.dicom.scan import DicomInstance, DicomScan, DicomSeries
 from testkit.dicom_factories import ct_stack
 
@@ -74,3 +75,30 @@ def test_select_ignores_a_duplicate_copy_of_a_slice():
     headers = ct_stack(EVEN)
     copy = headers[3].copy()
     assert rejection_reason(as_series([*headers, copy]), SeriesRules()) is None
+
+
+def _derived(image_type=("DERIVED", "PRIMARY", "AXIAL"), lossy="01", codes=(("113040", "DCM"),)):
+    header = pydicom.Dataset()
+    header.ImageType = list(image_type)
+    if lossy is not None:
+        header.LossyImageCompression = lossy
+    header.DerivationCodeSequence = [pydicom.Dataset() for _ in codes]
+    for item, (value, scheme) in zip(header.DerivationCodeSequence, codes, strict=True):
+        item.CodeValue, item.CodingSchemeDesignator = value, scheme
+    return header
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (_derived(), True),  # what DCMTK and archives write for a JPEG or JPEG 2000 lossy copy
+        (_derived(("ORIGINAL", "PRIMARY")), False),  # not derived at all: the ORIGINAL rule applies
+        (_derived(lossy=None), False),
+        (_derived(codes=()), False),
+        (_derived(codes=(("113040", "DCM"), ("113076", "DCM"))), False),  # lossy and also segmented/processed
+        (_derived(codes=(("121327", "DCM"),)), False),  # "Full fidelity image" is not a lossy derivation
+        (_derived(("DERIVED", "SECONDARY")), False),
+    ],
+)
+def test_only_lossy_compressed_accepts_nothing_but_lossy_compression(header, expected):
+    assert only_lossy_compressed(header) is expected
