@@ -30,11 +30,10 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from operators.core.atomic_io import write_atomically
 from operators.core.timing import StageTimings
 from operators.ct.summary import organ_volume_ml
 from operators.ct.volume import CTVolume
-from operators.dicom.seg import NOT_FOR_CLINICAL_USE, EquipmentSpec, ResultSeries, SegmentSpec
+from operators.dicom.seg import NOT_FOR_CLINICAL_USE, EquipmentSpec, ResultSeries, SegmentSpec, write_seg
 
 logger = logging.getLogger(__name__)
 
@@ -144,10 +143,6 @@ def build_volume_sr(
     return sr
 
 
-def write_sr(sr: Dataset, path: Path) -> Path:
-    return write_atomically(path, lambda tmp: sr.save_as(tmp, enforce_file_format=True))
-
-
 class VolumeSrWriterOperator(Operator):
     """Writes the organ volume as a TID 1500 SR referencing the segment of the SEG just written.
 
@@ -196,6 +191,6 @@ class VolumeSrWriterOperator(Operator):
         with self.timings.stage(self.STAGE):
             seg = dcmread(seg_path, stop_before_pixels=True)
             volume_ml = organ_volume_ml(mask, volume.voxel_volume_mm3)
-            path = write_sr(build_volume_sr(seg, volume_ml, self.segment, self.equipment), self.output_path)
+            path = write_seg(build_volume_sr(seg, volume_ml, self.segment, self.equipment), self.output_path)
         logger.info("Wrote DICOM SR %s (%s %.1f mL)", path, self.segment.label, volume_ml)
         op_output.emit(path, self.OUTPUT_PATH)

@@ -16,7 +16,7 @@ from pydicom.uid import Comprehensive3DSRStorage
 
 from operators.ct.seg_writer import build_binary_seg
 from operators.ct.series_selector import select_ct_series
-from operators.ct.sr_writer import MILLILITER, build_volume_sr, write_sr
+from operators.ct.sr_writer import MILLILITER, build_volume_sr
 from operators.ct.summary import organ_volume_ml
 from operators.ct.volume import build_ct_volume
 from operators.dicom.scan import scan_dicom_folder
@@ -39,7 +39,7 @@ def volume_and_seg(tmp_path: Path):
 
 
 def written_sr(seg: Dataset, volume_ml: float, folder: Path) -> Path:
-    return write_sr(build_volume_sr(seg, volume_ml, SEGMENT, EQUIPMENT), folder / "sr.dcm")
+    return write_seg(build_volume_sr(seg, volume_ml, SEGMENT, EQUIPMENT), folder / "sr.dcm")  # the one atomic DICOM write
 
 
 def volume_group(sr: hd.sr.Comprehensive3DSR) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
