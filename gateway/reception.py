@@ -17,6 +17,7 @@ queue (``Arrival``):
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +95,9 @@ class Reception(Database):
         return row["state"], row["instances"]
 
     # --- received instances -------------------------------------------------------------------
-    def _series_has_live_job(self, db, series_uid: str) -> bool:
+    @staticmethod
+    def _series_has_live_job(db: sqlite3.Connection, series_uid: str) -> bool:
+        """Whether a job that is pending, running, sending or done holds the series."""
         marks = ",".join("?" * len(LIVE_JOB_STATES))
         row = db.execute(
             f"SELECT 1 FROM jobs, json_each(jobs.series_uids) AS s WHERE s.value = ? AND jobs.state IN ({marks}) LIMIT 1",
@@ -110,7 +113,8 @@ class Reception(Database):
                 "SELECT series_uid, content_sha256, dispatched FROM instances WHERE sop_instance_uid = ?", (instance.sop_instance_uid,)
             ).fetchone()
             known = None if row is None else KnownInstance(row[0], row[1], bool(row[2]))
-            kind = arrival(known, instance.series_uid, instance.content_sha256, known is not None and self._series_has_live_job(db, row[0]))
+            live = known is not None and self._series_has_live_job(db, known.series_uid)
+            kind = arrival(known, instance.series_uid, instance.content_sha256, live)
             if kind == "duplicate":
                 db.execute(
                     "UPDATE instances SET receive_count = receive_count + 1, received_at = ?, calling_aet = ? WHERE sop_instance_uid = ?",
