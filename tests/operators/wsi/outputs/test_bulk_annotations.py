@@ -20,17 +20,11 @@ from operators.wsi.outputs.dicom_seg import tumor_segment
 from operators.wsi.outputs.geojson import detections_and_contours_geojson
 from operators.wsi.slide.reader import SlideHandle, open_slide
 from tests.real_slides import real_dicom_wsi
-from tests.validators import dciodvfy_errors, requires_dciodvfy
+from tests.validators import DCIODVFY_2D_ANN_FALSE_ERROR, dciodvfy_errors, requires_dciodvfy
 
 SEGMENT = tumor_segment("Metastasis detection (test)", "0.0.1")
 EQUIPMENT = EquipmentSpec("clinical-ai-apps", "wsi_metastasis_app", "0.1.0", "test-host")
 SLIDE_MPP, MODEL_MPP, STRIDE_MODEL_PX = 0.499, 0.243, 64
-# dicom3tools 1.00 (2022-06-18, Debian's) checks Common Z Coordinate Value (006A,0010) in every Annotation
-# Group Sequence item against a condition on Annotation Coordinate Type (006A,0001), which lies outside the
-# item, and reports the absent attribute with an empty value. PS3.3 C.37.1.2 (Table C.37.1.2-1) makes it
-# Type 1C, required only for Annotation Coordinate Type 3D: a 2D object must not carry it, and ours do
-# not (asserted beside each use of this list).
-DCIODVFY_2D_ANN_FALSE_ERROR = "Error - Only valid for AnnotationCoordinateType of 3D - attribute <CommonZCoordinateValue> = <>"
 
 
 @pytest.fixture(scope="module")
