@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import highdicom as hd
@@ -33,7 +34,7 @@ from pydicom.uid import generate_uid
 from operators.core.timing import StageTimings
 from operators.ct.summary import organ_volume_ml
 from operators.ct.volume import CTVolume
-from operators.dicom.seg import NOT_FOR_CLINICAL_USE, EquipmentSpec, ResultSeries, SegmentSpec, write_seg
+from operators.dicom.seg import NOT_FOR_CLINICAL_USE, EquipmentSpec, ResultSeries, SegmentSpec, seg_series_description, write_seg
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +85,14 @@ def build_volume_sr(
     segment_number: int = 1,
     series_number: int = 902,
     result: ResultSeries | None = None,
+    flags: Sequence[str] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """A Comprehensive 3D SR (TID 1500) with ``volume_ml`` (mL) as the volume of segment ``segment_number``
     of ``seg``; ``segment`` names the finding (its codes) and the algorithm (its name and version).
 
     The segment must exist in the SEG with ``segment``'s label, and the SEG must reference one source
-    series; ValueError otherwise. ``result`` places the SR (a new series and instance when None).
+    series; ValueError otherwise. ``result`` places the SR (a new series and instance when None);
+    ``flags`` (the SEG's, e.g. "IMPLAUSIBLE VOLUME") go into its SeriesDescription as into the SEG's.
     """
     if str(seg.get("SOPClassUID", "")) != SEGMENTATION_STORAGE:
         raise ValueError(f"the SR references a Segmentation Storage instance, got SOP Class {seg.get('SOPClassUID')}")
@@ -135,7 +138,9 @@ def build_volume_sr(
         instance_number=1,
         manufacturer=equipment.manufacturer,
         is_complete=True,
-        series_description=f"{segment.label} volume - {NOT_FOR_CLINICAL_USE}"[:64],
+        series_description=seg_series_description(f"{segment.label} volume", flags)
+        if flags
+        else f"{segment.label} volume - {NOT_FOR_CLINICAL_USE}",
     )
     sr.ManufacturerModelName = equipment.model_name
     sr.SoftwareVersions = equipment.software_version

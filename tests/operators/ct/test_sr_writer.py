@@ -97,6 +97,15 @@ def test_sr_placed_by_a_result_series_keeps_its_uids(volume_and_seg):
     assert (sr.SeriesInstanceUID, sr.SOPInstanceUID) == (result.series_instance_uid, result.sop_instance_uid)
 
 
+@pytest.mark.parametrize(
+    ("flags", "description"),
+    [((), "Spleen volume - NOT FOR CLINICAL USE"), (("IMPLAUSIBLE VOLUME",), "Spleen volume - IMPLAUSIBLE VOLUME - NOT FOR CLINICAL USE")],
+)
+def test_sr_carries_the_segs_flags_in_its_series_description(volume_and_seg, flags, description):
+    _, _, seg = volume_and_seg
+    assert build_volume_sr(seg, 1.0, SEGMENT, EQUIPMENT, flags=flags).SeriesDescription == description
+
+
 def _without_source_series(seg: Dataset) -> Dataset:
     broken = copy.deepcopy(seg)
     del broken.ReferencedSeriesSequence
