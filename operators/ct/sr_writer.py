@@ -34,7 +34,8 @@ from pydicom.uid import generate_uid
 from operators.core.timing import StageTimings
 from operators.ct.summary import organ_volume_ml
 from operators.ct.volume import CTVolume
-from operators.dicom.seg import NOT_FOR_CLINICAL_USE, EquipmentSpec, ResultSeries, SegmentSpec, seg_series_description, write_seg
+from operators.dicom.result_texts import result_series_description
+from operators.dicom.seg import EquipmentSpec, ResultSeries, SegmentSpec, write_seg
 
 logger = logging.getLogger(__name__)
 
@@ -138,9 +139,7 @@ def build_volume_sr(
         instance_number=1,
         manufacturer=equipment.manufacturer,
         is_complete=True,
-        series_description=seg_series_description(f"{segment.label} volume", flags)
-        if flags
-        else f"{segment.label} volume - {NOT_FOR_CLINICAL_USE}",
+        series_description=result_series_description(f"{segment.label} volume", flags),
     )
     sr.ManufacturerModelName = equipment.model_name
     sr.SoftwareVersions = equipment.software_version

@@ -26,6 +26,7 @@ carries the same geometry for such slides.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import highdicom as hd
@@ -33,7 +34,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from operators.dicom.seg import NOT_FOR_CLINICAL_USE, EquipmentSpec, ResultSeries, SegmentSpec, with_empty_type2_attributes
+from operators.dicom.result_texts import result_series_description
+from operators.dicom.seg import EquipmentSpec, ResultSeries, SegmentSpec, with_empty_type2_attributes
 from operators.wsi.slide.dicom_source import VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE
 
 PROBABILITY = codes.DCM.ProbabilityOfCancer  # DCM 111047
@@ -122,9 +124,11 @@ def build_bulk_annotations(
     equipment: EquipmentSpec,
     series_number: int = 903,
     result: ResultSeries | None = None,
+    flags: Sequence[str] = (),
 ) -> hd.ann.MicroscopyBulkSimpleAnnotations | None:
     """Microscopy Bulk Simple Annotations of ``source_image`` (the slide's level-0 VOLUME instance header)
-    holding the FeatureCollection's points and polygons; None when it holds neither."""
+    holding the FeatureCollection's points and polygons; None when it holds neither. ``result`` places it
+    (a new series when None); ``flags`` (the SEG's, e.g. "UNVERIFIED MODEL") go into its SeriesDescription."""
     if str(source_image.get("SOPClassUID", "")) != VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE:
         raise ValueError(f"annotations reference a VL Whole Slide Microscopy Image, got SOP Class {source_image.get('SOPClassUID')}")
     groups = annotation_groups(feature_collection, segment)
@@ -146,5 +150,5 @@ def build_bulk_annotations(
         content_description=f"{segment.label} findings by {segment.algorithm_name} {segment.algorithm_version}"[:64],
         content_label="TUMOR_FINDINGS",
     )
-    annotations.SeriesDescription = f"{segment.label} findings - {NOT_FOR_CLINICAL_USE}"[:64]
+    annotations.SeriesDescription = result_series_description(f"{segment.label} findings", flags)
     return annotations

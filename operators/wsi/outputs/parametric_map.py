@@ -17,11 +17,13 @@ reference its source instances and share their frame of reference (see bulk_anno
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import highdicom as hd
 import numpy as np
 
-from operators.dicom.seg import NOT_FOR_CLINICAL_USE, EquipmentSpec, ResultSeries, SegmentSpec, with_empty_type2_attributes
+from operators.dicom.result_texts import result_series_description
+from operators.dicom.seg import EquipmentSpec, ResultSeries, SegmentSpec, with_empty_type2_attributes
 from operators.wsi.grid import ProbabilityMap
 from operators.wsi.outputs.bulk_annotations import NO_UNITS, PROBABILITY
 from operators.wsi.outputs.dicom_seg import choose_seg_source_level
@@ -51,9 +53,11 @@ def build_probability_parametric_map(
     equipment: EquipmentSpec,
     series_number: int = 904,
     result: ResultSeries | None = None,
+    flags: Sequence[str] = (),
 ) -> hd.pm.ParametricMap:
     """A tiled float Parametric Map of ``prob_map`` on the pyramid level of ``slide`` (a DICOM WSI) the SEG
-    uses; ``segment`` gives the algorithm's name and version. ValueError for a slide that is not DICOM."""
+    uses; ``segment`` gives the algorithm's name and version, ``result`` places it (a new series when None),
+    ``flags`` (the SEG's) go into its SeriesDescription. ValueError for a slide that is not DICOM."""
     if slide.dicom_source is None:
         raise ValueError(f"{slide.path}: a DICOM Parametric Map needs a DICOM whole-slide image as its source")
     level = choose_seg_source_level(slide.dicom_source, prob_map.grid.stride_level0_px)
@@ -81,5 +85,5 @@ def build_probability_parametric_map(
         tile_pixel_array=True,
         dimension_organization_type=hd.DimensionOrganizationTypeValues.TILED_SPARSE,
     )
-    parametric_map.SeriesDescription = f"{segment.label} probability map - {NOT_FOR_CLINICAL_USE}"[:64]
+    parametric_map.SeriesDescription = result_series_description(f"{segment.label} probability map", flags)
     return parametric_map

@@ -12,7 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from operators.dicom.seg import EquipmentSpec
+from operators.dicom.seg import EquipmentSpec, ResultSeries
 from operators.wsi.grid import ProbabilityMap, grid_for_slide
 from operators.wsi.nms import non_maximum_suppression
 from operators.wsi.outputs.bulk_annotations import AREA, DETECTIONS_LABEL, PROBABILITY, REGIONS_LABEL, build_bulk_annotations
@@ -127,6 +127,14 @@ def test_a_region_with_a_hole_keeps_its_outline_and_its_net_area(slide, tmp_path
     np.testing.assert_allclose(outline, np.asarray(polygon["geometry"]["coordinates"][0])[:-1], atol=0)
     _, values, _ = regions.get_measurements(name=AREA)
     assert values[0, 0] == pytest.approx(polygon["properties"]["measurements"]["area um^2"], rel=1e-6)
+
+
+def test_annotations_carry_the_results_flags_and_series(slide):
+    result = ResultSeries.new("1.2.826.0.1.3680043.8.498.779")
+    geojson = findings(cones_map([(700.0, 1800.0, 400.0, 1.0)]))
+    annotations = build_bulk_annotations(level0_header(slide), geojson, SEGMENT, EQUIPMENT, result=result, flags=("UNVERIFIED MODEL",))
+    assert annotations.SeriesDescription == "Tumor findings - UNVERIFIED MODEL - NOT FOR CLINICAL USE"
+    assert (annotations.SeriesInstanceUID, annotations.SOPInstanceUID) == (result.series_instance_uid, result.sop_instance_uid)
 
 
 def test_nothing_found_gives_no_annotations_object(slide):

@@ -70,6 +70,11 @@ def test_the_apps_map_is_stored_as_floats_on_the_level_the_seg_uses(slide, tmp_p
     assert dataset.SeriesInstanceUID != source.SeriesInstanceUID and "NOT FOR CLINICAL USE" in dataset.SeriesDescription
 
 
+def test_the_map_carries_the_results_flags(slide):
+    parametric_map = build_probability_parametric_map(slide, random_map(0.243, 64), SEGMENT, EQUIPMENT, flags=("UNVERIFIED MODEL",))
+    assert parametric_map.SeriesDescription == "Tumor probability map - UNVERIFIED MODEL - NOT FOR CLINICAL USE"
+
+
 def test_a_slide_that_is_not_dicom_is_refused():
     with open_slide(real_svs()) as svs, pytest.raises(ValueError, match="needs a DICOM whole-slide image"):
         build_probability_parametric_map(svs, random_map(0.243, 64), SEGMENT, EQUIPMENT)
