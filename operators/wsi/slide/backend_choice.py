@@ -2,8 +2,12 @@
 
 For ``backend="auto"``:
 
-* a DICOM WSI folder -> OpenSlide (cuCIM 23.10 does not open DICOM; tifffile does not either); its
+* a DICOM WSI folder whose VOLUME tiles are all JPEG baseline, JPEG 2000 or uncompressed (explicit
+  VR little endian) -> OpenSlide (cuCIM 23.10 does not open DICOM; tifffile does not either); its
   pyramid's defects are then worked around (:mod:`operators.wsi.slide.dicom_workarounds`);
+* a DICOM WSI folder in any other transfer syntax (JPEG-LS, JPEG lossless, HTJ2K, RLE, JPEG XL, ...)
+  -> wsidicom (:mod:`operators.wsi.slide.wsidicom_backend`); a syntax wsidicom has no decoder for
+  either is refused, naming it;
 * a TIFF that cuCIM reads correctly (tiled 8-bit RGB, JPEG/deflate/LZW/none, no predictor; its
   first pixels are checked against tifffile's) -> cuCIM, with its per-process tile cache switched
   on, but only while ``PREFER_CUCIM`` (see the measurements above it);
@@ -23,9 +27,11 @@ import numpy as np
 
 from operators.core.errors import SlideReadError
 from operators.wsi.slide.backends import CuCIMBackend, OpenSlideBackend, SlideBackend, TifffileBackend, optional_available
+from operators.wsi.slide.dicom_source import DicomSlideSource
 from operators.wsi.slide.tiff_inspection import TiffInfo
+from operators.wsi.slide.wsidicom_backend import OPENSLIDE_DICOM_SYNTAXES, WsidicomBackend, describe_syntax, wsidicom_syntax_problem
 
-BackendRequest = Literal["auto", "cucim", "openslide", "tifffile"]
+BackendRequest = Literal["auto", "cucim", "openslide", "tifffile", "wsidicom"]
 BACKENDS: tuple[BackendRequest, ...] = get_args(BackendRequest)
 # Why cuCIM would come first: seconds for 1000 224x224 level-0 patches through SlideHandle.read_region,
 # median of 3 interleaved runs on a shared 2-core CPU machine (load ~4.5, so +-30 %), no GPU.
@@ -137,17 +143,41 @@ def _auto_backend(path: Path, tiff: TiffInfo | None) -> SlideBackend:
     raise SlideReadError(f"{path}: TIFF that no backend can read ({'; '.join(reasons)})")
 
 
-def choose_backend(path: Path, request: BackendRequest, tiff: TiffInfo | None, dicom_level0: Path | None = None) -> SlideBackend:
+def dicom_transfer_syntaxes(dicom: DicomSlideSource) -> tuple[str, ...]:
+    """The TransferSyntaxUIDs of the slide's VOLUME instances, sorted."""
+    return tuple(sorted({str(i.header.file_meta.get("TransferSyntaxUID", "")) for level in dicom.volume_levels for i in level}))
+
+
+def _dicom_backend(path: Path, request: BackendRequest, dicom: DicomSlideSource) -> SlideBackend:
+    """OpenSlide where it decodes every VOLUME instance's transfer syntax, else wsidicom; else why neither does."""
+    if request not in ("auto", "openslide", "wsidicom"):
+        raise SlideReadError(f"{path}: a DICOM WSI is read with OpenSlide or wsidicom only, not {request}")
+    reasons: list[str] = []
+    if request in ("auto", "openslide"):
+        outside = [describe_syntax(s) for s in dicom_transfer_syntaxes(dicom) if s not in OPENSLIDE_DICOM_SYNTAXES]
+        opened = f"OpenSlide 4 does not decode DICOM WSI tiles in {', '.join(outside)}" if outside else _open_openslide(dicom.level0_path)
+        if not isinstance(opened, str):
+            return opened
+        if request == "openslide":
+            raise SlideReadError(f"{path}: {opened}; use slide backend 'wsidicom' or 'auto'")
+        reasons.append(opened)
+    problems = sorted({problem for level in dicom.volume_levels for i in level if (problem := wsidicom_syntax_problem(i.header))})
+    if problems:
+        raise SlideReadError(f"{path}: DICOM WSI that no slide backend decodes ({'; '.join([*reasons, *problems])})")
+    return WsidicomBackend(dicom.folder)
+
+
+def choose_backend(path: Path, request: BackendRequest, tiff: TiffInfo | None, dicom: DicomSlideSource | None = None) -> SlideBackend:
     """Open a slide with the requested backend, or for "auto" the one the module docstring names.
 
     ``tiff`` is the file's :func:`~operators.wsi.slide.tiff_inspection.inspect_tiff` (None: not a
-    TIFF); ``dicom_level0`` is the level-0 instance file of a DICOM WSI folder, which OpenSlide is
-    pointed at. Raises :class:`SlideReadError` naming ``path`` when no backend can read it.
+    TIFF); ``dicom`` is the scanned DICOM WSI folder (OpenSlide is pointed at its level-0 instance,
+    wsidicom at the folder). Raises :class:`SlideReadError` naming ``path`` when no backend can read it.
     """
-    if dicom_level0 is not None:
-        if request not in ("auto", "openslide"):
-            raise SlideReadError(f"{path}: a DICOM WSI is read with OpenSlide only, not {request}")
-        return OpenSlideBackend(dicom_level0)
+    if dicom is not None:
+        return _dicom_backend(path, request, dicom)
+    if request == "wsidicom":
+        raise SlideReadError(f"{path}: not a DICOM WSI, so the wsidicom backend cannot read it")
     if request == "auto":
         return _auto_backend(path, tiff)
     if request == "cucim":

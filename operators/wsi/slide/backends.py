@@ -1,4 +1,5 @@
-"""Pixel backends behind :mod:`operators.wsi.slide.reader`: cuCIM, OpenSlide and tifffile.
+"""Pixel backends behind :mod:`operators.wsi.slide.reader`: cuCIM, OpenSlide and tifffile (and wsidicom,
+in :mod:`operators.wsi.slide.wsidicom_backend`, for DICOM WSI tiles OpenSlide does not decode).
 
 Every backend reads a region given as a level-0 (x, y) location, a level and a (width, height) in
 that level's pixels, and returns (h, w, 3) uint8 RGB with the area outside the slide filled with
@@ -30,7 +31,7 @@ from operators.core.errors import SlideReadError
 
 logger = logging.getLogger(__name__)
 
-BackendName = Literal["cucim", "openslide", "tifffile"]
+BackendName = Literal["cucim", "openslide", "tifffile", "wsidicom"]
 WHITE = (255, 255, 255)
 
 
@@ -372,4 +373,8 @@ _BACKEND_TYPES: dict[BackendName, type[SlideBackend]] = {
 
 def open_backend(name: BackendName, path: Path) -> SlideBackend:
     """Open ``path`` with the named backend, no questions asked (the choice was made and checked before)."""
+    if name == "wsidicom":  # its module builds on this one
+        from operators.wsi.slide.wsidicom_backend import WsidicomBackend
+
+        return WsidicomBackend(path)
     return _BACKEND_TYPES[name](path)

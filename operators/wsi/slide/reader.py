@@ -5,7 +5,8 @@ Conventions: locations are (x, y) in the slide's level-0 pixel frame; sizes are 
 with the area outside the slide filled with white glass (or OpenSlide's background colour).
 
 :func:`open_slide` decides everything about a slide once: the file to open (a DICOM folder's
-level-0 instance), the backend (:mod:`operators.wsi.slide.backend_choice`), the DICOM pyramid's
+level-0 instance for OpenSlide, the folder for wsidicom), the backend
+(:mod:`operators.wsi.slide.backend_choice`), the DICOM pyramid's
 work-arounds (:mod:`operators.wsi.slide.dicom_workarounds`) and the resolution. Those decisions are
 kept in a frozen :class:`ResolvedSlide`, whose :meth:`ResolvedSlide.open` opens the same slide again
 (e.g. once per decoding thread) without repeating any of them.
@@ -54,8 +55,8 @@ class ResolvedSlide:
     """What opening a slide decided, once: enough to open it again cheaply.
 
     ``path`` is the slide as given (a file or a DICOM folder), ``opened_file`` the file the backend
-    opens; ``size_xy`` is level 0 (width, height) in pixels; ``mpp_xy`` micrometres per level-0
-    pixel, with ``mpp_source`` saying where it came from. ``dicom_fixes`` is set for a DICOM WSI.
+    opens (a DICOM folder's level-0 instance for OpenSlide, the folder itself for wsidicom); ``size_xy`` is level 0 (width, height) in pixels; ``mpp_xy`` micrometres per level-0
+    pixel, with ``mpp_source`` saying where it came from. ``dicom_fixes`` is set for a DICOM WSI read by OpenSlide.
     """
 
     path: Path
@@ -109,7 +110,7 @@ class SlideHandle:
 
     @property
     def opened_file(self) -> Path:
-        """The file the backend opened (for a DICOM folder: its level-0 instance)."""
+        """The file the backend opened (for a DICOM folder: its level-0 instance, or the folder for wsidicom)."""
         return self._backend.path
 
     def properties(self) -> dict[str, str]:
@@ -220,13 +221,6 @@ def _positive_size(size_xy: tuple[int, int]) -> tuple[int, int]:
     return width, height
 
 
-def _positive_size(size_xy: tuple[int, int]) -> tuple[int, int]:
-    width, height = int(size_xy[0]), int(size_xy[1])
-    if width <= 0 or height <= 0:
-        raise ValueError(f"size_xy must be positive (width, height), got {tuple(size_xy)}")
-    return width, height
-
-
 # ---------------------------------------------------------------------------------------------
 # Opening: every decision about a slide, once
 
@@ -278,7 +272,7 @@ def _open_chosen(path: Path, backend: BackendRequest) -> tuple[SlideBackend, Tif
     """The backend chosen for the slide, with what was learnt choosing it (TIFF layout or DICOM instances)."""
     if path.is_dir() or is_dicom_file(path):
         dicom = scan_dicom_slide_folder(path if path.is_dir() else path.parent)
-        return choose_backend(path, backend, None, dicom.level0_path), None, dicom
+        return choose_backend(path, backend, None, dicom), None, dicom
     if path.stat().st_size == 0:
         raise SlideReadError(f"{path}: the file is empty")
     tiff = inspect_tiff(path)
@@ -297,7 +291,7 @@ def open_slide(path: Path, mpp_override: float | None = None, backend: BackendRe
     _check_arguments(path, mpp_override, backend)
     opened, tiff, dicom = _open_chosen(path, backend)
     try:
-        fixes = work_around_dicom_levels(path, dicom, opened) if dicom is not None else None
+        fixes = work_around_dicom_levels(path, dicom, opened) if dicom is not None and isinstance(opened, OpenSlideBackend) else None
         mpp_xy, mpp_source = _resolve_mpp(path, opened, tiff, dicom, mpp_override)
     except BaseException:
         opened.close()

@@ -34,12 +34,12 @@ def test_auto_takes_openslide_and_tifffile_only_for_what_openslide_refuses(real_
         backend.close()
 
 
-def test_a_dicom_wsi_is_read_by_openslide_only(dicom_wsi):
-    level0 = scan_dicom_slide_folder(dicom_wsi).level0_path
+def test_a_jpeg_dicom_wsi_is_read_by_openslide(dicom_wsi):
+    dicom = scan_dicom_slide_folder(dicom_wsi)
     for request in ("cucim", "tifffile"):
-        with pytest.raises(SlideReadError, match=f"read with OpenSlide only, not {request}"):
-            choose_backend(dicom_wsi, request, None, level0)
-    backend = choose_backend(dicom_wsi, "auto", None, level0)
+        with pytest.raises(SlideReadError, match=f"read with OpenSlide or wsidicom only, not {request}"):
+            choose_backend(dicom_wsi, request, None, dicom)
+    backend = choose_backend(dicom_wsi, "auto", None, dicom)
     backend.close()
     assert backend.name == "openslide"
 
