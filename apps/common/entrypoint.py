@@ -6,6 +6,7 @@ Exit codes: 0 success; 2 a problem with the input, model or options (one line on
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import resource
@@ -15,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from operators.core.errors import AppInputError
+from operators.core.output_set import check_output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +62,35 @@ def with_default_model(sdk_argv: list[str], default_model: Path) -> list[str]:
     return [*sdk_argv, "-m", str(default_model)]
 
 
+def report_input_error(error: AppInputError, app_name: str) -> int:
+    """Log and print ``error`` as one line (``APP: error: ...``); returns the exit code for it."""
+    message = f"{app_name}: error: {' '.join(str(error).split())}"  # one line, whatever the library said
+    logger.error(message)
+    print(message, file=sys.stderr)
+    return EXIT_INPUT_ERROR
+
+
+def output_folder_argument(args: Sequence[str]) -> Path:
+    """The output folder the SDK will use: ``-o/--output``, else HOLOSCAN_OUTPUT_PATH, else ``output``."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-o", "--output")
+    known, _ = parser.parse_known_args(list(args))
+    return Path(known.output or os.environ.get("HOLOSCAN_OUTPUT_PATH") or "output")
+
+
+def exit_if_output_unusable(args: Sequence[str], needed_bytes: int, app_name: str) -> None:
+    """Pre-flight, before the heavy imports and any work: exit 2 with one line when the output folder
+    cannot be created or written, or lacks ``needed_bytes`` of room."""
+    try:
+        check_output_folder(output_folder_argument(args), needed_bytes)
+    except AppInputError as error:
+        sys.exit(report_input_error(error, app_name))
+
+
 def run_app(run: Callable[[list[str]], None], sdk_argv: Sequence[str], app_name: str) -> int:
     """Run ``run(sdk_argv)``, mapping input problems to one line on stderr and exit code 2."""
     try:
         run(list(sdk_argv))
     except AppInputError as error:
-        message = f"{app_name}: error: {' '.join(str(error).split())}"  # one line, whatever the library said
-        logger.error(message)
-        print(message, file=sys.stderr)
-        return EXIT_INPUT_ERROR
+        return report_input_error(error, app_name)
     return 0

@@ -17,13 +17,27 @@ for _root in (_APP_DIR, _APP_DIR.parent.parent):  # packaged MAP app folder, or 
         sys.path.insert(0, str(_root))
         break
 
-from apps.common.entrypoint import ensure_stack_size, ensure_writable_cupy_cache, run_app, with_default_model  # noqa: E402
+from apps.common.entrypoint import (  # noqa: E402
+    ensure_stack_size,
+    ensure_writable_cupy_cache,
+    exit_if_output_unusable,
+    run_app,
+    with_default_model,
+)
+
+# Room the output folder must have before any work: the SEG of a 1,000-slice 512 x 512 series is 33 MB
+# (one bit per voxel), its STL and overlay a few MB more.
+MIN_FREE_OUTPUT_BYTES = 64 * 2**20
 
 ensure_stack_size()  # before Holoscan is imported: it may start this process again
 ensure_writable_cupy_cache()
+if __name__ == "__main__":  # run as the app (not imported): check the output folder before seconds of imports
+    exit_if_output_unusable(sys.argv[1:], MIN_FREE_OUTPUT_BYTES, "spleen_seg_app")
 
+from apps.common.options import add_result_options  # noqa: E402
 from apps.spleen_seg_app.app import DEFAULT_MODEL_PATH, SpleenAppOptions, SpleenSegApp  # noqa: E402
 from operators.core.device import add_compute_options  # noqa: E402
+from operators.ct.preflight import ABDOMINAL_POLICIES  # noqa: E402
 from operators.ct.series_selector import GANTRY_TILT_POLICIES  # noqa: E402
 from operators.models.runtime import add_backend_option  # noqa: E402
 
@@ -44,9 +58,29 @@ def parse_app_options(argv: list[str]) -> tuple[SpleenAppOptions, list[str]]:
         default=SpleenAppOptions.on_gantry_tilt,
         help="a series whose slice positions step off the slice normal: correct (keep the sheared geometry, default) or refuse (exit 2)",
     )
+    parser.add_argument(
+        "--on-non-abdominal",
+        choices=ABDOMINAL_POLICIES,
+        default=SpleenAppOptions.on_non_abdominal,
+        help="a series that cannot be abdominal (head, neck, limb; small field of view; short coverage): refuse (exit 2, default) "
+        "or warn (run, and flag the result)",
+    )
+    parser.add_argument(
+        "--volume-range-ml",
+        nargs=2,
+        type=float,
+        metavar=("MIN", "MAX"),
+        help="plausible spleen volume; a spleen found outside it is flagged (default: the model config's, 20 2500)",
+    )
+    add_result_options(parser)
     known, rest = parser.parse_known_args(argv)
     if known.overlap is not None and not 0 <= known.overlap < 1:
         parser.error("--overlap must be in [0, 1)")
+    if known.volume_range_ml is not None:
+        low, high = known.volume_range_ml
+        if not 0 <= low < high:
+            parser.error("--volume-range-ml needs 0 <= MIN < MAX")
+        known.volume_range_ml = (low, high)
     return SpleenAppOptions(**vars(known)), rest
 
 

@@ -1,10 +1,11 @@
 """The spleen CT segmentation application: a graph of single-purpose operators on the MONAI Deploy SDK.
 
-    DICOM folder -> series selection -> HU volume -> sliding-window UNet -> largest component
-                 -> DICOM SEG, STL, overlay PNG -> JSON summary
+    DICOM folder -> series selection -> abdominal pre-flight -> HU volume -> sliding-window UNet
+                 -> largest component -> result checks -> DICOM SEG, STL, overlay PNG -> JSON summary
 
 Output files in the output folder: ``spleen_seg.dcm``, ``spleen.stl`` (absent when no spleen is
-found), ``spleen_overlay.png``, ``summary.json``.
+found), ``spleen_overlay.png``, ``summary.json``. They are written into a staging folder and published
+as one set, summary.json last (operators.core.output_set); a failed run leaves the previous set.
 """
 
 from __future__ import annotations
@@ -17,21 +18,25 @@ from pathlib import Path
 import torch
 import yaml
 from holoscan.conditions import CountCondition
-from monai.deploy.core import Application, init_app_context
+from monai.deploy.core import AppContext, Application
 from pydicom.sr.codedict import codes
 
+from apps.common.context import app_context
 from operators.core.device import Precision, choose_compute_device
+from operators.core.output_set import staged_output_set
 from operators.core.timing import StageTimings
+from operators.ct.checks import ResultChecksOperator, SeriesPreflightOperator, volume_range_ml
 from operators.ct.inference import CTSegmentationInferenceOperator, SlidingWindowSettings
 from operators.ct.overlay_writer import OverlayWriterOperator
 from operators.ct.postprocessing import MaskPostprocessingOperator
+from operators.ct.preflight import AbdominalPolicy, AbdominalRule
 from operators.ct.seg_writer import DicomSegWriterOperator
 from operators.ct.series_selector import CTSeriesSelectorOperator, GantryTiltPolicy, SeriesRules
 from operators.ct.stl_writer import STLWriterOperator
 from operators.ct.summary import SegmentationSummaryOperator
 from operators.ct.volume import CTVolumeOperator
 from operators.dicom.scan import DicomFolderLoaderOperator
-from operators.dicom.seg import EquipmentSpec, SegmentSpec
+from operators.dicom.seg import EquipmentSpec, ResultSeries, SegmentSpec
 from operators.models.config import load_model_config, model_dir
 from operators.models.loader import check_output_channels, load_model
 from operators.models.networks import build_spleen_unet
@@ -45,6 +50,7 @@ DEFAULT_MODEL_PATH = model_dir(MODEL_NAME) / "model.ts"
 PREBUILT_RUNTIME_CACHE = APP_DIR.parents[1] / PREBUILT_CACHE_DIRNAME  # in a MAP: /opt/holoscan/app/runtime_cache
 MANUFACTURER = "clinical-ai-apps"
 SEG_FILE, STL_FILE, OVERLAY_FILE, SUMMARY_FILE = "spleen_seg.dcm", "spleen.stl", "spleen_overlay.png", "summary.json"
+OUTPUT_FILES = (SEG_FILE, STL_FILE, OVERLAY_FILE, SUMMARY_FILE)
 
 
 def app_manifest() -> dict:
@@ -65,6 +71,11 @@ class SpleenAppOptions:
     device: str = "auto"
     min_slices: int = SeriesRules.min_slices
     on_gantry_tilt: GantryTiltPolicy = SeriesRules.on_gantry_tilt
+    on_non_abdominal: AbdominalPolicy = "refuse"
+    volume_range_ml: tuple[float, float] | None = None
+    result_series_uid: str | None = None
+    supersedes_sop_uid: str | None = None
+    allow_unverified_model: bool = False
 
 
 class SpleenSegApp(Application):
@@ -72,11 +83,20 @@ class SpleenSegApp(Application):
 
     def __init__(self, *args, options: SpleenAppOptions = SpleenAppOptions(), **kwargs) -> None:
         self.app_options = options
+        self.staging: Path | None = None
+        self.context: AppContext | None = None
         super().__init__(*args, **kwargs)
 
+    def run(self) -> None:
+        """Run the graph into a staging folder inside the output folder; publish the set when it is done."""
+        self.context = app_context(self.argv)
+        with staged_output_set(Path(self.context.output_path), OUTPUT_FILES) as staging:
+            self.staging = staging
+            super().run()
+
     def compose(self) -> None:
-        context = init_app_context(self.argv)
-        output_folder = Path(context.output_path)
+        context = self.context or app_context(self.argv)
+        output_folder = self.staging or Path(context.output_path)
         config = load_model_config(MODEL_NAME)
         options = self.app_options
         timings = StageTimings()
@@ -87,7 +107,13 @@ class SpleenSegApp(Application):
         )
 
         # Fail fast on a bad model, before any DICOM is read.
-        model = load_model(Path(context.model_path), lambda: build_spleen_unet(config["network"]), compute.device)
+        plausible_ml = volume_range_ml(config["checks"], options.volume_range_ml)
+        model = load_model(
+            Path(context.model_path),
+            lambda: build_spleen_unet(config["network"]),
+            compute.device,
+            allow_unverified=options.allow_unverified_model,
+        )
         check_output_channels(model, (1, 1, *settings.roi_size), config["network"]["out_channels"], compute.device)
         runtime = choose_runtime(options.backend, compute, config.get("runtime", {}))
         example = torch.zeros(settings.sw_batch_size, 1, *settings.roi_size)
@@ -105,7 +131,9 @@ class SpleenSegApp(Application):
             algorithm_version=model.version,
         )
         equipment = EquipmentSpec(MANUFACTURER, "spleen_seg_app", str(manifest["version"]), platform.node() or "unknown")
+        result = ResultSeries.new(options.result_series_uid, options.supersedes_sop_uid)
         run_info = {
+            "result": result.as_json(),
             "app": {"name": manifest["title"], "version": str(manifest["version"])},
             "model": model.identity(),
             **runtime.ran(network).as_json(),
@@ -117,6 +145,9 @@ class SpleenSegApp(Application):
             self, CountCondition(self, 1), name="dicom_loader", input_folder=Path(context.input_path), timings=timings
         )
         selector = CTSeriesSelectorOperator(self, name="series_selector", rules=rules)
+        preflight = SeriesPreflightOperator(
+            self, name="preflight", rule=AbdominalRule.from_config(config["checks"]), policy=options.on_non_abdominal
+        )
         volume = CTVolumeOperator(self, name="ct_volume", rules=rules, timings=timings)
         inference = CTSegmentationInferenceOperator(
             self,
@@ -130,8 +161,17 @@ class SpleenSegApp(Application):
         postprocessing = MaskPostprocessingOperator(
             self, name="postprocessing", largest_component=options.largest_component, timings=timings
         )
+        checks = ResultChecksOperator(
+            self, name="result_checks", plausible_ml=plausible_ml, model_verified=model.integrity.status == "verified"
+        )
         seg_writer = DicomSegWriterOperator(
-            self, name="seg_writer", output_path=output_folder / SEG_FILE, segment=segment, equipment=equipment, timings=timings
+            self,
+            name="seg_writer",
+            output_path=output_folder / SEG_FILE,
+            segment=segment,
+            equipment=equipment,
+            result=result,
+            timings=timings,
         )
         stl_writer = STLWriterOperator(self, name="stl_writer", output_path=output_folder / STL_FILE, timings=timings)
         overlay_writer = OverlayWriterOperator(self, name="overlay_writer", output_path=output_folder / OVERLAY_FILE, timings=timings)
@@ -140,10 +180,16 @@ class SpleenSegApp(Application):
         )
 
         self.add_flow(loader, selector, {(loader.OUTPUT_SCAN, selector.INPUT_SCAN)})
-        self.add_flow(selector, volume, {(selector.OUTPUT_SELECTION, volume.INPUT_SELECTION)})
-        self.add_flow(selector, summary, {(selector.OUTPUT_SELECTION, summary.INPUT_SELECTION)})
+        self.add_flow(selector, preflight, {(selector.OUTPUT_SELECTION, preflight.INPUT_SELECTION)})
+        self.add_flow(preflight, volume, {(preflight.OUTPUT_SELECTION, volume.INPUT_SELECTION)})
+        self.add_flow(preflight, summary, {(preflight.OUTPUT_SELECTION, summary.INPUT_SELECTION)})
+        self.add_flow(preflight, checks, {(preflight.OUTPUT_ABDOMINAL, checks.INPUT_ABDOMINAL)})
         self.add_flow(volume, inference, {(volume.OUTPUT_VOLUME, inference.INPUT_VOLUME)})
         self.add_flow(inference, postprocessing, {(inference.OUTPUT_MASK, postprocessing.INPUT_MASK)})
+        self.add_flow(volume, checks, {(volume.OUTPUT_VOLUME, checks.INPUT_VOLUME)})
+        self.add_flow(postprocessing, checks, {(postprocessing.OUTPUT_MASK, checks.INPUT_MASK)})
+        for consumer in (seg_writer, summary):
+            self.add_flow(checks, consumer, {(checks.OUTPUT_CHECKS, consumer.INPUT_CHECKS)})
         for writer in (seg_writer, stl_writer, overlay_writer, summary):
             self.add_flow(volume, writer, {(volume.OUTPUT_VOLUME, writer.INPUT_VOLUME)})
             self.add_flow(postprocessing, writer, {(postprocessing.OUTPUT_MASK, writer.INPUT_MASK)})

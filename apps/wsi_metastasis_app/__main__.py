@@ -19,11 +19,24 @@ for _root in (_APP_DIR, _APP_DIR.parent.parent):  # packaged MAP app folder, or 
         sys.path.insert(0, str(_root))
         break
 
-from apps.common.entrypoint import ensure_stack_size, ensure_writable_cupy_cache, run_app, with_default_model  # noqa: E402
+from apps.common.entrypoint import (  # noqa: E402
+    ensure_stack_size,
+    ensure_writable_cupy_cache,
+    exit_if_output_unusable,
+    run_app,
+    with_default_model,
+)
+
+# Room the output folder must have before any work: a slide's outputs are a few MiB on the demo slide and
+# about 60 MiB for a 100,000 x 100,000 slide (the map's .npy and .tif at 7.8 um per cell, and the SEG).
+MIN_FREE_OUTPUT_BYTES = 128 * 2**20
 
 ensure_stack_size()  # before Holoscan is imported: it may start this process again
 ensure_writable_cupy_cache()
+if __name__ == "__main__":  # run as the app (not imported): check the output folder before seconds of imports
+    exit_if_output_unusable(sys.argv[1:], MIN_FREE_OUTPUT_BYTES, "wsi_metastasis_app")
 
+from apps.common.options import add_result_options  # noqa: E402
 from apps.wsi_metastasis_app.app import DEFAULT_MODEL_PATH, WsiAppOptions, run_slides  # noqa: E402
 from operators.core.device import add_compute_options  # noqa: E402
 from operators.models.runtime import BACKENDS as RUNTIME_BACKENDS  # noqa: E402
@@ -68,6 +81,7 @@ def parse_app_options(argv: list[str]) -> tuple[WsiAppOptions, list[str]]:
     add_compute_options(parser, deprecated_no_amp=True)
     parser.add_argument("--nms-threshold", type=float, help="lowest probability reported as a lesion")
     parser.add_argument("--nms-radius-um", type=float, help="suppression radius around each detection, micrometres")
+    add_result_options(parser)
     known, rest = parser.parse_known_args(argv)
     if known.mpp_override is not None and known.mpp_override <= 0:
         parser.error("--mpp must be positive")

@@ -3,8 +3,10 @@
     slide -> tissue mask -> probability map (patch or dense) -> lesion detections -> outputs
 
 A folder of slides is processed slide by slide with one model load; each slide's graph is a fresh
-SDK Application. A slide that cannot be read gets ``error.json`` in its output folder and the
-others go on. Under torchrun each rank takes every WORLD_SIZE-th slide from RANK.
+SDK Application writing into a staging folder, published as one set when the slide is done
+(operators.core.output_set). A slide that cannot be read, or whose outputs do not fit, gets
+``error.json`` in its output folder beside its previous outputs, and the others go on. Under
+torchrun each rank takes every WORLD_SIZE-th slide from RANK.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from typing import Any
 
 import yaml
 from holoscan.conditions import CountCondition
-from monai.deploy.core import Application, init_app_context
+from monai.deploy.core import Application
 
+from apps.common.context import app_context
 from operators.core.atomic_io import write_json_atomically
 from operators.core.device import ComputeDevice, Precision, choose_compute_device
 from operators.core.errors import AppInputError
+from operators.core.output_set import ERROR_RECORD, staged_output_set
 from operators.core.timing import StageTimings
+from operators.dicom.seg import ResultSeries
 from operators.models.config import load_model_config, model_dir
 from operators.models.loader import load_model
 from operators.models.networks import build_patch_classifier
@@ -31,7 +36,7 @@ from operators.models.runtime import PREBUILT_CACHE_DIRNAME, Backend, choose_run
 from operators.wsi.classifier import PatchClassifier, PatchContract, prepare_classifier
 from operators.wsi.inference import InferenceMode, InferenceSettings, ProbabilityMapOperator
 from operators.wsi.nms import LesionDetectionOperator, nms_parameters
-from operators.wsi.outputs.results_writer import WsiResultsWriterOperator
+from operators.wsi.outputs.results_writer import OUTPUT_FILES, WsiResultsWriterOperator
 from operators.wsi.slide.backend_choice import BackendRequest
 from operators.wsi.slide.sources import SlideSource, find_slides
 from operators.wsi.tissue_mask import TissueMaskOperator
@@ -43,6 +48,7 @@ MODEL_NAME = "pathology_tumor_detection"
 DEFAULT_MODEL_PATH = model_dir(MODEL_NAME)  # the folder: model.pt (bundle layout) or model.ts
 PREBUILT_RUNTIME_CACHE = APP_DIR.parents[1] / PREBUILT_CACHE_DIRNAME  # in a MAP: /opt/holoscan/app/runtime_cache
 MANUFACTURER = "clinical-ai-apps"
+UNVERIFIED_MODEL_FLAG = "UNVERIFIED MODEL"
 
 
 def app_manifest() -> dict[str, Any]:
@@ -65,6 +71,9 @@ class WsiAppOptions:
     device: str = "auto"
     nms_threshold: float | None = None
     nms_radius_um: float | None = None
+    result_series_uid: str | None = None
+    supersedes_sop_uid: str | None = None
+    allow_unverified_model: bool = False
 
 
 class WsiMetastasisApp(Application):
@@ -79,10 +88,12 @@ class WsiMetastasisApp(Application):
         compute: ComputeDevice,
         config: dict[str, Any],
         options: WsiAppOptions,
+        seg_result: ResultSeries | None = None,
         **kwargs,
     ) -> None:
         self.slide = slide
         self.output_dir = output_dir
+        self.seg_result = seg_result
         self.classifier = classifier
         self.compute_device = compute
         self.model_config = config
@@ -97,9 +108,11 @@ class WsiMetastasisApp(Application):
         )
         timings = StageTimings()
         manifest = app_manifest()
+        model = self.classifier.model
         run_info = {
             "app": {"name": manifest["title"], "version": str(manifest["version"])},
-            "model": self.classifier.model.identity(),
+            "model": model.identity(),
+            "flags": [UNVERIFIED_MODEL_FLAG] if model.integrity.status == "unverified" else [],
             **self.classifier.runtime.as_json(),
             "inference": {
                 "mode_requested": settings.mode,
@@ -144,6 +157,7 @@ class WsiMetastasisApp(Application):
             run_info=run_info,
             threshold=threshold,
             timings=timings,
+            seg_result=self.seg_result,
         )
         self.add_flow(tissue, probability, {(tissue.OUTPUT_TISSUE, probability.INPUT_TISSUE)})
         self.add_flow(probability, detections, {(probability.OUTPUT_PROBABILITY, detections.INPUT_PROBABILITY)})
@@ -158,13 +172,20 @@ def distributed_share(slides: list[SlideSource]) -> list[SlideSource]:
 
 def run_slides(sdk_argv: list[str], options: WsiAppOptions) -> None:
     """Process every slide of the input with one model load; raise when any slide failed."""
-    context = init_app_context(sdk_argv[1:])  # like Application, which drops the interpreter (argv[0])
+    context = app_context(sdk_argv[1:])  # like Application, which drops the interpreter (argv[0])
     output_root = Path(context.output_path)
     slides = distributed_share(find_slides(Path(context.input_path)))
     config = load_model_config(MODEL_NAME)
     local_rank = os.environ.get("LOCAL_RANK")  # set by torchrun: rank r takes GPU LOCAL_RANK
     compute = choose_compute_device(options.device, options.precision, None if local_rank is None else int(local_rank))
-    model = load_model(Path(context.model_path), lambda: build_patch_classifier(config["network"]), compute.device)
+    if (options.result_series_uid or options.supersedes_sop_uid) and len(slides) > 1:
+        raise AppInputError(f"--result-series-uid and --supersedes-sop-uid name one result, and the input holds {len(slides)} slides")
+    model = load_model(
+        Path(context.model_path),
+        lambda: build_patch_classifier(config["network"]),
+        compute.device,
+        allow_unverified=options.allow_unverified_model,
+    )
     contract = PatchContract.from_config(config)
     runtime = choose_runtime(options.backend, compute, config.get("runtime", {}))
     classifier = prepare_classifier(
@@ -173,13 +194,25 @@ def run_slides(sdk_argv: list[str], options: WsiAppOptions) -> None:
     failed: list[str] = []
     for slide in slides:
         output_dir = output_root / slide.name
+        seg_result = ResultSeries.new(options.result_series_uid, options.supersedes_sop_uid)
         try:
-            WsiMetastasisApp(
-                sdk_argv, slide=slide, output_dir=output_dir, classifier=classifier, compute=compute, config=config, options=options
-            ).run()
+            with staged_output_set(output_dir, OUTPUT_FILES) as staging:
+                WsiMetastasisApp(
+                    sdk_argv,
+                    slide=slide,
+                    output_dir=staging,
+                    classifier=classifier,
+                    compute=compute,
+                    config=config,
+                    options=options,
+                    seg_result=seg_result,
+                ).run()
         except AppInputError as error:
             logger.error("%s: %s", slide.name, error)
-            write_json_atomically(output_dir / "error.json", {"slide": str(slide.path), "error": str(error)})
+            try:
+                write_json_atomically(output_dir / ERROR_RECORD, {"slide": str(slide.path), "error": str(error)})
+            except OSError as write_error:  # e.g. the disk that ran out of room for the outputs
+                logger.error("%s: cannot write %s (%s)", slide.name, ERROR_RECORD, write_error)
             failed.append(slide.name)
     if failed:
         raise AppInputError(f"{len(failed)} of {len(slides)} slides failed ({', '.join(failed)}); see error.json in their output folders")

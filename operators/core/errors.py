@@ -25,3 +25,23 @@ class ModelLoadError(AppInputError):
 
 class SlideReadError(AppInputError):
     """A whole-slide image cannot be opened or read: not a slide, truncated, unsupported, or without a resolution."""
+
+
+class OutputFolderError(AppInputError):
+    """The output folder cannot take the run's outputs: not creatable, not writable, or without room."""
+
+
+class OutputWriteError(OutputFolderError):
+    """An output file could not be written (no room, a file-size limit, a short write)."""
+
+
+class ModelIntegrityError(ModelLoadError):
+    """The model's weights do not match the SHA-256 its model card carries."""
+
+
+class ImplausibleResultError(AppInputError):
+    """A result fails a plausibility check (e.g. non-finite network outputs) and is not written."""
+
+
+class UnsuitableSeriesError(AppInputError):
+    """The series cannot hold what the app looks for (e.g. a head CT given to the spleen app)."""

@@ -36,6 +36,7 @@ from operators.core.device import ComputeDevice
 from operators.core.timing import StageTimings
 from operators.ct.preprocessing import metatensor_to_volume, spleen_image_transforms, volume_to_metatensor
 from operators.ct.volume import CTVolume
+from operators.models.output_checks import require_finite
 from operators.models.runtime import Network
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def foreground_probability(
     logger.info("Sliding window over %s of %s preprocessed voxels", tuple(region.shape[2:]), shape)
     with torch.inference_mode(), compute.autocast():
         logits = inferer(region, network)
-    probability = torch.softmax(logits.float(), dim=1)[0, 1:2].cpu()
+    probability = torch.softmax(require_finite(logits, "spleen logits").float(), dim=1)[0, 1:2].cpu()
     full = torch.zeros(image.shape, dtype=torch.float32)
     full[(slice(None), *box)] = probability
     return full

@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import highdicom as hd
 import numpy as np
-from monai.deploy.core import Fragment
+from monai.deploy.core import Fragment, OperatorSpec
 from pydicom.dataset import Dataset
 
 from operators.ct.file_writer import VolumeMaskFileWriter
 from operators.ct.volume import CTVolume
 from operators.dicom.seg import (
     EquipmentSpec,
+    ResultSeries,
     SegmentSpec,
+    apply_seg_texts,
     new_seg_series_arguments,
     seg_series_description,
+    seg_texts,
     segment_description,
     with_empty_type2_attributes,
     write_seg,
@@ -36,22 +38,31 @@ def build_binary_seg(
     segment: SegmentSpec,
     equipment: EquipmentSpec,
     series_number: int = 900,
+    result: ResultSeries | None = None,
+    flags: Sequence[str] = (),
 ) -> hd.seg.Segmentation:
-    """A BINARY SEG with one frame per source slice; ``mask_zyx`` follows ``source_datasets``' order."""
+    """A BINARY SEG with one frame per source slice; ``mask_zyx`` follows ``source_datasets``' order.
+
+    ``result`` places it (a new series when None, or the series of an earlier result it supersedes);
+    ``flags`` (e.g. "IMPLAUSIBLE VOLUME") go into its SeriesDescription.
+    """
     if mask_zyx.shape[0] != len(source_datasets):
         raise ValueError(f"mask has {mask_zyx.shape[0]} slices, source series {len(source_datasets)}")
     description = segment_description(segment)
+    result = result or ResultSeries.new()
+    texts = seg_texts(f"{segment.label} by {segment.algorithm_name} {segment.algorithm_version}", result.supersedes_sop_instance_uid)
     seg = hd.seg.Segmentation(
         source_images=with_empty_type2_attributes(source_datasets),
         pixel_array=(mask_zyx > 0).astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[description],
-        **new_seg_series_arguments(equipment, series_number),
-        series_description=seg_series_description(segment.label),
-        content_description=f"{segment.label} by {segment.algorithm_name} {segment.algorithm_version}"[:64],
+        **new_seg_series_arguments(equipment, series_number, result),
+        series_description=seg_series_description(segment.label, flags),
+        content_description=texts.content_description,
         content_label=segment.label.upper().replace(" ", "_")[:16],
         omit_empty_frames=False,
     )
+    apply_seg_texts(seg, texts)
     return seg
 
 
@@ -61,23 +72,37 @@ class DicomSegWriterOperator(VolumeMaskFileWriter):
     Named inputs:
         volume: CTVolume, whose ``source_datasets`` are the referenced slices, in mask order.
         mask: numpy uint8 (z, y, x) on the volume's grid.
+        checks: an object with ``flags`` (operators.ct.checks.ResultChecks), written into SeriesDescription.
 
     Named outputs:
         seg_path: pathlib.Path of the written file.
 
     File outputs:
-        <output_path>: the SEG (Segmentation Storage), written atomically.
+        <output_path>: the SEG (Segmentation Storage), in ``result``'s series, written atomically.
     """
 
     OUTPUT_PATH = "seg_path"
+    INPUT_CHECKS = "checks"
     STAGE = "dicom_seg"
 
-    def __init__(self, fragment: Fragment, *args, segment: SegmentSpec, equipment: EquipmentSpec, **kwargs) -> None:
+    def __init__(
+        self, fragment: Fragment, *args, segment: SegmentSpec, equipment: EquipmentSpec, result: ResultSeries | None = None, **kwargs
+    ) -> None:
         self.segment = segment
         self.equipment = equipment
+        self.result = result
         super().__init__(fragment, *args, **kwargs)
 
-    def write(self, volume: CTVolume, mask: np.ndarray) -> Path:
-        path = write_seg(build_binary_seg(volume.source_datasets, mask, self.segment, self.equipment), self.output_path)
+    def setup(self, spec: OperatorSpec) -> None:
+        super().setup(spec)
+        spec.input(self.INPUT_CHECKS)
+
+    def compute(self, op_input, op_output, context) -> None:
+        volume: CTVolume = op_input.receive(self.INPUT_VOLUME)
+        mask = op_input.receive(self.INPUT_MASK)
+        flags = tuple(op_input.receive(self.INPUT_CHECKS).flags)
+        with self.timings.stage(self.STAGE):
+            seg = build_binary_seg(volume.source_datasets, mask, self.segment, self.equipment, result=self.result, flags=flags)
+            path = write_seg(seg, self.output_path)
         logger.info("Wrote DICOM SEG %s", path)
-        return path
+        op_output.emit(path, self.OUTPUT_PATH)

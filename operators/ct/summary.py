@@ -92,14 +92,16 @@ class SegmentationSummaryOperator(Operator):
 
     Named inputs:
         selection: SeriesSelection; volume: CTVolume; mask: numpy uint8 (z, y, x);
-        seg_path, stl_path, overlay_path: pathlib.Path (stl_path None when the mask is empty).
+        seg_path, stl_path, overlay_path: pathlib.Path (stl_path None when the mask is empty);
+        checks: an object with ``as_json()`` (operators.ct.checks.ResultChecks), the result's flags and checks.
 
     Named outputs:
         none.
 
     File outputs:
         <output_path>: JSON with organ volume (mL), the series and instances used, skipped series,
-        model identity (name, version, SHA-256), device and per-stage timings (s), peak memory (MiB).
+        model identity (name, version, SHA-256, integrity), the checks and their flags, device and
+        per-stage timings (s), peak memory (MiB).
     """
 
     INPUT_SELECTION = "selection"
@@ -108,7 +110,8 @@ class SegmentationSummaryOperator(Operator):
     INPUT_SEG_PATH = "seg_path"
     INPUT_STL_PATH = "stl_path"
     INPUT_OVERLAY_PATH = "overlay_path"
-    INPUTS = (INPUT_SELECTION, INPUT_VOLUME, INPUT_MASK, INPUT_SEG_PATH, INPUT_STL_PATH, INPUT_OVERLAY_PATH)
+    INPUT_CHECKS = "checks"
+    INPUTS = (INPUT_SELECTION, INPUT_VOLUME, INPUT_MASK, INPUT_SEG_PATH, INPUT_STL_PATH, INPUT_OVERLAY_PATH, INPUT_CHECKS)
 
     def __init__(
         self, fragment: Fragment, *args, output_path: Path, organ: str, run_info: dict[str, Any], timings: StageTimings, **kwargs
@@ -130,7 +133,11 @@ class SegmentationSummaryOperator(Operator):
             "stl": received[self.INPUT_STL_PATH],
             "overlay_png": received[self.INPUT_OVERLAY_PATH],
         }
-        run_info = self.run_info | {"timings_s": self.timings.as_dict(), "peak_memory_mib": round(peak_memory_mib(), 1)}
+        run_info = self.run_info | {
+            "checks": received[self.INPUT_CHECKS].as_json(),
+            "timings_s": self.timings.as_dict(),
+            "peak_memory_mib": round(peak_memory_mib(), 1),
+        }
         selection, volume, mask = (received[name] for name in (self.INPUT_SELECTION, self.INPUT_VOLUME, self.INPUT_MASK))
         summary = segmentation_summary(selection, volume, mask, outputs, self.organ, run_info)
         write_json_atomically(self.output_path, summary)

@@ -1,5 +1,6 @@
-"""DICOM Segmentation building blocks both apps share: segment and equipment descriptions, the new
-series' arguments, Type 2 completion of copied attributes, and the atomic write."""
+"""DICOM Segmentation building blocks both apps share: segment and equipment descriptions, the result's
+series and instance (new, or superseding an earlier result), its texts (flags, supersession), Type 2
+completion of copied attributes, and the atomic write."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from operators.core.atomic_io import write_atomically
 logger = logging.getLogger(__name__)
 
 NOT_FOR_CLINICAL_USE = "NOT FOR CLINICAL USE"
+LO_MAX_LENGTH = 64  # SeriesDescription, ContentDescription
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,37 @@ def with_empty_type2_attributes(datasets: Sequence[Dataset]) -> list[Dataset]:
     return completed
 
 
-def new_seg_series_arguments(equipment: EquipmentSpec, series_number: int) -> dict[str, object]:
-    """highdicom Segmentation arguments shared by every SEG the apps write: new series and instance
-    UIDs, the series number, and the writing application's equipment (all Type 1 in a SEG)."""
+@dataclass(frozen=True)
+class ResultSeries:
+    """Where a SEG goes: its series (new, or the earlier result's series when it supersedes it), its own
+    new instance, and the SOP Instance UID of the earlier result it supersedes (None: supersedes nothing)."""
+
+    series_instance_uid: str
+    sop_instance_uid: str
+    supersedes_sop_instance_uid: str | None = None
+
+    @classmethod
+    def new(cls, series_instance_uid: str | None = None, supersedes_sop_instance_uid: str | None = None) -> ResultSeries:
+        """A new instance, in ``series_instance_uid`` when given (a rerun's result), else in a new series."""
+        return cls(str(series_instance_uid or hd.UID()), str(hd.UID()), supersedes_sop_instance_uid)
+
+    def as_json(self) -> dict[str, str | None]:
+        return {
+            "series_instance_uid": self.series_instance_uid,
+            "sop_instance_uid": self.sop_instance_uid,
+            "supersedes_sop_instance_uid": self.supersedes_sop_instance_uid,
+        }
+
+
+def new_seg_series_arguments(equipment: EquipmentSpec, series_number: int, result: ResultSeries | None = None) -> dict[str, object]:
+    """highdicom Segmentation arguments shared by every SEG the apps write: the result's series and
+    instance UIDs (new ones when ``result`` is None), the series number (kept when a result supersedes
+    an earlier one), and the writing application's equipment (all Type 1 in a SEG)."""
+    result = result or ResultSeries.new()
     return {
-        "series_instance_uid": hd.UID(),
+        "series_instance_uid": result.series_instance_uid,
         "series_number": series_number,
-        "sop_instance_uid": hd.UID(),
+        "sop_instance_uid": result.sop_instance_uid,
         "instance_number": 1,
         "manufacturer": equipment.manufacturer,
         "manufacturer_model_name": equipment.model_name,
@@ -84,9 +110,43 @@ def new_seg_series_arguments(equipment: EquipmentSpec, series_number: int) -> di
     }
 
 
-def seg_series_description(label: str) -> str:
-    """SeriesDescription of a SEG: the segment and the clinical-use warning, within the 64-char VR limit."""
-    return f"{label} segmentation - {NOT_FOR_CLINICAL_USE}"[:64]
+def seg_series_description(label: str, flags: Sequence[str] = ()) -> str:
+    """SeriesDescription of a SEG: the segment, its flags (e.g. "IMPLAUSIBLE VOLUME": a result to check
+    before use) and the clinical-use warning, within the 64-char VR limit. The warning is never cut;
+    flags that do not fit are left out whole (summary.json lists them all)."""
+    suffix = f" - {NOT_FOR_CLINICAL_USE}"
+    if not flags:
+        return f"{label} segmentation{suffix}"[:LO_MAX_LENGTH]
+    description = label[: LO_MAX_LENGTH - len(suffix)]
+    for flag in flags:
+        if len(description) + 3 + len(flag) + len(suffix) <= LO_MAX_LENGTH:
+            description += f" - {flag}"
+    return description + suffix
+
+
+@dataclass(frozen=True)
+class SegTexts:
+    """ContentDescription (LO, 64 chars) and ImageComments (LT; None: absent) of a SEG."""
+
+    content_description: str
+    image_comments: str | None = None
+
+
+def seg_texts(content: str, supersedes_sop_instance_uid: str | None = None) -> SegTexts:
+    """The SEG's content description: ``content``, or "Supersedes <UID>" when the SEG supersedes an
+    earlier result. A UID too long for that (over 53 characters) leaves a short ContentDescription
+    pointing at ImageComments; ImageComments carries the full statement whenever a result supersedes one."""
+    if supersedes_sop_instance_uid is None:
+        return SegTexts(content[:LO_MAX_LENGTH])
+    statement = f"Supersedes {supersedes_sop_instance_uid}"
+    short = statement if len(statement) <= LO_MAX_LENGTH else "Supersedes an earlier result (UID in ImageComments)"
+    return SegTexts(short, f"{statement} (SOP Instance UID of the earlier result). {content}")
+
+
+def apply_seg_texts(seg: Dataset, texts: SegTexts) -> None:
+    """Set ImageComments (General Image module) on a built SEG when the texts carry one."""
+    if texts.image_comments is not None:
+        seg.ImageComments = texts.image_comments
 
 
 def segment_description(segment: SegmentSpec, segment_number: int = 1) -> hd.seg.SegmentDescription:

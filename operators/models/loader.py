@@ -4,6 +4,13 @@ or a plain state-dict checkpoint of the configured network, and check its contra
 The algorithm name and version come from the model's own metadata: ``extra/metadata.json`` inside a
 TorchScript archive, else a ``metadata.json`` beside the weights file. A model with neither is named
 after its file and versioned by its SHA-256, with a warning; names are never typed in by hand.
+
+Integrity: the card beside the weights (``metadata.json``; training's export writes it) carries the
+weights' SHA-256 as ``{"weights": {"file": ..., "sha256": ...}}``. It is checked before the file is
+read as a model: a mismatch is a :class:`ModelIntegrityError` unless unverified models are allowed.
+A model without such a card (e.g. a bundle's ``model.ts`` given alone with ``-m``) runs, with a
+warning, as "unverified": there is nothing to check it against. Whatever a loader raises on a damaged
+file becomes a :class:`ModelLoadError` naming the file, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,16 +22,63 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from monai.data.torchscript_utils import METADATA_FILENAME
 
-from operators.core.errors import ModelLoadError
+from operators.core.errors import ModelIntegrityError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
 MODEL_SUFFIXES = (".ts", ".pt", ".pth", ".zip")
+CARD_FILE = "metadata.json"
+IntegrityStatus = Literal["verified", "unverified"]
+
+
+@dataclass(frozen=True)
+class ModelIntegrity:
+    """Whether the weights are the ones their card vouches for; ``reason`` says why not."""
+
+    status: IntegrityStatus
+    expected_sha256: str | None = None
+    reason: str | None = None
+
+    def as_json(self) -> dict[str, str | None]:
+        return {"status": self.status, "expected_sha256": self.expected_sha256, "reason": self.reason}
+
+
+def card_weights_sha256(card: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The (file name, SHA-256) a model card records for its weights, (None, None) when it records none."""
+    weights = card.get("weights")
+    if not isinstance(weights, dict) or not isinstance(weights.get("sha256"), str):
+        return None, None
+    return weights.get("file"), weights["sha256"].lower()
+
+
+def card_for_weights(card: dict[str, Any], weights_file: Path) -> dict[str, Any]:
+    """``card`` recording ``weights_file``'s name and SHA-256: the card training's export writes beside the weights."""
+    return {**card, "weights": {"file": Path(weights_file).name, "sha256": sha256_of(Path(weights_file))}}
+
+
+def check_integrity(model_file: Path, sha256: str, card: dict[str, Any], allow_unverified: bool = False) -> ModelIntegrity:
+    """Compare the weights' SHA-256 with the card's. A mismatch raises :class:`ModelIntegrityError`
+    unless ``allow_unverified`` (then a warning); a card without a SHA-256 for this file gives an
+    unverified model, with a warning."""
+    card_file, expected = card_weights_sha256(card)
+    if expected is None or (card_file is not None and card_file != model_file.name):
+        reason = f"no model card beside it records the SHA-256 of {model_file.name}"
+        logger.warning("Model %s is unverified: %s", model_file, reason)
+        return ModelIntegrity("unverified", None, reason)
+    if expected == sha256:
+        return ModelIntegrity("verified", expected)
+    reason = f"SHA-256 {sha256[:16]}... of the weights differs from {expected[:16]}... in its model card"
+    if not allow_unverified:
+        raise ModelIntegrityError(f"model {model_file} fails its integrity check: {reason} (--allow-unverified-model runs it anyway)")
+    logger.warning(
+        "Model %s fails its integrity check (%s); running it as unverified, as --allow-unverified-model asks", model_file, reason
+    )
+    return ModelIntegrity("unverified", expected, reason)
 
 
 @dataclass(frozen=True)
@@ -38,9 +92,17 @@ class LoadedModel:
     version: str
     sha256: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    integrity: ModelIntegrity = ModelIntegrity("unverified", None, "not checked")
 
-    def identity(self) -> dict[str, str]:
-        return {"name": self.name, "version": self.version, "kind": self.kind, "sha256": self.sha256, "path": str(self.path)}
+    def identity(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "kind": self.kind,
+            "sha256": self.sha256,
+            "path": str(self.path),
+            "integrity": self.integrity.as_json(),
+        }
 
 
 def find_model_file(path: Path) -> Path:
@@ -71,10 +133,14 @@ def sha256_of(path: Path) -> str:
 
 
 def _is_torchscript_archive(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("/code/__torch__.py") or name.split("/", 1)[-1].startswith("code/") for name in archive.namelist())
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except Exception as error:  # noqa: BLE001 -- a damaged zip fails in zipfile with BadZipFile, UnicodeDecodeError, ValueError...
+        raise ModelLoadError(f"{path} is a damaged zip archive ({type(error).__name__}: {error})") from None
+    return any(name.endswith("/code/__torch__.py") or name.split("/", 1)[-1].startswith("code/") for name in names)
 
 
 def _unwrap_state_dict(checkpoint: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -134,22 +200,37 @@ def _load_torchscript(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
 
 
 def _metadata_beside(path: Path) -> dict[str, Any]:
-    card = path.with_name("metadata.json")
-    return json.loads(card.read_text()) if card.is_file() else {}
+    card = path.with_name(CARD_FILE)
+    if not card.is_file():
+        return {}
+    try:
+        content = json.loads(card.read_text())
+    except (OSError, ValueError) as error:  # ValueError: JSONDecodeError and UnicodeDecodeError
+        raise ModelLoadError(f"model card {card} cannot be read ({type(error).__name__}: {error})") from None
+    if not isinstance(content, dict):
+        raise ModelLoadError(f"model card {card} holds a {type(content).__name__}, not a JSON object")
+    return content
 
 
-def load_model(path: Path, build_network: Callable[[], torch.nn.Module], device: torch.device) -> LoadedModel:
-    """Load the model at ``path`` (file or folder) in eval mode on ``device``."""
+def load_model(
+    path: Path, build_network: Callable[[], torch.nn.Module], device: torch.device, *, allow_unverified: bool = False
+) -> LoadedModel:
+    """Check the integrity of the model at ``path`` (file or folder), then load it in eval mode on ``device``."""
     model_file = find_model_file(path)
+    try:
+        sha256 = sha256_of(model_file)
+    except OSError as error:
+        raise ModelLoadError(f"model {model_file} cannot be read ({error.strerror or error})") from None
+    card_beside = _metadata_beside(model_file)
+    integrity = check_integrity(model_file, sha256, card_beside, allow_unverified)
     if _is_torchscript_archive(model_file):
         module, metadata = _load_torchscript(model_file)
         kind = "torchscript"
-        metadata = metadata or _metadata_beside(model_file)
+        metadata = metadata or card_beside
     else:
         module = _load_state_dict_model(model_file, build_network)
         kind = "state_dict"
-        metadata = _metadata_beside(model_file)
-    sha256 = sha256_of(model_file)
+        metadata = card_beside
     name = metadata.get("name")
     version = metadata.get("version")
     if not name or not version:
@@ -157,7 +238,7 @@ def load_model(path: Path, build_network: Callable[[], torch.nn.Module], device:
         name = name or model_file.stem
         version = version or f"sha256-{sha256[:12]}"
     logger.info("Loaded %s model '%s' version %s from %s", kind, name, version, model_file)
-    return LoadedModel(module.to(device).eval(), model_file, kind, str(name), str(version), sha256, metadata)
+    return LoadedModel(module.to(device).eval(), model_file, kind, str(name), str(version), sha256, metadata, integrity)
 
 
 def check_output_channels(model: LoadedModel, input_shape: tuple[int, ...], expected_channels: int, device: torch.device) -> None:

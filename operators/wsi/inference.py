@@ -33,6 +33,7 @@ from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from operators.core.device import ComputeDevice
 from operators.core.timing import StageTimings
+from operators.models.output_checks import require_finite
 from operators.wsi.classifier import PatchClassifier
 from operators.wsi.grid import MapGrid, ProbabilityMap, grid_for_slide, read_model_pixels, tissue_on_grid
 from operators.wsi.slide.reader import SlideHandle
@@ -126,10 +127,13 @@ def to_network_input(regions_nhwc: torch.Tensor, compute: ComputeDevice) -> torc
 
 def classify_in_chunks(network: torch.nn.Module, regions_nhwc: torch.Tensor, compute: ComputeDevice, chunk: int | None) -> torch.Tensor:
     """``network(to_network_input(regions_nhwc))``, converted and run ``chunk`` regions at a time
-    (``None``: all at once), so that a chunk's float input is still in the CPU caches when used."""
+    (``None``: all at once), so that a chunk's float input is still in the CPU caches when used.
+    Non-finite logits stop the run (:func:`operators.models.output_checks.require_finite`)."""
     if chunk is None or len(regions_nhwc) <= chunk:
-        return network(to_network_input(regions_nhwc, compute))
-    return torch.cat([network(to_network_input(part, compute)) for part in regions_nhwc.split(chunk)])
+        logits = network(to_network_input(regions_nhwc, compute))
+    else:
+        logits = torch.cat([network(to_network_input(part, compute)) for part in regions_nhwc.split(chunk)])
+    return require_finite(logits, "tumor logits")
 
 
 def dihedral_average(

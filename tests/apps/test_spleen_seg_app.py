@@ -54,6 +54,8 @@ def test_demo_seg_names_the_model_from_its_card_and_references_every_source_slic
     algorithm = seg.get_segment_description(1).algorithm_identification[0]
     assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == (card["name"], card["version"])
     assert (summary["model"]["name"], summary["model"]["version"]) == (card["name"], card["version"])
+    assert summary["model"]["integrity"] == {"status": "verified", "expected_sha256": card["weights"]["sha256"], "reason": None}
+    assert summary["checks"]["flags"] == [] and summary["checks"]["abdominal_series"]["abdominal"] is True
     assert seg.NumberOfFrames == len(list(demo_ct.dicom_dir.glob("*.dcm")))
     referenced = {ref.ReferencedSOPInstanceUID for item in seg.ReferencedSeriesSequence for ref in item.ReferencedInstanceSequence}
     assert referenced == set(summary["input"]["sop_instance_uids"])
@@ -95,18 +97,42 @@ def test_runs_from_holoscan_environment_variables_as_a_map_does(demo_ct, tmp_pat
 
 
 @requires_dciodvfy
-def test_real_ge_ct_series_is_processed(tmp_path: Path):
-    summary = succeed(["-i", str(GE_CT5N), "-o", str(tmp_path)])
+def test_real_ge_ct_series_is_processed_under_warn_and_flagged_as_not_abdominal(tmp_path: Path):
+    """pydicom's GE series is a 5-slice cardiac calcium-score slab, cut to 16 x 16 pixels: no abdomen."""
+    summary = succeed(["-i", str(GE_CT5N), "-o", str(tmp_path), "--on-non-abdominal", "warn"])
     assert summary["input"]["grid_zyx"] == [5, 16, 16]
+    assert "NON-ABDOMINAL SERIES" in summary["checks"]["flags"]
     assert dciodvfy_errors(tmp_path / "spleen_seg.dcm") == []
+
+
+@requires_cranium
+def test_real_head_ct_is_refused_by_default_before_any_pixel_is_read(demo_run, tmp_path: Path):
+    series = write_cranium_series(tmp_path / "cranium")
+    out = tmp_path / "out"
+    shutil.copytree(demo_run[0], out)  # a previous result stays as it was
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = run_app(APP, ["-i", str(series), "-o", str(out)])
+    assert result.returncode == 2, result.stderr[-2000:]
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "cannot hold a spleen: BodyPartExamined is HEAD" in last_line and "--on-non-abdominal warn" in last_line
+    assert "Traceback" not in result.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 @requires_dciodvfy
 @requires_cranium
-def test_real_head_ct_is_processed(tmp_path: Path):
+def test_real_head_ct_under_warn_is_a_flagged_result_in_the_summary_and_the_seg(tmp_path: Path):
     series = write_cranium_series(tmp_path / "cranium")
-    summary = succeed(["-i", str(series), "-o", str(tmp_path / "out")])
+    summary = succeed(["-i", str(series), "-o", str(tmp_path / "out"), "--on-non-abdominal", "warn"])
     assert summary["input"]["grid_zyx"] == [108, 256, 256]
+    checks = summary["checks"]
+    assert checks["abdominal_series"]["abdominal"] is False and checks["abdominal_series"]["body_part_examined"] == "HEAD"
+    assert "NON-ABDOMINAL SERIES" in checks["flags"]
+    volume = checks["spleen_volume"]
+    assert volume["plausible"] == (not summary["spleen"]["found"] or 20 <= summary["spleen"]["volume_ml"] <= 2500)
+    assert ("IMPLAUSIBLE VOLUME" in checks["flags"]) == (not volume["plausible"])
+    seg = hd.seg.segread(tmp_path / "out" / "spleen_seg.dcm")
+    assert seg.SeriesDescription.startswith("Spleen - NON-ABDOMINAL SERIES") and seg.SeriesDescription.endswith("NOT FOR CLINICAL USE")
     assert dciodvfy_errors(tmp_path / "out" / "spleen_seg.dcm") == []
     mask = read_seg_on_source(tmp_path / "out" / "spleen_seg.dcm", summary["input"]["sop_instance_uids"])
     assert mask.sum() == summary["spleen"]["voxel_count"]

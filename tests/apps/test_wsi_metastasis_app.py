@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from operators.models.config import load_model_config
+from operators.models.loader import card_for_weights
 from operators.models.networks import build_patch_classifier, build_spleen_unet
 from operators.wsi.outputs.map_files import read_detections_csv
 from tests.conftest import run_app
@@ -36,7 +37,7 @@ def classifier(tmp_path_factory) -> Path:
     torch.save(
         {"model": build_patch_classifier(load_model_config("pathology_tumor_detection")["network"]).state_dict()}, folder / "model.pt"
     )
-    (folder / "metadata.json").write_text(json.dumps(CARD))
+    (folder / "metadata.json").write_text(json.dumps(card_for_weights(CARD, folder / "model.pt")))  # as training's export writes it
     return folder / "model.pt"
 
 
@@ -66,6 +67,7 @@ def test_dicom_wsi_gives_every_output_and_a_valid_fractional_seg(classifier, tmp
         "dicom_seg",
     }
     assert (summary["model"]["name"], summary["model"]["version"]) == (CARD["name"], CARD["version"])
+    assert summary["model"]["integrity"]["status"] == "verified" and summary["flags"] == []
     assert summary["slide"]["mpp"] == pytest.approx(0.1215) and summary["slide"]["dicom"] is True
     assert dciodvfy_errors(out / "tumor_seg.dcm") == []
     detections = read_detections_csv(out / "detections.csv")

@@ -14,6 +14,7 @@ from monai.data import load_net_with_metadata
 
 from operators.core.device import compute_on
 from operators.models.config import load_model_card
+from operators.models.loader import sha256_of
 from training.spleen.cli import build_parser, main
 from training.spleen.evaluate import evaluate
 from training.spleen.export import export
@@ -113,8 +114,10 @@ def test_export_embeds_the_model_card_and_evaluate_scores_it(trained, dataset, t
     path = export(result.best_checkpoint, tmp_path / "model")
     assert path.name == "model.ts" and path.stat().st_size < 25 * 1024 * 1024
     net, meta, extra = load_net_with_metadata(str(path), more_extra_files=("config.json", "training.json"))
-    card = load_model_card("spleen_ct_segmentation")
+    card = {key: value for key, value in load_model_card("spleen_ct_segmentation").items() if key != "weights"}
     assert meta == card and meta["name"] and meta["version"]
+    beside = json.loads((tmp_path / "metadata.json").read_text())  # what the app checks before loading the file
+    assert beside["weights"] == {"file": "model.ts", "sha256": sha256_of(path)} and beside["name"] == card["name"]
     assert json.loads(extra["config.json"])["network"]["out_channels"] == 2
     assert all(p.dtype == torch.float32 for p in net.parameters())
     with torch.no_grad():

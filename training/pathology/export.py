@@ -5,7 +5,8 @@
   ``features.1`` bn1, ``features.4``-``features.7`` layer1-4 with torchvision's names inside,
   ``fc`` a [1, 512, 1, 1] convolution), so the bundle's own weights and these are interchangeable;
 - ``metadata.json``: the model card (name, version, inputs and outputs, intended use, training
-  data, the training run and the evaluation metrics).
+  data, the training run, the evaluation metrics, and ``weights``: model.pt's name and SHA-256,
+  which the app checks before loading it).
 
 The export is checked by loading it through the app's loader and classifier preparation and
 comparing outputs with the checkpoint's network.
@@ -22,7 +23,7 @@ import torch
 
 from operators.core.device import ComputeDevice
 from operators.models.config import load_model_config, model_dir
-from operators.models.loader import load_model, load_state_dict
+from operators.models.loader import CARD_FILE, card_for_weights, load_model, load_state_dict
 from operators.models.networks import build_patch_classifier
 from operators.models.runtime import torch_runtime
 from operators.wsi.classifier import PatchContract, prepare_classifier
@@ -142,7 +143,7 @@ def export(
     path = out_dir / "model.pt"
     save_torch(path, state_dict)
     metrics = json.loads(Path(metrics_path).read_text()) if metrics_path else None
-    write_json(out_dir / "metadata.json", model_card(version, _training_info(checkpoint), _card_metrics(metrics)))
+    write_json(out_dir / CARD_FILE, card_for_weights(model_card(version, _training_info(checkpoint), _card_metrics(metrics)), path))
     verify_export(path, net)
     logger.info("exported %s (%.1f MB) and its metadata.json", path, path.stat().st_size / 1e6)
     return path

@@ -11,6 +11,7 @@ import torch
 from monai.data import load_net_with_metadata, save_net_with_metadata
 
 from operators.models.config import load_model_card, load_model_config, model_dir
+from operators.models.loader import CARD_FILE, card_for_weights
 from training.spleen.network import MODEL_NAME, build_network
 
 logger = logging.getLogger(__name__)
@@ -25,13 +26,15 @@ def default_export_prefix(model_name: str = MODEL_NAME) -> Path:
 def export(checkpoint: Path, out_prefix: Path | None = None, *, model_name: str = MODEL_NAME) -> Path:
     """Script the checkpoint's network and save it as ``<out_prefix>.ts``; returns the path, checked by reloading.
 
-    ``extra/metadata.json`` is the model card (``model_zoo/<name>/metadata.json``) verbatim;
-    ``extra/config.json`` the shared model config; ``extra/training.json`` the training run's
-    resolved config and metrics when the checkpoint sits in a run folder.
+    ``extra/metadata.json`` is the model card (``model_zoo/<name>/metadata.json``) without its
+    ``weights`` record (an archive cannot carry its own hash); ``extra/config.json`` the shared model
+    config; ``extra/training.json`` the training run's resolved config and metrics when the checkpoint
+    sits in a run folder. ``metadata.json`` beside the file is the card with the file's name and
+    SHA-256 in ``weights``, which the apps check before loading it.
     """
     checkpoint = Path(checkpoint)
     model_config = load_model_config(model_name)
-    card = load_model_card(model_name)
+    card = {key: value for key, value in load_model_card(model_name).items() if key != "weights"}
     for key in ("name", "version"):
         if key not in card:
             raise ValueError(f"model card of {model_name} has no {key!r}")
@@ -50,6 +53,7 @@ def export(checkpoint: Path, out_prefix: Path | None = None, *, model_name: str 
     }
     save_net_with_metadata(scripted, str(path), include_config_vals=False, append_timestamp=False, meta_values=card, more_extra_files=extra)
     _verify(path, net, card)
+    (path.with_name(CARD_FILE)).write_text(json.dumps(card_for_weights(card, path), indent=2) + "\n")
     logger.info("exported %s (%.1f MB, model %s %s)", path, path.stat().st_size / 1e6, card["name"], card["version"])
     return path
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import highdicom as hd
@@ -30,9 +31,12 @@ from pydicom.sr.codedict import codes
 
 from operators.dicom.seg import (
     EquipmentSpec,
+    ResultSeries,
     SegmentSpec,
+    apply_seg_texts,
     new_seg_series_arguments,
     seg_series_description,
+    seg_texts,
     segment_description,
     with_empty_type2_attributes,
 )
@@ -138,11 +142,15 @@ def build_fractional_wsi_seg(
     equipment: EquipmentSpec,
     series_number: int = 901,
     omit_empty_frames: bool = False,
+    result: ResultSeries | None = None,
+    flags: Sequence[str] = (),
 ) -> hd.seg.Segmentation:
     """A tiled FRACTIONAL (PROBABILITY, maximum 255) SEG of ``slide`` (a DICOM WSI) on the grid of the
     pyramid level closest to the map's stride; the level is named in the log and in ContentDescription.
 
     Every tile is written unless ``omit_empty_frames`` (each frame carries its position, TILED_SPARSE).
+    ``result`` places it (a new series when None, or the series of an earlier result it supersedes);
+    ``flags`` go into its SeriesDescription.
     """
     if slide.dicom_source is None:
         raise ValueError(f"{slide.path}: a DICOM SEG needs a DICOM whole-slide image as its source")
@@ -158,6 +166,10 @@ def build_fractional_wsi_seg(
         prob_map.grid.stride_level0_px,
     )
     sources = with_empty_type2_attributes(level.datasets)
+    result = result or ResultSeries.new()
+    texts = seg_texts(
+        f"{segment.label} probability by {segment.algorithm_name} {segment.algorithm_version}", result.supersedes_sop_instance_uid
+    )
     seg = hd.seg.Segmentation(
         source_images=sources[:1],
         further_source_images=sources[1:] or None,
@@ -166,9 +178,9 @@ def build_fractional_wsi_seg(
         fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
         max_fractional_value=MAX_FRACTIONAL_VALUE,
         segment_descriptions=[segment_description(segment)],
-        **new_seg_series_arguments(equipment, series_number),
-        series_description=seg_series_description(f"{segment.label} probability"),
-        content_description=f"{segment.label} probability by {segment.algorithm_name} {segment.algorithm_version}"[:64],
+        **new_seg_series_arguments(equipment, series_number, result),
+        series_description=seg_series_description(f"{segment.label} probability", flags),
+        content_description=texts.content_description,
         content_label=segment.label.upper().replace(" ", "_")[:16],
         tile_pixel_array=True,
         dimension_organization_type=hd.DimensionOrganizationTypeValues.TILED_SPARSE,
@@ -180,4 +192,5 @@ def build_fractional_wsi_seg(
     # orientation, so it is present and empty.
     if "PatientOrientation" not in seg:
         seg.PatientOrientation = None
+    apply_seg_texts(seg, texts)
     return seg

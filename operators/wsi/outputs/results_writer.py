@@ -23,7 +23,7 @@ from PIL import Image
 
 from operators.core.atomic_io import write_atomically, write_json_atomically
 from operators.core.timing import StageTimings, peak_memory_mib
-from operators.dicom.seg import EquipmentSpec, write_seg
+from operators.dicom.seg import EquipmentSpec, ResultSeries, write_seg
 from operators.wsi.nms import SlideDetections
 from operators.wsi.outputs.dicom_seg import build_fractional_wsi_seg, tumor_segment
 from operators.wsi.outputs.geojson import detections_and_contours_geojson, write_geojson
@@ -33,14 +33,34 @@ from operators.wsi.outputs.map_files import write_detections_csv, write_probabil
 logger = logging.getLogger(__name__)
 
 OVERLAY_LONG_SIDE_PX = 1024
+SUMMARY_FILE = "summary.json"
+OUTPUT_FILES = (
+    "tissue_mask.png",
+    "detections.csv",
+    "probability_map.npy",
+    "probability_map.tif",
+    "probability_map.json",
+    "detections.geojson",
+    "overlay.png",
+    "tumor_seg.dcm",
+    SUMMARY_FILE,
+)
 
 
 def write_png(image: Image.Image, path: Path) -> Path:
     return write_atomically(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
-def write_slide_results(result: SlideDetections, output_dir: Path, run_info: dict[str, Any], threshold: float) -> dict[str, str]:
-    """Write the slide's files (not the summary); returns {kind: file name}.
+def write_slide_results(
+    result: SlideDetections,
+    output_dir: Path,
+    run_info: dict[str, Any],
+    threshold: float,
+    seg_result: ResultSeries | None = None,
+    flags: tuple[str, ...] = (),
+) -> dict[str, str]:
+    """Write the slide's files (not the summary); returns {kind: file name}. ``seg_result`` places the
+    DICOM SEG (a new series when None); ``flags`` go into its SeriesDescription.
 
     The overlay's thumbnail and the DICOM SEG's source levels come from the slide the tissue stage
     resolved, re-opened without choosing its backend or checking it again.
@@ -67,7 +87,12 @@ def write_slide_results(result: SlideDetections, output_dir: Path, run_info: dic
         if tissue.is_dicom:
             model = run_info["model"]
             seg = build_fractional_wsi_seg(
-                slide, prob_map, tumor_segment(model["name"], model["version"]), EquipmentSpec(**run_info["equipment"])
+                slide,
+                prob_map,
+                tumor_segment(model["name"], model["version"]),
+                EquipmentSpec(**run_info["equipment"]),
+                result=seg_result,
+                flags=flags,
             )
             files["dicom_seg"] = write_seg(seg, output_dir / "tumor_seg.dcm").name
     return files
@@ -120,7 +145,8 @@ class WsiResultsWriterOperator(Operator):
         none.
 
     File outputs:
-        see the module docstring; all in ``output_dir``, each written atomically.
+        see the module docstring; all in ``output_dir`` (the app's staging folder, published as one set),
+        each written atomically, summary.json last.
     """
 
     INPUT_DETECTIONS = "detections"
@@ -133,10 +159,12 @@ class WsiResultsWriterOperator(Operator):
         run_info: dict[str, Any],
         threshold: float,
         timings: StageTimings,
+        seg_result: ResultSeries | None = None,
         **kwargs,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.run_info = run_info
+        self.seg_result = seg_result
         self.threshold = threshold
         self.timings = timings
         super().__init__(fragment, *args, **kwargs)
@@ -147,8 +175,12 @@ class WsiResultsWriterOperator(Operator):
     def compute(self, op_input, op_output, context) -> None:
         result: SlideDetections = op_input.receive(self.INPUT_DETECTIONS)
         with self.timings.stage("outputs"):
-            files = write_slide_results(result, self.output_dir, self.run_info, self.threshold)
-        write_json_atomically(self.output_dir / "summary.json", slide_summary(result, files, self.run_info, self.timings.as_dict()))
+            flags = tuple(self.run_info.get("flags", ()))
+            files = write_slide_results(result, self.output_dir, self.run_info, self.threshold, self.seg_result, flags)
+        summary = slide_summary(result, files, self.run_info, self.timings.as_dict())
+        if self.seg_result is not None:
+            summary["result"] = self.seg_result.as_json() if "dicom_seg" in files else None
+        write_json_atomically(self.output_dir / SUMMARY_FILE, summary)
         logger.info(
             "%s: score %.3f, %d lesions; outputs in %s",
             result.probability.tissue.source.name,

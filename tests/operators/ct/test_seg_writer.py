@@ -11,7 +11,7 @@ from operators.ct.seg_writer import build_binary_seg
 from operators.ct.series_selector import select_ct_series
 from operators.ct.volume import build_ct_volume
 from operators.dicom.scan import scan_dicom_folder
-from operators.dicom.seg import EquipmentSpec, SegmentSpec, seg_series_description, write_seg
+from operators.dicom.seg import EquipmentSpec, ResultSeries, SegmentSpec, seg_series_description, write_seg
 from testkit.dicom_factories import ct_stack, save_all
 from tests.validators import dciodvfy_errors, requires_dciodvfy
 
@@ -78,3 +78,20 @@ def test_series_description_warns_and_fits_the_vr(label):
     assert len(description) <= 64 and description.startswith(label[:10])
     if len(label) < 30:
         assert description.endswith("NOT FOR CLINICAL USE")
+
+
+@requires_dciodvfy
+@pytest.mark.parametrize("supersedes", ["1.2.3.4.5", "1.2.826.0.1.3680043.8.498.12345678901234567890123456789012345678"])
+def test_a_superseding_seg_keeps_the_series_names_the_earlier_result_and_stays_valid(volume, tmp_path: Path, supersedes):
+    mask = mask_with_empty_slices(volume.hu_zyx.shape)
+    result = ResultSeries.new("1.2.826.0.1.3680043.8.498.777", supersedes)
+    path = write_seg(
+        build_binary_seg(volume.source_datasets, mask, SEGMENT, EQUIPMENT, result=result, flags=("IMPLAUSIBLE VOLUME",)),
+        tmp_path / "seg.dcm",
+    )
+    seg = hd.seg.segread(path)
+    assert (seg.SeriesInstanceUID, seg.SOPInstanceUID, seg.SeriesNumber) == (result.series_instance_uid, result.sop_instance_uid, 900)
+    assert f"Supersedes {supersedes}" in seg.ImageComments
+    assert seg.ContentDescription == f"Supersedes {supersedes}" or "ImageComments" in seg.ContentDescription
+    assert seg.SeriesDescription == "Spleen - IMPLAUSIBLE VOLUME - NOT FOR CLINICAL USE"
+    assert dciodvfy_errors(path) == []

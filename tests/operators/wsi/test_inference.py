@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from operators.core.device import ComputeDevice
+from operators.core.errors import ImplausibleResultError
 from operators.wsi.grid import grid_for_slide, tissue_on_grid
 from operators.wsi.inference import (
     InferenceSettings,
@@ -68,6 +69,23 @@ def test_classify_in_chunks_splits_the_batch_and_keeps_the_order(samples, chunk,
     out = classify_in_chunks(network, regions, CPU, chunk)
     assert network.calls == expected_calls
     torch.testing.assert_close(out, RecordsCallSizes()(to_network_input(regions, CPU)))
+
+
+class NanForRedRegions(torch.nn.Module):
+    """A broken network: NaN logits for regions whose red channel is high, finite ones elsewhere."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = x.mean(dim=(1, 2, 3)).reshape(-1, 1)
+        return torch.where(x[:, :1].mean(dim=(1, 2, 3)).reshape(-1, 1) > 0.5, torch.nan, logits)
+
+
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_non_finite_logits_stop_the_map_where_the_network_makes_them(chunk):
+    regions = torch.zeros((5, 8, 8, 3), dtype=torch.uint8)
+    regions[3, ..., 0] = 255  # one region gives NaN
+    with pytest.raises(ImplausibleResultError, match="1 NaN and 0 infinite of 5 tumor logits"):
+        classify_in_chunks(NanForRedRegions(), regions, CPU, chunk)
+    assert torch.isfinite(classify_in_chunks(NanForRedRegions(), regions[:3], CPU, chunk)).all()
 
 
 def test_network_input_is_scaled_to_minus_one_one_channels_last_and_leaves_the_regions_alone():

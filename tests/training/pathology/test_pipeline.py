@@ -16,7 +16,7 @@ from monai.optimizers import Novograd
 
 from operators.core.device import ComputeDevice
 from operators.models.config import load_model_config
-from operators.models.loader import load_model
+from operators.models.loader import load_model, sha256_of
 from operators.models.networks import build_patch_classifier
 from training.pathology.candidates import load_heldout
 from training.pathology.cli import main
@@ -108,6 +108,7 @@ def test_export_has_the_bundle_layout_loads_in_the_app_and_evaluate_scores_it(tr
     assert "features.5.0.downsample.0.weight" in state and all(v.dtype in (torch.float32, torch.int64) for v in state.values())
     card = json.loads((tmp_path / "model" / "metadata.json").read_text())
     assert card["name"] == "pathology_tumor_detection" and card["version"] and "Not for clinical use" in card["intended_use"]
+    assert card["weights"] == {"file": "model.pt", "sha256": sha256_of(model_path)}
     loaded = load_model(tmp_path / "model", lambda: build_patch_classifier(CONFIG["network"]), torch.device("cpu"))
     assert loaded.name == "pathology_tumor_detection" and loaded.kind == "state_dict"
     probe = torch.rand(1, 3, 256, 256) * 2 - 1
