@@ -1,5 +1,8 @@
 """PACS round trips with the real apps: Orthanc sends a study to the gateway, the routed app runs as its MAP
 runs it, and its DICOM SEG arrives back in Orthanc referencing the source series (checked over REST).
+With the real spleen app: a gateway killed mid-study gives one SEG from the whole study once it is sent
+again; a resent instance gives no second SEG, new slices one superseding SEG in the same series; an app
+that refuses its model exports nothing.
 """
 
 from __future__ import annotations
@@ -7,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -159,3 +163,68 @@ def test_gateway_killed_after_part_of_a_study_then_the_study_resent_gives_one_se
     summary = json.loads((tmp_path / "gateway-data" / "jobs" / f"{job['id']:06d}" / "output" / "summary.json").read_text())
     assert sorted(summary["input"]["sop_instance_uids"]) == sorted(str(ds.SOPInstanceUID) for ds in source)  # the app read all 80
     assert seg.SegmentSequence[0].SegmentLabel == "Spleen"
+
+
+def test_spleen_study_resent_in_part_gives_no_second_seg_and_new_slices_give_one_superseding_seg_in_the_same_series(
+    orthanc: Orthanc, demo_ct, tmp_path: Path, gateway_port: int
+):
+    files = sorted(demo_ct.dicom_dir.glob("*.dcm"), key=lambda f: int(dcmread(f, stop_before_pixels=True).InstanceNumber))
+    first_part, added = files[:72], files[72:]  # the sender first sends 72 of the 80 slices, then the other 8
+    destination = {"name": "orthanc", "type": "dicom", "ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
+    config = write_config(tmp_path, gateway_port, [SPLEEN_ROUTE], [destination], quiet_period_s=2)
+    gateway = GatewayProcess(config, gateway_port, tmp_path / "gateway.log").start()
+    try:
+        assert store(gateway_port, first_part) == [0] * len(first_part)
+        [first] = gateway.wait_for_jobs({"done", "failed"}, timeout_s=900)
+        assert first["state"] == "done", gateway.log_text()[-4000:]
+        assert store(gateway_port, first_part[10:11]) == [0]  # one instance sent again, unchanged
+        time.sleep(5)
+        assert [j["id"] for j in gateway.jobs()] == [first["id"]]
+        assert store(gateway_port, added) == [0] * len(added)
+        jobs = gateway.wait_for_jobs({"done", "failed"}, count=2, timeout_s=900)
+    finally:
+        assert gateway.terminate() == 0
+    first, rerun = jobs
+    assert rerun["state"] == "done", gateway.log_text()[-4000:]
+    [first_seg] = [o for o in first["outputs"] if o["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.66.4"]
+    assert (rerun["supersedes_job_id"], first["superseded_by"]) == (first["id"], rerun["id"])
+    assert (rerun["supersedes_sop_uid"], rerun["result_series_uid"]) == (first_seg["sop_instance_uid"], first_seg["series_uid"])
+
+    study_uid = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    [seg_series] = orthanc.find("Series", {"StudyInstanceUID": study_uid, "Modality": "SEG"})
+    segs = [dcmread(io.BytesIO(orthanc.instance_file(i))) for i in orthanc.series_instances(seg_series)]
+    assert len(segs) == 2 and {str(s.SeriesInstanceUID) for s in segs} == {first_seg["series_uid"]}  # one series, two instances
+    [superseding] = [s for s in segs if str(s.SOPInstanceUID) != first_seg["sop_instance_uid"]]
+    assert first_seg["sop_instance_uid"] in superseding.ImageComments
+    [referenced] = superseding.ReferencedSeriesSequence
+    assert len(referenced.ReferencedInstanceSequence) == 80
+    summary = json.loads((tmp_path / "gateway-data" / "jobs" / f"{rerun['id']:06d}" / "output" / "summary.json").read_text())
+    assert summary["result"]["supersedes_sop_instance_uid"] == first_seg["sop_instance_uid"]
+    assert summary["result"]["series_instance_uid"] == first_seg["series_uid"]
+    assert summary["result"]["sop_instance_uid"] == str(superseding.SOPInstanceUID)
+
+
+def test_spleen_app_refusing_a_model_with_flipped_weights_exports_nothing_and_the_job_fails_with_its_reason(
+    orthanc: Orthanc, demo_ct, tmp_path: Path, gateway_port: int
+):
+    model_dir = tmp_path / "model"
+    shutil.copytree(SPLEEN_MODEL.parent, model_dir)
+    weights = bytearray((model_dir / SPLEEN_MODEL.name).read_bytes())
+    weights[len(weights) // 2] ^= 0xFF  # one flipped byte in the weights; the card beside them keeps the original SHA-256
+    (model_dir / SPLEEN_MODEL.name).write_bytes(bytes(weights))
+    route = {**SPLEEN_ROUTE, "model": str(model_dir / SPLEEN_MODEL.name)}
+    destination = {"name": "orthanc", "type": "dicom", "ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
+    config = write_config(tmp_path, gateway_port, [route], [destination], quiet_period_s=1, max_attempts=1)
+    gateway = GatewayProcess(config, gateway_port, tmp_path / "gateway.log").start()
+    files = sorted(demo_ct.dicom_dir.glob("*.dcm"))
+    try:
+        assert store(gateway_port, files) == [0] * len(files)
+        [job] = gateway.wait_for_jobs({"done", "failed"}, timeout_s=300)
+    finally:
+        assert gateway.terminate() == 0
+    assert (job["state"], job["outputs"]) == ("failed", [])
+    assert job["error"].startswith("exit 2: spleen_seg_app: error: ") and "fails its integrity check: SHA-256" in job["error"], job["error"]
+    output = tmp_path / "gateway-data" / "jobs" / f"{job['id']:06d}" / "output"
+    assert [p.name for p in output.iterdir()] == []  # nothing written: no partial set to export
+    study_uid = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    assert orthanc.find("Series", {"StudyInstanceUID": study_uid, "Modality": "SEG"}) == []
