@@ -22,7 +22,8 @@ not installed here: ``SlideUnavailable`` names it and the set-up command that in
 ``tests/real_slides.py`` turns that into the calling test's skip.
 
 ``python -m testkit.real_slides`` makes them all and prints where they are (scripts/setup.sh
-runs it); ``python -m testkit.real_slides bench`` times 1000 random 224x224 patch reads per backend.
+runs it); ``python -m testkit.real_slides encodings`` prints what the reader makes of each DICOM
+encoding with each DICOM backend; ``python -m testkit.real_slides bench`` times 1000 random 224x224 patch reads per backend.
 """
 
 from __future__ import annotations
@@ -240,12 +241,38 @@ def benchmark_patch_reads(path: Path, backend: str, patches: int = 1000, size: i
         return time.perf_counter() - start
 
 
+def measure_dicom_encodings(regions: tuple[tuple[int, int, int, int], ...] = ((0, 0, 300, 200), (512, 768, 512, 512))) -> None:
+    """Print, per encoding and DICOM backend, what the reader makes of the slide: level-0 |difference| from the SVS, or the refusal."""
+    import numpy as np
+
+    from operators.core.errors import SlideReadError
+    from operators.wsi.slide.reader import open_slide
+
+    with open_slide(make_real_svs(), backend="openslide") as svs:
+        sources = [svs.read_region((x, y), 0, (w, h)).astype(np.int16) for x, y, w, h in regions]
+    for encoding in DICOM_ENCODINGS:
+        path = make_encoded_dicom_wsi(encoding)
+        for backend in ("auto", "openslide", "wsidicom"):
+            try:
+                with open_slide(path, backend=backend) as slide:
+                    diffs = [
+                        np.abs(slide.read_region((x, y), 0, (w, h)) - source) for (x, y, w, h), source in zip(regions, sources, strict=True)
+                    ]
+                    mean = sum(float(d.sum()) for d in diffs) / sum(d.size for d in diffs)
+                    outcome = f"reads ({slide.backend}, {len(slide.levels)} levels): mean |diff| {mean:.3f}, max {max(int(d.max()) for d in diffs)}"
+            except SlideReadError as error:
+                outcome = f"refused: {str(error).split(': ', 1)[1]}"
+            print(f"{encoding:22s} {backend:9s} {outcome}")
+
+
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     slides = {"svs": make_real_svs(), "dicom": make_real_dicom_wsi(), "vips": make_real_vips_pyramid()}
     slides.update({f"dicom {encoding}": make_encoded_dicom_wsi(encoding) for encoding in DICOM_ENCODINGS})
     for name, path in slides.items():
         print(f"{name:26s} {path}")
+    if argv[:1] == ["encodings"]:
+        measure_dicom_encodings()
     if argv[:1] == ["bench"]:
         import statistics
 
