@@ -30,7 +30,7 @@ from operators.core.output_set import ERROR_RECORD, staged_output_set
 from operators.core.timing import StageTimings
 from operators.dicom.seg import ResultSeries
 from operators.models.config import load_model_config, model_dir
-from operators.models.loader import load_model
+from operators.models.loader import UNVERIFIED_MODEL_FLAG, load_model
 from operators.models.networks import build_patch_classifier
 from operators.models.runtime import PREBUILT_CACHE_DIRNAME, Backend, choose_runtime
 from operators.wsi.classifier import PatchClassifier, PatchContract, prepare_classifier
@@ -48,7 +48,6 @@ MODEL_NAME = "pathology_tumor_detection"
 DEFAULT_MODEL_PATH = model_dir(MODEL_NAME)  # the folder: model.pt (bundle layout) or model.ts
 PREBUILT_RUNTIME_CACHE = APP_DIR.parents[1] / PREBUILT_CACHE_DIRNAME  # in a MAP: /opt/holoscan/app/runtime_cache
 MANUFACTURER = "clinical-ai-apps"
-UNVERIFIED_MODEL_FLAG = "UNVERIFIED MODEL"
 
 
 def app_manifest() -> dict[str, Any]:

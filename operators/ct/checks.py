@@ -22,11 +22,11 @@ from operators.ct.preflight import NON_ABDOMINAL_FLAG, AbdominalCheck, Abdominal
 from operators.ct.series_selector import SeriesSelection
 from operators.ct.summary import organ_volume_ml
 from operators.ct.volume import CTVolume
+from operators.models.loader import UNVERIFIED_MODEL_FLAG
 
 logger = logging.getLogger(__name__)
 
 IMPLAUSIBLE_VOLUME_FLAG = "IMPLAUSIBLE VOLUME"
-UNVERIFIED_MODEL_FLAG = "UNVERIFIED MODEL"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 MODEL_SUFFIXES = (".ts", ".pt", ".pth", ".zip")
 CARD_FILE = "metadata.json"
+UNVERIFIED_MODEL_FLAG = "UNVERIFIED MODEL"  # what every result of an unverified model says (SEG SeriesDescription, summary)
 IntegrityStatus = Literal["verified", "unverified"]
 
 

@@ -146,7 +146,7 @@ def build_fractional_wsi_seg(
     flags: Sequence[str] = (),
 ) -> hd.seg.Segmentation:
     """A tiled FRACTIONAL (PROBABILITY, maximum 255) SEG of ``slide`` (a DICOM WSI) on the grid of the
-    pyramid level closest to the map's stride; the level is named in the log and in ContentDescription.
+    pyramid level closest to the map's stride; the level is named in the log.
 
     Every tile is written unless ``omit_empty_frames`` (each frame carries its position, TILED_SPARSE).
     ``result`` places it (a new series when None, or the series of an earlier result it supersedes);

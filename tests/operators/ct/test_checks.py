@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from operators.ct.checks import IMPLAUSIBLE_VOLUME_FLAG, UNVERIFIED_MODEL_FLAG, result_checks, volume_range_ml
+from operators.ct.checks import IMPLAUSIBLE_VOLUME_FLAG, result_checks, volume_range_ml
 from operators.ct.preflight import NON_ABDOMINAL_FLAG, AbdominalCheck
+from operators.models.loader import UNVERIFIED_MODEL_FLAG
 
 ABDOMINAL = AbdominalCheck(True, (), "ABDOMEN", 384.0, 200.0)
 HEAD = AbdominalCheck(False, ("BodyPartExamined is HEAD",), "HEAD", 245.0, 162.0)

@@ -8,6 +8,7 @@ from monai.data.utils import dense_patch_slices
 from monai.inferers.utils import _get_scan_interval
 
 from operators.core.device import ComputeDevice
+from operators.core.errors import ImplausibleResultError
 from operators.core.metrics import dice_score
 from operators.ct.inference import (
     SlidingWindowSettings,
@@ -170,6 +171,22 @@ def test_body_crop_keeps_the_whole_image_probability_inside_the_body_for_a_tilin
     cropped = foreground_probability(image, BORDER_SENSITIVE_MODEL.module, settings, CPU_FP32)
     whole = foreground_probability(image, BORDER_SENSITIVE_MODEL.module, small_windows(crop_to_body=False), CPU_FP32)
     torch.testing.assert_close(cropped[(slice(None), *body)], whole[(slice(None), *body)], rtol=0, atol=1e-6)
+
+
+class NanAboveThreshold(torch.nn.Module):
+    """A broken network: NaN logits wherever the windowed value exceeds 0.5, as flipped weight bits can give."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.cat([0.5 - x, x - 0.5], dim=1)
+        return torch.where(x > 0.5, torch.nan, logits)
+
+
+def test_non_finite_spleen_logits_stop_the_run_instead_of_becoming_a_mask():
+    image = MetaTensor(torch.zeros(1, 40, 40, 40))
+    assert torch.isfinite(foreground_probability(image, NanAboveThreshold(), small_windows(), CPU_FP32)).all()  # no NaN made
+    image[:, 10:20, 10:20, 10:20] = 0.9
+    with pytest.raises(ImplausibleResultError, match=r"[1-9]\d* NaN and 0 infinite of \d+ spleen logits"):
+        foreground_probability(image, NanAboveThreshold(), small_windows(), CPU_FP32)
 
 
 @pytest.mark.parametrize("backend", ["torch", "openvino"])
