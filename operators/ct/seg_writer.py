@@ -43,11 +43,15 @@ def build_binary_seg(
 ) -> hd.seg.Segmentation:
     """A BINARY SEG with one frame per source slice; ``mask_zyx`` follows ``source_datasets``' order.
 
+    A multi-frame source (Enhanced CT) is one dataset, and ``mask_zyx`` then follows its frames
+    (``CTVolume.in_source_order``): each SEG frame references its source frame by number.
+
     ``result`` places it (a new series when None, or the series of an earlier result it supersedes);
     ``flags`` (e.g. "IMPLAUSIBLE VOLUME") go into its SeriesDescription.
     """
-    if mask_zyx.shape[0] != len(source_datasets):
-        raise ValueError(f"mask has {mask_zyx.shape[0]} slices, source series {len(source_datasets)}")
+    frames = sum(int(ds.get("NumberOfFrames", 1) or 1) for ds in source_datasets)
+    if mask_zyx.shape[0] != frames:
+        raise ValueError(f"mask has {mask_zyx.shape[0]} slices, the source {frames} frames")
     description = segment_description(segment)
     result = result or ResultSeries.new()
     texts = seg_texts(f"{segment.label} by {segment.algorithm_name} {segment.algorithm_version}", result.supersedes_sop_instance_uid)
@@ -70,7 +74,7 @@ class DicomSegWriterOperator(VolumeMaskFileWriter):
     """Writes the mask as a BINARY DICOM SEG referencing the source slices.
 
     Named inputs:
-        volume: CTVolume, whose ``source_datasets`` are the referenced slices, in mask order.
+        volume: CTVolume, whose ``source_images`` are referenced: the slices, or one multi-frame instance.
         mask: numpy uint8 (z, y, x) on the volume's grid.
         checks: an object with ``flags`` (operators.ct.checks.ResultChecks), written into SeriesDescription.
 
@@ -102,7 +106,8 @@ class DicomSegWriterOperator(VolumeMaskFileWriter):
         mask = op_input.receive(self.INPUT_MASK)
         flags = tuple(op_input.receive(self.INPUT_CHECKS).flags)
         with self.timings.stage(self.STAGE):
-            seg = build_binary_seg(volume.source_datasets, mask, self.segment, self.equipment, result=self.result, flags=flags)
+            source_mask = volume.in_source_order(mask)
+            seg = build_binary_seg(volume.source_images, source_mask, self.segment, self.equipment, result=self.result, flags=flags)
             path = write_seg(seg, self.output_path)
         logger.info("Wrote DICOM SEG %s", path)
         op_output.emit(path, self.OUTPUT_PATH)

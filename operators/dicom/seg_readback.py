@@ -43,21 +43,31 @@ class SourceGeometry:
         )
 
 
-def mask_on_source(seg: hd.seg.Segmentation, source_sop_instance_uids: Sequence[str], segment_number: int = 1) -> np.ndarray:
-    """The segment as uint8 0/1 (slice, row, column), slices in the order of ``source_sop_instance_uids``."""
-    pixels = seg.get_pixels_by_source_instance(
-        source_sop_instance_uids=list(source_sop_instance_uids),
-        segment_numbers=[segment_number],
-        combine_segments=True,
-        assert_missing_frames_are_empty=True,
-        dtype=np.uint8,
-    )
+def mask_on_source(
+    seg: hd.seg.Segmentation,
+    source_sop_instance_uids: Sequence[str],
+    segment_number: int = 1,
+    source_frame_numbers: Sequence[int] | None = None,
+) -> np.ndarray:
+    """The segment as uint8 0/1 (slice, row, column), slices in the order of ``source_sop_instance_uids``.
+
+    For a multi-frame source (Enhanced CT) pass its one SOP Instance UID and ``source_frame_numbers``
+    (1-based, in the order the slices are wanted).
+    """
+    common = {"segment_numbers": [segment_number], "combine_segments": True, "assert_missing_frames_are_empty": True}
+    if source_frame_numbers is not None:
+        (uid,) = source_sop_instance_uids
+        pixels = seg.get_pixels_by_source_frame(uid, list(source_frame_numbers), dtype=np.uint8, **common)
+    else:
+        pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=list(source_sop_instance_uids), dtype=np.uint8, **common)
     return (np.asarray(pixels) > 0).astype(np.uint8)
 
 
-def read_seg_on_source(seg_path: Path, source_sop_instance_uids: Sequence[str], segment_number: int = 1) -> np.ndarray:
+def read_seg_on_source(
+    seg_path: Path, source_sop_instance_uids: Sequence[str], segment_number: int = 1, source_frame_numbers: Sequence[int] | None = None
+) -> np.ndarray:
     """The segment of the SEG file at ``seg_path`` on the source slices (see :func:`mask_on_source`)."""
-    return mask_on_source(hd.seg.segread(seg_path), source_sop_instance_uids, segment_number)
+    return mask_on_source(hd.seg.segread(seg_path), source_sop_instance_uids, segment_number, source_frame_numbers)
 
 
 def frame_geometry_problems(seg: Dataset, source: SourceGeometry, tolerance_mm: float = POSITION_TOLERANCE_MM) -> list[str]:

@@ -9,15 +9,24 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from operators.core.errors import InvalidSeriesError, NoUsableSeriesError
 from operators.ct.enhanced_ct import frame_headers, is_multiframe_ct
+from operators.ct.seg_writer import build_binary_seg
 from operators.ct.series_selector import SeriesRules, SeriesSelection, rejection_reason, select_ct_series, slice_headers
+from operators.ct.summary import mask_extent_lps_mm
 from operators.ct.volume import build_ct_volume
 from operators.dicom.scan import scan_dicom_folder
+from operators.dicom.seg import EquipmentSpec, SegmentSpec
+from operators.dicom.seg_readback import read_seg_on_source
+from testkit.seg_geometry import seg_voxel_points_lps_mm
 from training.synthetic.ct_phantom import make_abdomen_phantom
 from training.synthetic.dicom_series import write_ct_series
+
+SEGMENT = SegmentSpec("Spleen", codes.SCT.AnatomicalStructure, codes.SCT.Spleen, "threshold (test)", "1")
+EQUIPMENT = EquipmentSpec("test", "test", "1", "test")
 
 
 def to_legacy_converted(single_frame_dir: Path, target: Path, order: list[int] | None = None) -> Path:
@@ -103,3 +112,25 @@ def test_truncated_multiframe_pixel_data_is_a_named_error(single_frame_series, t
     path.write_bytes(path.read_bytes()[:-5000])
     with pytest.raises(InvalidSeriesError, match="pixel data"):
         build_ct_volume(selection)
+
+
+def test_seg_of_a_multiframe_source_references_its_frames(single_frame_series, tmp_path: Path):
+    path = to_legacy_converted(single_frame_series, tmp_path / "lce" / "ct.dcm", [3, 0, 7, 1, 9, 2, 8, 4, 6, 5])
+    volume = build_ct_volume(select_ct_series(scan_dicom_folder(path.parent)))
+    mask = (volume.hu_zyx > 0).astype(np.uint8)
+    seg_path = tmp_path / "seg.dcm"
+    build_binary_seg(volume.source_images, volume.in_source_order(mask), SEGMENT, EQUIPMENT).save_as(seg_path)
+    seg = pydicom.dcmread(seg_path)
+    references = [
+        (
+            str(f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID),
+            int(f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedFrameNumber),
+        )
+        for f in seg.PerFrameFunctionalGroupsSequence
+    ]
+    assert references == [(volume.multiframe_source.SOPInstanceUID, n) for n in range(1, 11)]
+    np.testing.assert_array_equal(
+        read_seg_on_source(seg_path, [volume.multiframe_source.SOPInstanceUID], source_frame_numbers=volume.source_frame_numbers), mask
+    )
+    voxels = seg_voxel_points_lps_mm(seg_path)  # through the SEG's own frame positions
+    np.testing.assert_allclose(voxels.mean(axis=0), mask_extent_lps_mm(mask, volume.affine_lps)["centroid_lps_mm"], atol=0.01)
