@@ -202,7 +202,7 @@ class Gateway:
     def _run(self, job: Job, route: Route) -> bool:
         paths = job_paths(self.config.jobs_dir, job.id)
         count = prepare_input(paths, self.queue.series_files(job.series_uids))
-        earlier = self._earlier_result(job)
+        earlier = self.earlier_result(job)
         job = self.queue.set_supersedes(job.id, earlier)
         command = build_command(route, self.config.python, paths.input, paths.output, earlier)
         message = f"attempt {job.attempts}/{self.config.max_attempts}: route {route.name} on {count} instances: {' '.join(command)}"
@@ -248,7 +248,7 @@ class Gateway:
         job_log(paths.root, f"attempt {job.attempts} failed ({result.error}): {state}")
         return False
 
-    def _earlier_result(self, job: Job) -> Supersession | None:
+    def earlier_result(self, job: Job) -> Supersession | None:
         """The result this job supersedes; outputs recorded by an earlier version (no SOP class kept) are read again."""
         earlier = self.queue.earlier_result(job)
         if earlier is None or earlier.sop_instance_uid is not None:

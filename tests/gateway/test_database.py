@@ -120,7 +120,7 @@ def test_a_first_version_database_opens_and_a_new_instance_in_its_processed_seri
     assert gateway.queue.record_instance(instance, now=200.0) == "new"
     [rerun_id] = gateway.dispatch_ready(now=1000.0)
     rerun = gateway.queue.claim(set())
-    earlier = gateway._earlier_result(rerun)  # the old output's SOP class and series are read from its file
+    earlier = gateway.earlier_result(rerun)  # the old output's SOP class and series are read from its file
     seg_ds = dcmread(seg)
     assert (earlier.job_id, earlier.sop_instance_uid, earlier.series_uid) == (old.id, seg_ds.SOPInstanceUID, seg_ds.SeriesInstanceUID)
     gateway.queue.close()
