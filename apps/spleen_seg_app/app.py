@@ -1,10 +1,11 @@
 """The spleen CT segmentation application: a graph of single-purpose operators on the MONAI Deploy SDK.
 
     DICOM folder -> series selection -> abdominal pre-flight -> HU volume -> sliding-window UNet
-                 -> largest component -> result checks -> DICOM SEG, STL, overlay PNG -> JSON summary
+                 -> largest component -> result checks -> DICOM SEG -> DICOM SR, STL, overlay PNG -> JSON summary
 
-Output files in the output folder: ``spleen_seg.dcm``, ``spleen.stl`` (absent when no spleen is
-found), ``spleen_overlay.png``, ``summary.json``. They are written into a staging folder and published
+Output files in the output folder: ``spleen_seg.dcm``, ``spleen_sr.dcm`` (the volume as a TID 1500 SR
+referencing the SEG), ``spleen.stl`` (absent when no spleen is found), ``spleen_overlay.png``,
+``summary.json``. They are written into a staging folder and published
 as one set, summary.json last (operators.core.output_set); a failed run leaves the previous set.
 """
 
@@ -32,6 +33,7 @@ from operators.ct.postprocessing import MaskPostprocessingOperator
 from operators.ct.preflight import AbdominalPolicy, AbdominalRule
 from operators.ct.seg_writer import DicomSegWriterOperator
 from operators.ct.series_selector import CTSeriesSelectorOperator, GantryTiltPolicy, SeriesRules
+from operators.ct.sr_writer import VolumeSrWriterOperator
 from operators.ct.stl_writer import STLWriterOperator
 from operators.ct.summary import SegmentationSummaryOperator
 from operators.ct.volume import CTVolumeOperator
@@ -50,7 +52,8 @@ DEFAULT_MODEL_PATH = model_dir(MODEL_NAME) / "model.ts"
 PREBUILT_RUNTIME_CACHE = APP_DIR.parents[1] / PREBUILT_CACHE_DIRNAME  # in a MAP: /opt/holoscan/app/runtime_cache
 MANUFACTURER = "clinical-ai-apps"
 SEG_FILE, STL_FILE, OVERLAY_FILE, SUMMARY_FILE = "spleen_seg.dcm", "spleen.stl", "spleen_overlay.png", "summary.json"
-OUTPUT_FILES = (SEG_FILE, STL_FILE, OVERLAY_FILE, SUMMARY_FILE)
+SR_FILE = "spleen_sr.dcm"
+OUTPUT_FILES = (SEG_FILE, SR_FILE, STL_FILE, OVERLAY_FILE, SUMMARY_FILE)
 
 
 def app_manifest() -> dict:
@@ -173,6 +176,9 @@ class SpleenSegApp(Application):
             result=result,
             timings=timings,
         )
+        sr_writer = VolumeSrWriterOperator(
+            self, name="sr_writer", output_path=output_folder / SR_FILE, segment=segment, equipment=equipment, timings=timings
+        )
         stl_writer = STLWriterOperator(self, name="stl_writer", output_path=output_folder / STL_FILE, timings=timings)
         overlay_writer = OverlayWriterOperator(self, name="overlay_writer", output_path=output_folder / OVERLAY_FILE, timings=timings)
         summary = SegmentationSummaryOperator(
@@ -188,11 +194,13 @@ class SpleenSegApp(Application):
         self.add_flow(inference, postprocessing, {(inference.OUTPUT_MASK, postprocessing.INPUT_MASK)})
         self.add_flow(volume, checks, {(volume.OUTPUT_VOLUME, checks.INPUT_VOLUME)})
         self.add_flow(postprocessing, checks, {(postprocessing.OUTPUT_MASK, checks.INPUT_MASK)})
-        for consumer in (seg_writer, summary):
+        for consumer in (seg_writer, sr_writer, summary):
             self.add_flow(checks, consumer, {(checks.OUTPUT_CHECKS, consumer.INPUT_CHECKS)})
-        for writer in (seg_writer, stl_writer, overlay_writer, summary):
+        for writer in (seg_writer, sr_writer, stl_writer, overlay_writer, summary):
             self.add_flow(volume, writer, {(volume.OUTPUT_VOLUME, writer.INPUT_VOLUME)})
             self.add_flow(postprocessing, writer, {(postprocessing.OUTPUT_MASK, writer.INPUT_MASK)})
         self.add_flow(seg_writer, summary, {(seg_writer.OUTPUT_PATH, summary.INPUT_SEG_PATH)})
+        self.add_flow(seg_writer, sr_writer, {(seg_writer.OUTPUT_PATH, sr_writer.INPUT_SEG_PATH)})
+        self.add_flow(sr_writer, summary, {(sr_writer.OUTPUT_PATH, summary.INPUT_SR_PATH)})
         self.add_flow(stl_writer, summary, {(stl_writer.OUTPUT_PATH, summary.INPUT_STL_PATH)})
         self.add_flow(overlay_writer, summary, {(overlay_writer.OUTPUT_PATH, summary.INPUT_OVERLAY_PATH)})

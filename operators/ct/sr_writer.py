@@ -152,7 +152,8 @@ class VolumeSrWriterOperator(Operator):
 
     Named inputs:
         volume: CTVolume (its voxel volume); mask: numpy uint8 (z, y, x) on the volume's grid;
-        seg_path: pathlib.Path of the SEG the SR references (read back: its UIDs are the reference).
+        seg_path: pathlib.Path of the SEG the SR references (read back: its UIDs are the reference);
+        checks: an object with ``flags`` (operators.ct.checks.ResultChecks), written into SeriesDescription.
 
     Named outputs:
         sr_path: pathlib.Path of the written file.
@@ -164,6 +165,8 @@ class VolumeSrWriterOperator(Operator):
     INPUT_VOLUME = "volume"
     INPUT_MASK = "mask"
     INPUT_SEG_PATH = "seg_path"
+    INPUT_CHECKS = "checks"
+    INPUTS = (INPUT_VOLUME, INPUT_MASK, INPUT_SEG_PATH, INPUT_CHECKS)
     OUTPUT_PATH = "sr_path"
     STAGE = "dicom_sr"
 
@@ -184,7 +187,7 @@ class VolumeSrWriterOperator(Operator):
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
-        for name in (self.INPUT_VOLUME, self.INPUT_MASK, self.INPUT_SEG_PATH):
+        for name in self.INPUTS:
             spec.input(name)
         spec.output(self.OUTPUT_PATH)
 
@@ -192,9 +195,10 @@ class VolumeSrWriterOperator(Operator):
         volume: CTVolume = op_input.receive(self.INPUT_VOLUME)
         mask: np.ndarray = op_input.receive(self.INPUT_MASK)
         seg_path: Path = op_input.receive(self.INPUT_SEG_PATH)
+        flags = tuple(op_input.receive(self.INPUT_CHECKS).flags)
         with self.timings.stage(self.STAGE):
             seg = dcmread(seg_path, stop_before_pixels=True)
             volume_ml = organ_volume_ml(mask, volume.voxel_volume_mm3)
-            path = write_seg(build_volume_sr(seg, volume_ml, self.segment, self.equipment), self.output_path)
+            path = write_seg(build_volume_sr(seg, volume_ml, self.segment, self.equipment, flags=flags), self.output_path)
         logger.info("Wrote DICOM SR %s (%s %.1f mL)", path, self.segment.label, volume_ml)
         op_output.emit(path, self.OUTPUT_PATH)

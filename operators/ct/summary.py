@@ -92,7 +92,7 @@ class SegmentationSummaryOperator(Operator):
 
     Named inputs:
         selection: SeriesSelection; volume: CTVolume; mask: numpy uint8 (z, y, x);
-        seg_path, stl_path, overlay_path: pathlib.Path (stl_path None when the mask is empty);
+        seg_path, sr_path, stl_path, overlay_path: pathlib.Path (stl_path None when the mask is empty);
         checks: an object with ``as_json()`` (operators.ct.checks.ResultChecks), the result's flags and checks.
 
     Named outputs:
@@ -108,10 +108,11 @@ class SegmentationSummaryOperator(Operator):
     INPUT_VOLUME = "volume"
     INPUT_MASK = "mask"
     INPUT_SEG_PATH = "seg_path"
+    INPUT_SR_PATH = "sr_path"
     INPUT_STL_PATH = "stl_path"
     INPUT_OVERLAY_PATH = "overlay_path"
     INPUT_CHECKS = "checks"
-    INPUTS = (INPUT_SELECTION, INPUT_VOLUME, INPUT_MASK, INPUT_SEG_PATH, INPUT_STL_PATH, INPUT_OVERLAY_PATH, INPUT_CHECKS)
+    INPUTS = (INPUT_SELECTION, INPUT_VOLUME, INPUT_MASK, INPUT_SEG_PATH, INPUT_SR_PATH, INPUT_STL_PATH, INPUT_OVERLAY_PATH, INPUT_CHECKS)
 
     def __init__(
         self, fragment: Fragment, *args, output_path: Path, organ: str, run_info: dict[str, Any], timings: StageTimings, **kwargs
@@ -130,6 +131,7 @@ class SegmentationSummaryOperator(Operator):
         received = {name: op_input.receive(name) for name in self.INPUTS}
         outputs = {
             "dicom_seg": received[self.INPUT_SEG_PATH],
+            "dicom_sr": received[self.INPUT_SR_PATH],
             "stl": received[self.INPUT_STL_PATH],
             "overlay_png": received[self.INPUT_OVERLAY_PATH],
         }
