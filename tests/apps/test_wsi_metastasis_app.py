@@ -65,6 +65,8 @@ def test_dicom_wsi_gives_every_output_and_a_valid_fractional_seg(classifier, tmp
         "geojson",
         "overlay_png",
         "dicom_seg",
+        "dicom_annotations",
+        "dicom_parametric_map",
     }
     assert (summary["model"]["name"], summary["model"]["version"]) == (CARD["name"], CARD["version"])
     assert summary["model"]["integrity"]["status"] == "verified" and summary["flags"] == []

@@ -98,7 +98,11 @@ def test_ct_study_from_orthanc_runs_the_spleen_app_and_its_seg_comes_back_refere
     seg, job, seconds = round_trip(orthanc, tmp_path, gateway_port, SPLEEN_ROUTE, files)
     logger.info("spleen round trip (Orthanc -> gateway -> app -> Orthanc): %.1f s for %d slices", seconds, len(files))
     assert job["route"] == "spleen-ct" and job["attempts"] == 1
-    assert [(o["destination"], o["send_count"]) for o in job["outputs"]] == [("orthanc", 1)]  # the SEG only: STL, PNG, JSON stay
+    # the SEG and the SR: STL, PNG, JSON stay
+    assert sorted((o["sop_class_uid"], o["destination"], o["send_count"]) for o in job["outputs"]) == [
+        ("1.2.840.10008.5.1.4.1.1.66.4", "orthanc", 1),
+        ("1.2.840.10008.5.1.4.1.1.88.34", "orthanc", 1),
+    ]
     assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4" and seg.StudyInstanceUID == source[0].StudyInstanceUID
     [referenced] = seg.ReferencedSeriesSequence
     assert referenced.SeriesInstanceUID == source[0].SeriesInstanceUID
@@ -115,7 +119,12 @@ def test_dicom_whole_slide_image_from_orthanc_runs_the_wsi_app_and_its_seg_comes
     seg, job, seconds = round_trip(orthanc, tmp_path, gateway_port, wsi_route(random_classifier(tmp_path / "model")), files)
     logger.info("WSI round trip (Orthanc -> gateway -> app -> Orthanc): %.1f s for %d instances", seconds, len(files))
     assert job["route"] == "wsi-metastasis" and job["attempts"] == 1
-    assert [(o["destination"], o["send_count"]) for o in job["outputs"]] == [("orthanc", 1)]
+    # the SEG, the Bulk Simple Annotations and the Parametric Map
+    assert sorted((o["sop_class_uid"], o["destination"], o["send_count"]) for o in job["outputs"]) == [
+        ("1.2.840.10008.5.1.4.1.1.30", "orthanc", 1),
+        ("1.2.840.10008.5.1.4.1.1.66.4", "orthanc", 1),
+        ("1.2.840.10008.5.1.4.1.1.91.1", "orthanc", 1),
+    ]
     assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4" and seg.SegmentationType == "FRACTIONAL"
     assert seg.StudyInstanceUID == source[0].StudyInstanceUID
     [referenced] = seg.ReferencedSeriesSequence

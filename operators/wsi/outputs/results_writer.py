@@ -8,6 +8,9 @@ File outputs in ``<output>/<slide name>/``:
     detections.geojson     detections (points) and tumor contours (polygons), level-0 px, for QuPath
     overlay.png            heatmap over the slide thumbnail
     tumor_seg.dcm          DICOM input only: FRACTIONAL tiled SEG on the matching pyramid level
+    tumor_annotations.dcm  DICOM input only: Bulk Simple Annotations of level 0, the GeoJSON's points and
+                           outlines (absent when there are neither)
+    tumor_probability_map.dcm  DICOM input only: float Parametric Map of the map on the SEG's level
     summary.json           slide score, lesion count, mpp and level, tissue area, timings, model
 """
 
@@ -25,10 +28,12 @@ from operators.core.atomic_io import write_atomically, write_json_atomically
 from operators.core.timing import StageTimings, peak_memory_mib
 from operators.dicom.seg import EquipmentSpec, ResultSeries, write_seg
 from operators.wsi.nms import SlideDetections
+from operators.wsi.outputs.bulk_annotations import build_bulk_annotations
 from operators.wsi.outputs.dicom_seg import build_fractional_wsi_seg, tumor_segment
 from operators.wsi.outputs.geojson import detections_and_contours_geojson, write_geojson
 from operators.wsi.outputs.heatmap import render_heatmap_overlay
 from operators.wsi.outputs.map_files import write_detections_csv, write_probability_map
+from operators.wsi.outputs.parametric_map import build_probability_parametric_map
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +48,8 @@ OUTPUT_FILES = (
     "detections.geojson",
     "overlay.png",
     "tumor_seg.dcm",
+    "tumor_annotations.dcm",
+    "tumor_probability_map.dcm",
     SUMMARY_FILE,
 )
 
@@ -60,7 +67,7 @@ def write_slide_results(
     flags: tuple[str, ...] = (),
 ) -> dict[str, str]:
     """Write the slide's files (not the summary); returns {kind: file name}. ``seg_result`` places the
-    DICOM SEG (a new series when None); ``flags`` go into its SeriesDescription.
+    DICOM SEG (a new series when None); ``flags`` go into the SeriesDescription of every DICOM object.
 
     The overlay's thumbnail and the DICOM SEG's source levels come from the slide the tissue stage
     resolved, re-opened without choosing its backend or checking it again.
@@ -86,15 +93,15 @@ def write_slide_results(
         files["overlay_png"] = write_png(overlay, output_dir / "overlay.png").name
         if tissue.is_dicom:
             model = run_info["model"]
-            seg = build_fractional_wsi_seg(
-                slide,
-                prob_map,
-                tumor_segment(model["name"], model["version"]),
-                EquipmentSpec(**run_info["equipment"]),
-                result=seg_result,
-                flags=flags,
-            )
+            segment, equipment = tumor_segment(model["name"], model["version"]), EquipmentSpec(**run_info["equipment"])
+            seg = build_fractional_wsi_seg(slide, prob_map, segment, equipment, result=seg_result, flags=flags)
             files["dicom_seg"] = write_seg(seg, output_dir / "tumor_seg.dcm").name
+            level0 = slide.dicom_source.volume_levels[0][0].header
+            annotations = build_bulk_annotations(level0, geojson, segment, equipment, flags=flags)
+            if annotations is not None:
+                files["dicom_annotations"] = write_seg(annotations, output_dir / "tumor_annotations.dcm").name
+            parametric_map = build_probability_parametric_map(slide, prob_map, segment, equipment, flags=flags)
+            files["dicom_parametric_map"] = write_seg(parametric_map, output_dir / "tumor_probability_map.dcm").name
     return files
 
 
@@ -136,7 +143,7 @@ def slide_summary(result: SlideDetections, files: dict[str, str], run_info: dict
 
 
 class WsiResultsWriterOperator(Operator):
-    """Writes the slide's CSV, map, GeoJSON, overlay, tissue mask, DICOM SEG (DICOM input) and summary.
+    """Writes the slide's CSV, map, GeoJSON, overlay, tissue mask, DICOM SEG, annotations and parametric map (DICOM input), summary.
 
     Named inputs:
         detections: SlideDetections (with its SlideProbability and SlideTissue).
