@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from pydicom import dcmread
+from pydicom import dcmread, uid
 
 from gateway.config import Destination
 from gateway.runner import dicom_outputs, output_set_problem
@@ -18,6 +18,7 @@ from gateway.sender import cstore_files, stow_files
 from operators.models.config import load_model_card
 from testkit.dicomweb import wado_rs_instance
 from testkit.orthanc import Orthanc, missing_orthanc, start_orthanc
+from testkit.transcode import transcode_series
 from tests.conftest import run_app
 from tests.validators import dciodvfy_errors, requires_dciodvfy, requires_dcmqi, seg_to_itk_images, tid1500_metadata
 
@@ -76,26 +77,49 @@ def test_dcmqi_reads_the_summary_volume_of_the_seg_segment_made_by_the_model_of_
     assert group["measurementAlgorithmIdentification"] == {"AlgorithmName": card["name"], "AlgorithmVersion": card["version"]}
 
 
-@requires_dcmqi
-def test_dcmqi_reads_the_seg_onto_the_ct_as_simpleitk_reads_the_series(demo_run, demo_ct, tmp_path: Path):
-    out, summary = demo_run
-    [segment_image] = seg_to_itk_images(out / SEG_FILE, tmp_path / "dcmqi")
-    seg_image = sitk.ReadImage(str(segment_image))
+def simpleitk_series(folder: Path) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
-    files = reader.GetGDCMSeriesFileNames(str(demo_ct.dicom_dir))
-    reader.SetFileNames(files)
-    ct = reader.Execute()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    return reader.Execute()
+
+
+def dcmqi_seg_on(ct: sitk.Image, seg_path: Path, folder: Path) -> np.ndarray:
+    """The SEG's one segment as dcmqi's segimage2itkimage reads it, after checking it lies on ``ct``'s grid."""
+    [segment_image] = seg_to_itk_images(seg_path, folder)
+    seg_image = sitk.ReadImage(str(segment_image))
     assert seg_image.GetSize() == ct.GetSize()
     np.testing.assert_allclose(seg_image.GetOrigin(), ct.GetOrigin(), atol=1e-3)
     np.testing.assert_allclose(seg_image.GetSpacing(), ct.GetSpacing(), atol=1e-4)
     np.testing.assert_allclose(seg_image.GetDirection(), ct.GetDirection(), atol=1e-5)
-    mask = sitk.GetArrayFromImage(seg_image)
+    return sitk.GetArrayFromImage(seg_image)
+
+
+@requires_dcmqi
+def test_dcmqi_reads_the_seg_onto_the_ct_as_simpleitk_reads_the_series(demo_run, demo_ct, tmp_path: Path):
+    out, summary = demo_run
+    ct = simpleitk_series(demo_ct.dicom_dir)
+    mask = dcmqi_seg_on(ct, out / SEG_FILE, tmp_path / "dcmqi")
     voxel_ml = float(np.prod(ct.GetSpacing())) / 1000.0
     assert int(mask.sum()) == summary["spleen"]["voxel_count"]
     assert mask.sum() * voxel_ml == pytest.approx(summary["spleen"]["volume_ml"], abs=1e-3)
     # the mask lands where the app found it: the centroid of its voxels, through SimpleITK's own geometry, is the summary's
     centroid = np.mean([ct.TransformIndexToPhysicalPoint([int(i) for i in index[::-1]]) for index in np.argwhere(mask)], axis=0)
     np.testing.assert_allclose(centroid, summary["spleen"]["centroid_lps_mm"], atol=0.01)
+
+
+@requires_dcmqi
+def test_a_jpeg_lossless_series_gives_the_same_seg_voxels_and_sr_volume_to_dcmqi(demo_run, demo_ct, tmp_path: Path):
+    out, summary = demo_run
+    transcode_series(demo_ct.dicom_dir, tmp_path / "jpeg-lossless", uid.JPEGLosslessSV1)  # DCMTK's dcmcjpeg
+    compressed_out = tmp_path / "out"
+    result = run_app("spleen_seg_app", ["-i", str(tmp_path / "jpeg-lossless"), "-o", str(compressed_out)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    ct = simpleitk_series(demo_ct.dicom_dir)
+    np.testing.assert_array_equal(
+        dcmqi_seg_on(ct, compressed_out / SEG_FILE, tmp_path / "compressed"), dcmqi_seg_on(ct, out / SEG_FILE, tmp_path / "uncompressed")
+    )
+    [group] = tid1500_metadata(compressed_out / SR_FILE, tmp_path)["Measurements"]
+    assert float(group["measurementItems"][0]["value"]) == pytest.approx(summary["spleen"]["volume_ml"], abs=5e-4)
 
 
 def test_orthanc_takes_seg_and_sr_by_c_store_and_stow_rs_and_returns_them_on_wado_rs(demo_run, orthanc_dicomweb: Orthanc):
