@@ -116,7 +116,7 @@ def test_packaged_spleen_app_writes_nothing_into_its_app_folder_or_its_input(spl
 def test_packaged_spleen_outputs_are_plain_files_other_users_can_read(spleen_run: PackagedRun):
     assert_succeeded(spleen_run)
     outputs = sorted(spleen_run.mounts.output_dir.iterdir())
-    assert {p.name for p in outputs} == {"spleen_seg.dcm", "spleen.stl", "spleen_overlay.png", "summary.json"}
+    assert {p.name for p in outputs} == {"spleen_seg.dcm", "spleen_sr.dcm", "spleen.stl", "spleen_overlay.png", "summary.json"}
     assert all(p.is_file() and p.stat().st_mode & stat.S_IROTH for p in outputs)
 
 
