@@ -165,4 +165,4 @@ def test_a_rerun_supersedes_the_earlier_result_in_its_series_and_an_unverified_m
     assert seg.ContentDescription in (f"Supersedes {earlier.SOPInstanceUID}", "Supersedes an earlier result (UID in ImageComments)")
     assert "UNVERIFIED MODEL" in seg.SeriesDescription
     assert dciodvfy_errors(out / "spleen_seg.dcm") == []
-    assert sorted(p.name for p in out.iterdir()) == ["spleen.stl", "spleen_overlay.png", "spleen_seg.dcm", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["spleen.stl", "spleen_overlay.png", "spleen_seg.dcm", "spleen_sr.dcm", "summary.json"]
