@@ -13,10 +13,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pydicom
 from pydicom import uid
 from pydicom.encaps import encapsulate
+from pydicom.uid import generate_uid
 
 DCMCJPEG_FLAGS = {uid.JPEGBaseline8Bit: "+eb", uid.JPEGExtended12Bit: "+ee", uid.JPEGLossless: "+el", uid.JPEGLosslessSV1: "+e1"}
 LOSSLESS = frozenset(
@@ -102,3 +104,13 @@ def _dcmcjpeg(source: Path, target: Path, syntax: uid.UID) -> Path:
 def transcode_series(source_dir: Path, target_dir: Path, syntax: str) -> list[Path]:
     """Every file of a single-frame series, transcoded into ``target_dir`` under the same names."""
     return [transcode(path, target_dir / path.name, syntax) for path in sorted(source_dir.glob("*.dcm"))]
+
+
+def to_legacy_converted(single_frame_dir: Path, target: Path, order: list[int] | None = None) -> Path:
+    """The series as one Legacy Converted Enhanced CT instance (highdicom's converter), frames in ``order``."""
+    slices = [pydicom.dcmread(p) for p in sorted(single_frame_dir.glob("*.dcm"))]
+    slices = [slices[i] for i in order] if order else slices
+    converted = hd.legacy.LegacyConvertedEnhancedCTImage(slices, generate_uid(), 901, generate_uid(), 1)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    converted.save_as(target)
+    return target

@@ -38,7 +38,11 @@ def main(argv: list[str] | None = None) -> None:
         summary["timings_s"]["total"],
     )
     if args.truth:
-        mask = read_seg_on_source(args.output_folder / summary["outputs"]["dicom_seg"], summary["input"]["sop_instance_uids"])
+        mask = read_seg_on_source(
+            args.output_folder / summary["outputs"]["dicom_seg"],
+            summary["input"]["sop_instance_uids"],
+            source_frame_numbers=summary["input"].get("source_frame_numbers"),
+        )
         logger.info(
             "Dice of the DICOM SEG (read back with highdicom) against the phantom's truth: %.4f", dice_score(mask, np.load(args.truth))
         )

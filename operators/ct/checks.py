@@ -19,7 +19,7 @@ from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from operators.core.errors import UnsuitableSeriesError
 from operators.ct.preflight import NON_ABDOMINAL_FLAG, AbdominalCheck, AbdominalPolicy, AbdominalRule, check_abdominal
-from operators.ct.series_selector import SeriesSelection
+from operators.ct.series_selector import SeriesSelection, slice_headers
 from operators.ct.summary import organ_volume_ml
 from operators.ct.volume import CTVolume
 from operators.models.loader import UNVERIFIED_MODEL_FLAG
@@ -101,7 +101,7 @@ class SeriesPreflightOperator(Operator):
     def compute(self, op_input, op_output, context) -> None:
         selection: SeriesSelection = op_input.receive(self.INPUT_SELECTION)
         series = selection.chosen
-        check = check_abdominal([i.header for i in series.instances], selection.slice_spacing_mm, self.rule)
+        check = check_abdominal(slice_headers(series), selection.slice_spacing_mm, self.rule)  # files, or frames of an Enhanced CT
         if not check.abdominal:
             reasons = "; ".join(check.reasons)
             if self.policy == "refuse":

@@ -53,6 +53,20 @@ def gantry_tilt_summary(volume: CTVolume) -> dict[str, Any]:
     }
 
 
+def lossy_compression_summary(volume: CTVolume) -> dict[str, Any]:
+    """Whether the pixels went through lossy compression (LossyImageCompression 01 on any source), and how."""
+    lossy = [ds for ds in volume.source_images if str(ds.get("LossyImageCompression", "")) == "01"]
+    methods = sorted({str(m) for ds in lossy for m in _values(ds.get("LossyImageCompressionMethod"))})
+    return {"lossy": bool(lossy), "slices": len(lossy), "methods": methods}
+
+
+def _values(value: Any) -> list:
+    """A DICOM value as a list: empty, one value, or a multi-value."""
+    if value in (None, ""):
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
 def segmentation_summary(
     selection: SeriesSelection,
     volume: CTVolume,
@@ -79,7 +93,10 @@ def segmentation_summary(
             "spacing_xyz_mm": [round(s, 4) for s in volume.spacing_xyz_mm],
             "voxel_volume_mm3": round(volume.voxel_volume_mm3, 4),
             "gantry_tilt": gantry_tilt_summary(volume),
-            "sop_instance_uids": [str(ds.SOPInstanceUID) for ds in volume.source_datasets],
+            "sop_instance_uids": [str(ds.SOPInstanceUID) for ds in volume.source_images],
+            "source_frame_numbers": None if volume.source_frame_numbers is None else list(volume.source_frame_numbers),
+            "transfer_syntaxes": sorted({str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "")) for ds in volume.source_images}),
+            "lossy_compression": lossy_compression_summary(volume),
             "skipped_series": [{"series_instance_uid": s.series_instance_uid, "reason": reason} for s, reason in selection.skipped],
         },
         "outputs": {name: (path.name if path else None) for name, path in outputs.items()},

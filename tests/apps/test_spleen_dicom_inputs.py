@@ -9,13 +9,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom import uid
 
 from operators.core.metrics import dice_score
 from operators.dicom.seg_readback import read_seg_on_source
-from testkit.transcode import transcode_series
+from testkit.transcode import to_legacy_converted, transcode_series
 from tests.conftest import run_app
+from tests.validators import dciodvfy_errors
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # runs the app end to end
 APP = "spleen_seg_app"
@@ -25,7 +27,9 @@ def run(input_dir: Path, out: Path) -> tuple[np.ndarray, dict]:
     result = run_app(APP, ["-i", str(input_dir), "-o", str(out)])
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    return read_seg_on_source(out / "spleen_seg.dcm", summary["input"]["sop_instance_uids"]), summary
+    source = summary["input"]
+    mask = read_seg_on_source(out / "spleen_seg.dcm", source["sop_instance_uids"], source_frame_numbers=source["source_frame_numbers"])
+    return mask, summary
 
 
 @pytest.fixture(scope="module")
@@ -43,5 +47,17 @@ def test_a_lossless_series_gives_the_uncompressed_mask(demo_ct, uncompressed_run
 
 def test_a_lossy_jpeg_extended_series_is_segmented_close_to_the_uncompressed_one(demo_ct, uncompressed_run, tmp_path: Path):
     transcode_series(demo_ct.dicom_dir, tmp_path / "dicom", uid.JPEGExtended12Bit)  # DCMTK: DERIVED, "Lossy Compression"
-    mask, _ = run(tmp_path / "dicom", tmp_path / "out")
+    mask, summary = run(tmp_path / "dicom", tmp_path / "out")
     assert dice_score(mask, uncompressed_run[0]) > 0.97
+    assert summary["input"]["lossy_compression"] == {"lossy": True, "slices": 80, "methods": ["ISO_10918_1"]}
+    assert not uncompressed_run[1]["input"]["lossy_compression"]["lossy"]
+
+
+def test_a_legacy_converted_enhanced_ct_gives_the_single_frame_mask(demo_ct, uncompressed_run, tmp_path: Path):
+    order = list(np.random.default_rng(0).permutation(80))  # frames out of slice order
+    path = to_legacy_converted(demo_ct.dicom_dir, tmp_path / "dicom" / "enhanced_ct.dcm", order)
+    mask, summary = run(path.parent, tmp_path / "out")
+    np.testing.assert_array_equal(mask, uncompressed_run[0])
+    assert summary["input"]["sop_instance_uids"] == [pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID]
+    assert sorted(summary["input"]["source_frame_numbers"]) == list(range(1, 81))
+    assert dciodvfy_errors(tmp_path / "out" / "spleen_seg.dcm") == []

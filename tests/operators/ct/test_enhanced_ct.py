@@ -22,21 +22,12 @@ from operators.dicom.scan import scan_dicom_folder
 from operators.dicom.seg import EquipmentSpec, SegmentSpec
 from operators.dicom.seg_readback import read_seg_on_source
 from testkit.seg_geometry import seg_voxel_points_lps_mm
+from testkit.transcode import to_legacy_converted
 from training.synthetic.ct_phantom import make_abdomen_phantom
 from training.synthetic.dicom_series import write_ct_series
 
 SEGMENT = SegmentSpec("Spleen", codes.SCT.AnatomicalStructure, codes.SCT.Spleen, "threshold (test)", "1")
 EQUIPMENT = EquipmentSpec("test", "test", "1", "test")
-
-
-def to_legacy_converted(single_frame_dir: Path, target: Path, order: list[int] | None = None) -> Path:
-    """The series as one Legacy Converted Enhanced CT instance (highdicom's converter), frames in ``order``."""
-    slices = [pydicom.dcmread(p) for p in sorted(single_frame_dir.glob("*.dcm"))]
-    slices = [slices[i] for i in order] if order else slices
-    converted = hd.legacy.LegacyConvertedEnhancedCTImage(slices, generate_uid(), 901, generate_uid(), 1)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    converted.save_as(target)
-    return target
 
 
 @pytest.fixture(scope="module")
