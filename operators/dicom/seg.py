@@ -94,7 +94,8 @@ class ResultSeries:
 
 
 def new_seg_series_arguments(equipment: EquipmentSpec, series_number: int, result: ResultSeries | None = None) -> dict[str, object]:
-    """highdicom Segmentation arguments shared by every SEG the apps write: the result's series and
+    """highdicom arguments shared by every derived object the apps write (SEG, Bulk Annotations,
+    Parametric Map; the names of the SEG, its first user): the result's series and
     instance UIDs (new ones when ``result`` is None), the series number (kept when a result supersedes
     an earlier one), and the writing application's equipment (all Type 1 in a SEG)."""
     result = result or ResultSeries.new()

@@ -4,7 +4,6 @@ SimpleITK, dciodvfy, and a real Orthanc that takes them by C-STORE and STOW-RS a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from gateway.runner import dicom_outputs, output_set_problem
 from gateway.sender import cstore_files, stow_files
 from operators.models.config import load_model_card
 from testkit.dicomweb import wado_rs_instance
-from testkit.orthanc import Orthanc, missing_orthanc, start_orthanc
+from testkit.orthanc import Orthanc
 from testkit.transcode import transcode_series
 from tests.conftest import run_app
 from tests.validators import dciodvfy_errors, requires_dciodvfy, requires_dcmqi, seg_to_itk_images, tid1500_metadata
@@ -32,16 +31,6 @@ def demo_run(demo_ct, tmp_path_factory) -> tuple[Path, dict]:
     result = run_app("spleen_seg_app", ["-i", str(demo_ct.dicom_dir), "-o", str(out)])
     assert result.returncode == 0, result.stderr[-3000:]
     return out, json.loads((out / "summary.json").read_text())
-
-
-@pytest.fixture
-def orthanc_dicomweb(tmp_path: Path) -> Iterator[Orthanc]:
-    problem = missing_orthanc(dicomweb=True)
-    if problem:
-        pytest.skip(problem)
-    server = start_orthanc(tmp_path / "orthanc", dicomweb=True)
-    yield server
-    server.stop()
 
 
 def test_the_sr_is_listed_beside_the_seg_and_the_gateway_exports_both(demo_run):

@@ -6,7 +6,6 @@ gets neither (nothing in an archive to reference)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import highdicom as hd
@@ -27,7 +26,7 @@ from operators.wsi.outputs.map_files import read_detections_csv
 from operators.wsi.outputs.map_resampling import map_on_pixel_grid
 from operators.wsi.slide.reader import open_slide
 from testkit.dicomweb import wado_rs_instance
-from testkit.orthanc import Orthanc, missing_orthanc, start_orthanc
+from testkit.orthanc import Orthanc
 from tests.conftest import run_app
 from tests.real_slides import real_dicom_wsi, real_vips_pyramid
 from tests.validators import DCIODVFY_2D_ANN_FALSE_ERROR, dciodvfy_errors, requires_dciodvfy
@@ -58,16 +57,6 @@ def run(slide: Path, out: Path, model: Path) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def dicom_run(classifier, tmp_path_factory) -> tuple[Path, dict]:
     return run(real_dicom_wsi(), tmp_path_factory.mktemp("wsi_dicom_outputs"), classifier)
-
-
-@pytest.fixture
-def orthanc_dicomweb(tmp_path: Path) -> Iterator[Orthanc]:
-    problem = missing_orthanc(dicomweb=True)
-    if problem:
-        pytest.skip(problem)
-    server = start_orthanc(tmp_path / "orthanc", dicomweb=True)
-    yield server
-    server.stop()
 
 
 def app_map(folder: Path) -> ProbabilityMap:

@@ -35,7 +35,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from operators.dicom.result_texts import result_series_description
-from operators.dicom.seg import EquipmentSpec, ResultSeries, SegmentSpec, with_empty_type2_attributes
+from operators.dicom.seg import EquipmentSpec, ResultSeries, SegmentSpec, new_seg_series_arguments, with_empty_type2_attributes
 from operators.wsi.slide.dicom_source import VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE
 
 PROBABILITY = codes.DCM.ProbabilityOfCancer  # DCM 111047
@@ -134,19 +134,11 @@ def build_bulk_annotations(
     groups = annotation_groups(feature_collection, segment)
     if not groups:
         return None
-    result = result or ResultSeries.new()
     annotations = hd.ann.MicroscopyBulkSimpleAnnotations(
         source_images=with_empty_type2_attributes([source_image]),
         annotation_coordinate_type=hd.ann.AnnotationCoordinateTypeValues.SCOORD,
         annotation_groups=groups,
-        series_instance_uid=result.series_instance_uid,
-        series_number=series_number,
-        sop_instance_uid=result.sop_instance_uid,
-        instance_number=1,
-        manufacturer=equipment.manufacturer,
-        manufacturer_model_name=equipment.model_name,
-        software_versions=equipment.software_version,
-        device_serial_number=equipment.device_serial_number,
+        **new_seg_series_arguments(equipment, series_number, result),
         content_description=f"{segment.label} findings by {segment.algorithm_name} {segment.algorithm_version}"[:64],
         content_label="TUMOR_FINDINGS",
     )

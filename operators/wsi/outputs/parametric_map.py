@@ -23,7 +23,7 @@ import highdicom as hd
 import numpy as np
 
 from operators.dicom.result_texts import result_series_description
-from operators.dicom.seg import EquipmentSpec, ResultSeries, SegmentSpec, with_empty_type2_attributes
+from operators.dicom.seg import EquipmentSpec, ResultSeries, SegmentSpec, new_seg_series_arguments, with_empty_type2_attributes
 from operators.wsi.grid import ProbabilityMap
 from operators.wsi.outputs.bulk_annotations import NO_UNITS, PROBABILITY
 from operators.wsi.outputs.dicom_seg import choose_seg_source_level
@@ -64,19 +64,11 @@ def build_probability_parametric_map(
     values = np.clip(map_on_pixel_grid(prob_map, level.size_xy, level.downsample_xy), 0.0, 1.0).astype(np.float32)
     logger.info("DICOM Parametric Map on VOLUME level %d %s", level.index, level.size_xy)
     sources = with_empty_type2_attributes(level.datasets)
-    result = result or ResultSeries.new()
     parametric_map = hd.pm.ParametricMap(
         source_images=sources[:1],
         further_source_images=sources[1:] or None,
         pixel_array=values,
-        series_instance_uid=result.series_instance_uid,
-        series_number=series_number,
-        sop_instance_uid=result.sop_instance_uid,
-        instance_number=1,
-        manufacturer=equipment.manufacturer,
-        manufacturer_model_name=equipment.model_name,
-        software_versions=equipment.software_version,
-        device_serial_number=equipment.device_serial_number,
+        **new_seg_series_arguments(equipment, series_number, result),
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[probability_value_mapping()],
         voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],
