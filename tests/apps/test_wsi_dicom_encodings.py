@@ -16,7 +16,7 @@ import pydicom
 import pytest
 from pydicom.uid import UID
 
-from tests.apps.test_wsi_metastasis_app import FAST, classifier, summary_of  # noqa: F401  (classifier: a fixture)
+from tests.apps.test_wsi_metastasis_app import FAST, summary_of
 from tests.conftest import run_app
 from tests.real_slides import encoded_dicom_wsi
 
@@ -34,7 +34,7 @@ def relabelled_copy(source: Path, target: Path, syntax: str) -> Path:
     return target
 
 
-def test_a_jpeg_ls_slide_is_read_and_a_slide_in_an_undecodable_syntax_is_refused_naming_it(classifier, tmp_path: Path):  # noqa: F811
+def test_a_jpeg_ls_slide_is_read_and_a_slide_in_an_undecodable_syntax_is_refused_naming_it(classifier, tmp_path: Path):
     slides = tmp_path / "in"
     shutil.copytree(encoded_dicom_wsi("jpegls-lossless"), slides / "jpegls")
     relabelled_copy(encoded_dicom_wsi("jpeg2000-lossless"), slides / "part2", PART2)

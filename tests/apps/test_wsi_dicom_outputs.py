@@ -12,13 +12,10 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-import torch
 
 from gateway.config import Destination
 from gateway.runner import dicom_outputs, output_set_problem
 from gateway.sender import cstore_files, stow_files
-from operators.models.config import load_model_config
-from operators.models.networks import build_patch_classifier
 from operators.wsi.grid import MapGrid, ProbabilityMap
 from operators.wsi.outputs.bulk_annotations import DETECTIONS_LABEL, REGIONS_LABEL
 from operators.wsi.outputs.dicom_seg import choose_seg_source_level
@@ -34,17 +31,6 @@ from tests.validators import DCIODVFY_2D_ANN_FALSE_ERROR, dciodvfy_errors, requi
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # runs the app end to end (its own limit: 900 s)
 FAST = ["--mpp", "0.1215", "--workers", "2"]  # as tests/apps/test_wsi_metastasis_app.py: 16x fewer windows
 ANN_FILE, PM_FILE, SEG_FILE = "tumor_annotations.dcm", "tumor_probability_map.dcm", "tumor_seg.dcm"
-
-
-@pytest.fixture(scope="module")
-def classifier(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("classifier")
-    torch.manual_seed(0)
-    torch.save(
-        {"model": build_patch_classifier(load_model_config("pathology_tumor_detection")["network"]).state_dict()}, folder / "model.pt"
-    )
-    (folder / "metadata.json").write_text(json.dumps({"name": "Tumor patch classifier (random test weights)", "version": "0.0.1"}))
-    return folder / "model.pt"
 
 
 def run(slide: Path, out: Path, model: Path) -> tuple[Path, dict]:

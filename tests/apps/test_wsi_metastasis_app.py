@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from operators.models.config import load_model_config
-from operators.models.loader import card_for_weights
-from operators.models.networks import build_patch_classifier, build_spleen_unet
+from operators.models.networks import build_spleen_unet
 from operators.wsi.outputs.map_files import read_detections_csv
+from tests.apps.conftest import CLASSIFIER_CARD as CARD
 from tests.conftest import run_app
 from tests.real_slides import real_dicom_wsi, real_svs, real_vips_pyramid
 from tests.validators import dciodvfy_errors, requires_dciodvfy
@@ -27,18 +27,6 @@ from tests.wsi_factories import write_pyramid
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # runs an app end to end (its own limit: 900 s)
 APP = "wsi_metastasis_app"
 FAST = ["--mpp", "0.1215", "--workers", "2"]
-CARD = {"name": "Tumor patch classifier (random test weights)", "version": "0.0.1"}
-
-
-@pytest.fixture(scope="module")
-def classifier(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("classifier")
-    torch.manual_seed(0)
-    torch.save(
-        {"model": build_patch_classifier(load_model_config("pathology_tumor_detection")["network"]).state_dict()}, folder / "model.pt"
-    )
-    (folder / "metadata.json").write_text(json.dumps(card_for_weights(CARD, folder / "model.pt")))  # as training's export writes it
-    return folder / "model.pt"
 
 
 def run(slide: Path, out: Path, model: Path, *extra: str):
