@@ -19,12 +19,14 @@ if $with_test_tools; then
   [[ -x /usr/bin/storescu ]] || missing+=(dcmtk)
   [[ -x /usr/sbin/Orthanc ]] || missing+=(orthanc)
   [[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]] || missing+=(orthanc-dicomweb)
+  # PostgreSQL 15: the cluster tests start their own server (testkit/postgres.py); its system service stays stopped.
+  [[ -x /usr/lib/postgresql/15/bin/postgres ]] || missing+=(postgresql-15)
   if ((${#missing[@]})); then
     echo "setup: installing Debian packages: ${missing[*]}"
     SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
     $SUDO apt-get update -qq >/dev/null
-    # Orthanc's package starts a system service on install: a policy-rc.d that refuses keeps it stopped
-    # (the tests start their own Orthanc on loopback ports).
+    # Orthanc's and PostgreSQL's packages start a system service on install: a policy-rc.d that refuses keeps it stopped
+    # (the tests start their own Orthanc and PostgreSQL on loopback ports).
     placed_policy=false
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
       printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
