@@ -1,4 +1,4 @@
-"""The gateway as its users run it, ``python -m gateway serve --config CONFIG``, in a subprocess; small SCU helpers."""
+"""The gateway as its users run it, ``python -m gateway serve|receive|worker --config CONFIG``, in a subprocess; small SCU helpers."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydicom.dataset import Dataset
@@ -78,19 +79,24 @@ def port_open(port: int) -> bool:
 
 
 class GatewayProcess:
-    def __init__(self, config: Path, port: int, log: Path) -> None:
-        self.config, self.port, self.log = config, port, log
+    """One gateway process in a role: ``serve`` and ``receive`` are ready once they answer C-ECHO on ``port``; a
+    ``worker`` listens on no port and is returned as soon as it is started."""
+
+    def __init__(self, config: Path, port: int, log: Path, role: Literal["serve", "receive", "worker"] = "serve") -> None:
+        self.config, self.port, self.log, self.role = config, port, log, role
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 30) -> GatewayProcess:
         handle = self.log.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(self.config)],
+            [sys.executable, "-m", "gateway", self.role, "--config", str(self.config)],
             cwd=REPO_ROOT,
             stdout=handle,
             stderr=subprocess.STDOUT,
             env={**os.environ, "HOLOSCAN_LOG_LEVEL": "WARN"},
         )
+        if self.role == "worker":
+            return self
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

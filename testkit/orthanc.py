@@ -90,8 +90,11 @@ class Orthanc:
             self.process.wait(5)
 
 
-def start_orthanc(folder: Path, modalities: dict[str, tuple[str, int]] | None = None, dicomweb: bool = False) -> Orthanc:
-    """Start Orthanc with storage, index and config in ``folder``, on free loopback ports; wait until it answers."""
+def start_orthanc(
+    folder: Path, modalities: dict[str, tuple[str, int]] | None = None, dicomweb: bool = False, settings: dict | None = None
+) -> Orthanc:
+    """Start Orthanc with storage, index and config in ``folder``, on free loopback ports; wait until it answers.
+    ``settings`` adds or replaces configuration keys (e.g. ``LuaScripts``)."""
     folder.mkdir(parents=True, exist_ok=True)
     http_port, dicom_port = free_port(), free_port()
     config = {
@@ -110,6 +113,7 @@ def start_orthanc(folder: Path, modalities: dict[str, tuple[str, int]] | None = 
         "StableAge": 3600,
         "Plugins": [str(DICOMWEB_PLUGIN)] if dicomweb else [],
         "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/"},
+        **(settings or {}),
     }
     (folder / "orthanc.json").write_text(json.dumps(config, indent=1))
     log = (folder / "orthanc.log").open("wb")
