@@ -60,6 +60,11 @@ CREATE TABLE IF NOT EXISTS outputs (
     last_error TEXT,
     PRIMARY KEY (job_id, path, destination)
 );
+CREATE TABLE IF NOT EXISTS association_owners (
+    association_id INTEGER PRIMARY KEY REFERENCES associations (id),
+    owner TEXT NOT NULL,
+    heartbeat_at REAL NOT NULL
+);
 """
 
 # Columns added after the first version: (table, column, declaration). Old rows get NULL.
@@ -71,6 +76,13 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("jobs", "result_series_uid", "TEXT"),
     ("outputs", "series_uid", "TEXT"),
     ("outputs", "sop_class_uid", "TEXT"),
+    ("jobs", "node", "TEXT"),  # the host and worker of the last attempt (shown by ``gateway jobs``)
+    ("jobs", "worker", "TEXT"),
+    ("jobs", "attempt_started_at", "REAL"),
+    ("jobs", "attempt_ended_at", "REAL"),
+    ("jobs", "lease_owner", "TEXT"),  # the worker holding the job now (NULL once it let go), renewing heartbeat_at
+    ("jobs", "heartbeat_at", "REAL"),
+    ("outputs", "send_started_at", "REAL"),  # the intent to send, recorded before the send (see JobQueue.output_sending)
 )
 
 INDEXES = """
@@ -107,7 +119,12 @@ def migrate(db: sqlite3.Connection) -> list[str]:
 
 
 class Database:
-    """One connection (WAL, synchronous FULL) shared by threads under one lock."""
+    """One connection (WAL, synchronous FULL) shared by threads under one lock.
+
+    The queue's logic (``Reception``, ``JobQueue``) sees a backend only through ``_transaction``, ``_query`` and
+    ``SERIES_OF``; ``gateway.postgres`` gives the same three over PostgreSQL."""
+
+    SERIES_OF = "json_each({column}) AS s"  # the values of a JSON array column as a table ``s`` with column ``value``
 
     def __init__(self, database: Path) -> None:
         database = Path(database)
@@ -124,7 +141,9 @@ class Database:
             self._db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, shared: bool = False, key: str | None = None) -> Iterator[sqlite3.Connection]:
+        """One write transaction. ``shared``/``key`` let PostgreSQL run such transactions side by side (those that touch
+        only one instance, ``key``, and their association); SQLite serialises every writer anyway."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:

@@ -1,10 +1,15 @@
-"""The persistent state: received instances, jobs and their outputs, in one SQLite file (WAL, synchronous FULL).
+"""The job queue: its state transitions, over either backend (``gateway.database`` SQLite, ``gateway.postgres``).
 
 Job states: ``pending`` (waiting, possibly for ``next_try_at``) -> ``running`` (the app runs) ->
 ``sending`` (outputs recorded, some not yet at every destination) -> ``done``. ``failed`` keeps a
 job that used up its attempts, with its error and inputs; ``unrouted`` keeps series no route took.
 On start, ``running`` jobs were interrupted by a crash: they go back to ``pending`` (the attempt
 counts). ``sending`` jobs resume sending only the outputs not yet sent, so a result is not made twice.
+
+Several workers (the cluster mode, ``gateway.postgres``): a worker that claims a job holds its lease
+(``lease_owner``) and renews ``heartbeat_at``; a job whose lease was not renewed for ``lease_s`` is
+treated as interrupted by a crash (``recover`` with ``stale_before``), and every later step of the
+worker that lost it is refused (``LeaseLost``), so two workers never both record a result.
 
 Jobs of one route on the same series run one after the other, in order: a later job (new instances
 in a series already processed) starts once the earlier one has finished, and supersedes its result
@@ -15,125 +20,57 @@ SEG keeps).
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.jobs import (
+    DONE,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SEGMENTATION_STORAGE,
+    SENDING,
+    STATES,
+    UNFINISHED,
+    UNROUTED,
+    DicomOutput,
+    Holder,
+    Job,
+    LeaseLost,
+    Output,
+    Supersession,
+    runnable,
+    supersession,
+)
+from gateway.jobs import (
+    job_from_row as _job,
+)
+from gateway.jobs import (
+    output_from_row as _output,
+)
 from gateway.reception import Reception
 
-PENDING, RUNNING, SENDING, DONE, FAILED, UNROUTED = "pending", "running", "sending", "done", "failed", "unrouted"
-STATES = (PENDING, RUNNING, SENDING, DONE, FAILED, UNROUTED)
-UNFINISHED = (PENDING, RUNNING, SENDING)
-SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-
-
-@dataclass(frozen=True)
-class Job:
-    id: int
-    group_key: str
-    route: str | None
-    series_uids: tuple[str, ...]
-    state: str
-    attempts: int
-    send_attempts: int
-    error: str | None
-    next_try_at: float
-    created_at: float
-    updated_at: float
-    finished_at: float | None
-    supersedes_job_id: int | None = None  # the earlier job on these series whose result this one replaces
-    supersedes_sop_uid: str | None = None  # that job's SEG (SOP Instance UID)
-    result_series_uid: str | None = None  # the SeriesInstanceUID this job's SEG keeps (the earlier SEG's)
-
-
-@dataclass(frozen=True)
-class DicomOutput:
-    """A DICOM file an app wrote: what is recorded of it."""
-
-    sop_instance_uid: str
-    sop_class_uid: str | None = None
-    series_uid: str | None = None
-
-
-@dataclass(frozen=True)
-class Output:
-    job_id: int
-    path: Path
-    sop_instance_uid: str
-    destination: str
-    sent_at: float | None
-    send_count: int
-    last_error: str | None
-    sop_class_uid: str | None = None
-    series_uid: str | None = None
-
-
-@dataclass(frozen=True)
-class Supersession:
-    """What a rerun replaces: the earlier job, and its SEG's UIDs when it made exactly one SEG."""
-
-    job_id: int
-    sop_instance_uid: str | None = None
-    series_uid: str | None = None
-
-
-def supersession(earlier_job_id: int, outputs: Iterable[Output]) -> Supersession:
-    """The earlier job's one SEG (by SOP class), or the job alone when it made none or several."""
-    segs = {(o.sop_instance_uid, o.series_uid) for o in outputs if o.sop_class_uid == SEGMENTATION_STORAGE}
-    if len(segs) != 1:
-        return Supersession(earlier_job_id)
-    [(sop_uid, series_uid)] = segs
-    return Supersession(earlier_job_id, sop_uid, series_uid)
-
-
-def runnable(candidates: Iterable[Job], unfinished: Iterable[Job], busy: set[int]) -> Job | None:
-    """The first candidate not busy whose route has no earlier unfinished job on one of its series (those run in order)."""
-    unfinished = list(unfinished)
-    for job in candidates:
-        if job.id in busy:
-            continue
-        if job.state == PENDING and any(
-            other.id < job.id and other.route == job.route and set(other.series_uids) & set(job.series_uids) for other in unfinished
-        ):
-            continue
-        return job
-    return None
-
-
-def _job(row: sqlite3.Row) -> Job:
-    return Job(
-        id=row["id"],
-        group_key=row["group_key"],
-        route=row["route"],
-        series_uids=tuple(json.loads(row["series_uids"])),
-        state=row["state"],
-        attempts=row["attempts"],
-        send_attempts=row["send_attempts"],
-        error=row["error"],
-        next_try_at=row["next_try_at"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        finished_at=row["finished_at"],
-        supersedes_job_id=row["supersedes_job_id"],
-        supersedes_sop_uid=row["supersedes_sop_uid"],
-        result_series_uid=row["result_series_uid"],
-    )
-
-
-def _output(row: sqlite3.Row) -> Output:
-    return Output(
-        job_id=row["job_id"],
-        path=Path(row["path"]),
-        sop_instance_uid=row["sop_instance_uid"],
-        destination=row["destination"],
-        sent_at=row["sent_at"],
-        send_count=row["send_count"],
-        last_error=row["last_error"],
-        sop_class_uid=row["sop_class_uid"],
-        series_uid=row["series_uid"],
-    )
+__all__ = [
+    "DONE",
+    "FAILED",
+    "PENDING",
+    "RUNNING",
+    "SENDING",
+    "SEGMENTATION_STORAGE",
+    "STATES",
+    "UNFINISHED",
+    "UNROUTED",
+    "DicomOutput",
+    "Holder",
+    "Job",
+    "LeaseLost",
+    "Output",
+    "Supersession",
+    "runnable",
+    "supersession",
+    "JobQueue",
+]
 
 
 class JobQueue(Reception):
@@ -150,58 +87,105 @@ class JobQueue(Reception):
         with self._transaction() as db:
             for route, series in sorted(routed.items()):
                 cursor = db.execute(
-                    "INSERT INTO jobs (group_key, route, series_uids, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO jobs (group_key, route, series_uids, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                     (group_key, route, json.dumps(sorted(series)), PENDING, now, now),
                 )
-                ids.append(int(cursor.lastrowid))
+                ids.append(int(cursor.fetchone()[0]))
             for series_uid, reason in sorted(unrouted.items()):
                 cursor = db.execute(
-                    "INSERT INTO jobs (group_key, route, series_uids, state, error, created_at, updated_at, finished_at) VALUES (?, NULL, ?, ?, ?, ?, ?, ?)",
+                    """INSERT INTO jobs (group_key, route, series_uids, state, error, created_at, updated_at, finished_at)
+                       VALUES (?, NULL, ?, ?, ?, ?, ?, ?) RETURNING id""",
                     (group_key, json.dumps([series_uid]), UNROUTED, reason, now, now, now),
                 )
-                ids.append(int(cursor.lastrowid))
+                ids.append(int(cursor.fetchone()[0]))
             db.execute(
                 "UPDATE instances SET dispatched = 1 WHERE group_key = ? AND dispatched = 0 AND received_at <= ?", (group_key, cutoff)
             )
         return ids
 
-    def recover(self, max_attempts: int, now: float | None = None) -> list[Job]:
-        """After a restart: jobs left ``running`` by a crash run again (or fail, when out of attempts). Returns them."""
+    def recover(self, max_attempts: int, now: float | None = None, stale_before: float | None = None) -> list[Job]:
+        """Jobs whose worker stopped mid-run run again (or fail, when out of attempts); returns them. Without
+        ``stale_before`` (one gateway, after its restart) every ``running`` job; with it, those whose lease was last
+        renewed before it (a worker that died), and a ``sending`` one such is freed for another worker to resume."""
         now = time.time() if now is None else now
+        stale, params = ("", ()) if stale_before is None else (" AND COALESCE(heartbeat_at, 0) < ?", (stale_before,))
+        why = "the gateway stopped during the app run" if stale_before is None else "its worker stopped renewing its lease"
         with self._transaction() as db:
-            interrupted = [_job(r) for r in db.execute("SELECT * FROM jobs WHERE state = ?", (RUNNING,)).fetchall()]
+            interrupted = [_job(r) for r in db.execute(f"SELECT * FROM jobs WHERE state = ?{stale}", (RUNNING, *params)).fetchall()]
             for job in interrupted:
                 if job.attempts >= max_attempts:
                     db.execute(
-                        "UPDATE jobs SET state = ?, error = ?, updated_at = ?, finished_at = ? WHERE id = ?",
-                        (FAILED, f"interrupted {job.attempts} times (the gateway stopped during the app run)", now, now, job.id),
+                        """UPDATE jobs SET state = ?, error = ?, updated_at = ?, finished_at = ?, attempt_ended_at = ?,
+                           lease_owner = NULL WHERE id = ?""",
+                        (FAILED, f"interrupted {job.attempts} times ({why})", now, now, now, job.id),
                     )
                 else:
-                    db.execute("UPDATE jobs SET state = ?, next_try_at = 0, updated_at = ? WHERE id = ?", (PENDING, now, job.id))
+                    db.execute(
+                        "UPDATE jobs SET state = ?, next_try_at = 0, updated_at = ?, attempt_ended_at = ?, lease_owner = NULL WHERE id = ?",
+                        (PENDING, now, now, job.id),
+                    )
+            if stale_before is not None:
+                db.execute(
+                    "UPDATE jobs SET lease_owner = NULL, updated_at = ? WHERE state = ? AND lease_owner IS NOT NULL AND COALESCE(heartbeat_at, 0) < ?",
+                    (now, SENDING, stale_before),
+                )
         return interrupted
 
-    def claim(self, busy: set[int], now: float | None = None) -> Job | None:
+    def claim(
+        self,
+        busy: set[int],
+        now: float | None = None,
+        holder: Holder | None = None,
+        held_after: float | None = None,
+        only: int | None = None,
+    ) -> Job | None:
         """The oldest due job not in ``busy`` (and not behind an earlier unfinished job on its series): a pending one
-        becomes ``running`` (attempts + 1); a ``sending`` one is resumed."""
+        becomes ``running`` (attempts + 1); a ``sending`` one is resumed. ``holder`` takes its lease; with
+        ``held_after``, a job whose lease another worker renewed after that time is not claimed; ``only``: this job or none."""
         now = time.time() if now is None else now
         marks = ",".join("?" * len(UNFINISHED))
         with self._transaction() as db:
             unfinished = [_job(r) for r in db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id", UNFINISHED)]
-            due = [job for job in unfinished if job.state in (PENDING, SENDING) and job.next_try_at <= now]
+            due = [job for job in unfinished if job.state in (PENDING, SENDING) and job.next_try_at <= now and only in (None, job.id)]
+            if held_after is not None:
+                due = [job for job in due if job.lease_owner is None or (job.heartbeat_at or 0) < held_after]
             job = runnable(due, unfinished, busy)
             if job is None:
                 return None
             if job.state == PENDING:
                 db.execute("UPDATE jobs SET state = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?", (RUNNING, now, job.id))
-            return self.job(job.id)
+            if holder is not None:
+                db.execute(
+                    """UPDATE jobs SET node = ?, worker = ?, lease_owner = ?, heartbeat_at = ?, attempt_started_at = ?,
+                       attempt_ended_at = NULL WHERE id = ?""",
+                    (holder.node, holder.worker, holder.owner, now, now, job.id),
+                )
+            return _job(db.execute("SELECT * FROM jobs WHERE id = ?", (job.id,)).fetchone())
+
+    def renew(self, owner: str, now: float | None = None) -> set[int]:
+        """The worker ``owner`` is alive: renew the leases it holds; returns the ids of the jobs it still holds."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            rows = db.execute(
+                "UPDATE jobs SET heartbeat_at = ? WHERE lease_owner = ? AND state IN (?, ?) RETURNING id", (now, owner, RUNNING, SENDING)
+            ).fetchall()
+        return {int(row[0]) for row in rows}
+
+    @staticmethod
+    def _check_held(db: object, job_id: int, owner: str | None) -> None:
+        if owner is None:
+            return
+        row = db.execute("SELECT lease_owner, state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None or row[0] != owner:
+            raise LeaseLost(f"job {job_id} is no longer held by {owner} (its lease expired; another worker has it)")
 
     def earlier_result(self, job: Job) -> Supersession | None:
         """The latest earlier job of the same route on one of ``job``'s series that recorded outputs: the result ``job``
         supersedes (None for a first run)."""
         marks = ",".join("?" * len(job.series_uids))
         rows = self._query(
-            f"""SELECT DISTINCT j.id FROM jobs AS j, json_each(j.series_uids) AS s
-                WHERE j.id < ? AND j.route IS ? AND s.value IN ({marks})
+            f"""SELECT DISTINCT j.id FROM jobs AS j, {self.SERIES_OF.format(column="j.series_uids")}
+                WHERE j.id < ? AND j.route IS NOT DISTINCT FROM ? AND s.value IN ({marks})
                   AND EXISTS (SELECT 1 FROM outputs AS o WHERE o.job_id = j.id)
                 ORDER BY j.id DESC LIMIT 1""",
             (job.id, job.route, *job.series_uids),
@@ -233,33 +217,44 @@ class JobQueue(Reception):
             return [_job(r) for r in self._query(f"SELECT * FROM jobs WHERE state IN ({','.join('?' * len(wanted))}) ORDER BY id", wanted)]
         return [_job(r) for r in self._query("SELECT * FROM jobs ORDER BY id")]
 
-    def _set(self, job_id: int, **fields: object) -> None:
+    def _set(self, job_id: int, owner: str | None = None, release: bool = False, **fields: object) -> None:
+        """Update the job (refused with ``LeaseLost`` when ``owner`` no longer holds it); ``release``: its worker lets go."""
         fields["updated_at"] = time.time()
+        if release:
+            fields |= {"lease_owner": None, "attempt_ended_at": fields["updated_at"]}
         assignments = ", ".join(f"{name} = ?" for name in fields)
         with self._transaction() as db:
+            self._check_held(db, job_id, owner)
             db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*fields.values(), job_id))
 
-    def app_failed(self, job_id: int, error: str, max_attempts: int, retry_delay_s: float) -> str:
+    def app_failed(self, job_id: int, error: str, max_attempts: int, retry_delay_s: float, owner: str | None = None) -> str:
         """Record a failed attempt: back to ``pending`` after the delay, or ``failed`` for good. Returns the new state."""
         job = self.job(job_id)
         if job.attempts >= max_attempts:
-            self._set(job_id, state=FAILED, error=error, finished_at=time.time())
+            self._set(job_id, owner, True, state=FAILED, error=error, finished_at=time.time())
             return FAILED
-        self._set(job_id, state=PENDING, error=error, next_try_at=time.time() + retry_delay_s)
+        self._set(job_id, owner, True, state=PENDING, error=error, next_try_at=time.time() + retry_delay_s)
         return PENDING
 
-    def interrupted(self, job_id: int) -> None:
-        """The gateway is shutting down mid-run: the attempt does not count, the job runs again on restart."""
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE jobs SET state = ?, attempts = MAX(attempts - 1, 0), next_try_at = 0, updated_at = ? WHERE id = ? AND state = ?",
-                (PENDING, time.time(), job_id, RUNNING),
-            )
-
-    def app_succeeded(self, job_id: int, outputs: dict[Path, DicomOutput], destinations: Iterable[str]) -> None:
-        """Record the app's DICOM outputs once per destination, and move on to ``sending``."""
+    def interrupted(self, job_id: int, owner: str | None = None) -> None:
+        """The gateway is shutting down mid-run: the attempt does not count, the job runs again (on restart, or at once
+        on another worker); a ``sending`` job is let go for another worker to resume."""
         now = time.time()
         with self._transaction() as db:
+            self._check_held(db, job_id, owner)
+            db.execute(
+                """UPDATE jobs SET state = ?, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, next_try_at = 0,
+                   updated_at = ?, lease_owner = NULL, attempt_ended_at = ? WHERE id = ? AND state = ?""",
+                (PENDING, now, now, job_id, RUNNING),
+            )
+            db.execute("UPDATE jobs SET lease_owner = NULL, updated_at = ? WHERE id = ? AND state = ?", (now, job_id, SENDING))
+
+    def app_succeeded(self, job_id: int, outputs: dict[Path, DicomOutput], destinations: Iterable[str], owner: str | None = None) -> None:
+        """Record the app's DICOM outputs once per destination, and move on to ``sending`` (the worker keeps the job).
+        Once recorded, the outputs are never made again: a resumed job sends these files, with these SOP Instance UIDs."""
+        now = time.time()
+        with self._transaction() as db:
+            self._check_held(db, job_id, owner)
             db.execute("DELETE FROM outputs WHERE job_id = ?", (job_id,))
             for path, dicom in sorted(outputs.items()):
                 for destination in destinations:
@@ -273,6 +268,31 @@ class JobQueue(Reception):
     def outputs(self, job_id: int, unsent_only: bool = False) -> list[Output]:
         sql = "SELECT * FROM outputs WHERE job_id = ?" + (" AND sent_at IS NULL" if unsent_only else "") + " ORDER BY destination, path"
         return [_output(r) for r in self._query(sql, (job_id,))]
+
+    def output_sending(self, job_id: int, paths: Iterable[Path], destination: str, owner: str | None = None) -> int:
+        """Record the intent to send these outputs, before sending; returns how many were in doubt (an earlier worker
+        recorded its intent and died before recording the outcome).
+
+        Why a resend of an output in doubt is exported once: the output is the same file with the same SOP Instance UID
+        (recorded by ``app_succeeded`` before any send, never made again), and a PACS keeps one instance per SOP Instance
+        UID (Orthanc answers a second C-STORE of it without a second instance). What can never happen is a second
+        *different* result: the app does not run again for a job that reached ``sending``."""
+        paths = [str(path) for path in paths]
+        now = time.time()
+        with self._transaction() as db:
+            self._check_held(db, job_id, owner)
+            doubt = 0
+            for path in paths:
+                row = db.execute(
+                    "SELECT send_started_at FROM outputs WHERE job_id = ? AND path = ? AND destination = ? AND sent_at IS NULL",
+                    (job_id, path, destination),
+                ).fetchone()
+                doubt += row is not None and row[0] is not None
+                db.execute(
+                    "UPDATE outputs SET send_started_at = ? WHERE job_id = ? AND path = ? AND destination = ?",
+                    (now, job_id, path, destination),
+                )
+        return doubt
 
     def output_sent(self, job_id: int, path: Path, destination: str) -> None:
         with self._transaction() as db:
@@ -288,16 +308,16 @@ class JobQueue(Reception):
                 (error, job_id, str(path), destination),
             )
 
-    def sending_done(self, job_id: int) -> None:
-        self._set(job_id, state=DONE, error=None, finished_at=time.time(), next_try_at=0)
+    def sending_done(self, job_id: int, owner: str | None = None) -> None:
+        self._set(job_id, owner, True, state=DONE, error=None, finished_at=time.time(), next_try_at=0)
 
-    def sending_failed(self, job_id: int, error: str, max_send_attempts: int, retry_delay_s: float) -> str:
+    def sending_failed(self, job_id: int, error: str, max_send_attempts: int, retry_delay_s: float, owner: str | None = None) -> str:
         job = self.job(job_id)
         attempts = job.send_attempts + 1
         if attempts >= max_send_attempts:
-            self._set(job_id, state=FAILED, send_attempts=attempts, error=error, finished_at=time.time())
+            self._set(job_id, owner, True, state=FAILED, send_attempts=attempts, error=error, finished_at=time.time())
             return FAILED
-        self._set(job_id, send_attempts=attempts, error=error, next_try_at=time.time() + retry_delay_s)
+        self._set(job_id, owner, True, send_attempts=attempts, error=error, next_try_at=time.time() + retry_delay_s)
         return SENDING
 
     def retry(self, job_id: int) -> Job:
@@ -306,5 +326,5 @@ class JobQueue(Reception):
         if job.state != FAILED:
             raise ValueError(f"job {job_id} is {job.state}, not failed")
         state = SENDING if self.outputs(job_id) else PENDING
-        self._set(job_id, state=state, attempts=0, send_attempts=0, next_try_at=0, finished_at=None)
+        self._set(job_id, state=state, attempts=0, send_attempts=0, next_try_at=0, finished_at=None, lease_owner=None)
         return self.job(job_id)

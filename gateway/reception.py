@@ -69,25 +69,49 @@ class Reception(Database):
     """The instances and associations tables."""
 
     # --- associations -------------------------------------------------------------------------
-    def association_started(self, calling_aet: str, peer: str, now: float | None = None) -> int:
+    def association_started(self, calling_aet: str, peer: str, now: float | None = None, owner: str | None = None) -> int:
+        """Record an association; ``owner`` (the receiver process) renews its ``heartbeat_at`` while it is open."""
         now = time.time() if now is None else now
-        with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO associations (calling_aet, peer, state, started_at) VALUES (?, ?, 'open', ?)", (calling_aet, peer, now)
+        with self._transaction(shared=True) as db:
+            association_id = int(
+                db.execute(
+                    "INSERT INTO associations (calling_aet, peer, state, started_at) VALUES (?, ?, 'open', ?) RETURNING id",
+                    (calling_aet, peer, now),
+                ).fetchone()[0]
             )
-        return int(cursor.lastrowid)
+            if owner is not None:
+                db.execute(
+                    "INSERT INTO association_owners (association_id, owner, heartbeat_at) VALUES (?, ?, ?)", (association_id, owner, now)
+                )
+        return association_id
 
     def association_ended(self, association_id: int, state: AssociationState, now: float | None = None) -> None:
         """Record how an open association ended (a later report for one already ended is ignored)."""
         now = time.time() if now is None else now
-        with self._transaction() as db:
+        with self._transaction(shared=True) as db:
             db.execute("UPDATE associations SET state = ?, ended_at = ? WHERE id = ? AND state = 'open'", (state, now, association_id))
 
-    def associations_killed(self, now: float | None = None) -> int:
-        """At start: associations still open were cut off when the gateway stopped without their release."""
+    def associations_killed(self, now: float | None = None, stale_before: float | None = None) -> int:
+        """Associations still open were cut off when their receiver stopped without their release: at start, every open
+        one (one receiver); with ``stale_before``, those whose receiver last renewed them before it (several receivers)."""
         now = time.time() if now is None else now
+        stale = "" if stale_before is None else " AND id IN (SELECT association_id FROM association_owners WHERE heartbeat_at < ?)"
         with self._transaction() as db:
-            return db.execute("UPDATE associations SET state = 'killed', ended_at = ? WHERE state = 'open'", (now,)).rowcount
+            cursor = db.execute(
+                f"UPDATE associations SET state = 'killed', ended_at = ? WHERE state = 'open'{stale}",
+                (now,) if stale_before is None else (now, stale_before),
+            )
+            return cursor.rowcount
+
+    def associations_alive(self, owner: str, now: float | None = None) -> None:
+        """The receiver ``owner`` is alive: renew its open associations."""
+        now = time.time() if now is None else now
+        with self._transaction(shared=True) as db:
+            db.execute(
+                """UPDATE association_owners SET heartbeat_at = ? WHERE owner = ?
+                   AND association_id IN (SELECT id FROM associations WHERE state = 'open')""",
+                (now, owner),
+            )
 
     def association_state(self, association_id: int) -> tuple[AssociationState, int]:
         """The association's state and how many instances it stored."""
@@ -95,12 +119,12 @@ class Reception(Database):
         return row["state"], row["instances"]
 
     # --- received instances -------------------------------------------------------------------
-    @staticmethod
-    def _series_has_live_job(db: sqlite3.Connection, series_uid: str) -> bool:
+    def _series_has_live_job(self, db: sqlite3.Connection, series_uid: str) -> bool:
         """Whether a job that is pending, running, sending or done holds the series."""
         marks = ",".join("?" * len(LIVE_JOB_STATES))
+        series = self.SERIES_OF.format(column="jobs.series_uids")
         row = db.execute(
-            f"SELECT 1 FROM jobs, json_each(jobs.series_uids) AS s WHERE s.value = ? AND jobs.state IN ({marks}) LIMIT 1",
+            f"SELECT 1 FROM jobs, {series} WHERE s.value = ? AND jobs.state IN ({marks}) LIMIT 1",
             (series_uid, *LIVE_JOB_STATES),
         ).fetchone()
         return row is not None
@@ -108,7 +132,7 @@ class Reception(Database):
     def record_instance(self, instance: ReceivedInstance, now: float | None = None) -> Arrival:
         """Record a stored instance; what it means for the queue (see ``arrival``)."""
         now = time.time() if now is None else now
-        with self._transaction() as db:
+        with self._transaction(shared=True, key=instance.sop_instance_uid) as db:
             row = db.execute(
                 "SELECT series_uid, content_sha256, dispatched FROM instances WHERE sop_instance_uid = ?", (instance.sop_instance_uid,)
             ).fetchone()
@@ -129,7 +153,7 @@ class Reception(Database):
                            study_uid = excluded.study_uid, series_uid = excluded.series_uid, group_key = excluded.group_key,
                            path = excluded.path, calling_aet = excluded.calling_aet, received_at = excluded.received_at,
                            content_sha256 = excluded.content_sha256, association_id = excluded.association_id,
-                           receive_count = receive_count + 1, dispatched = 0""",
+                           receive_count = instances.receive_count + 1, dispatched = 0""",
                     (
                         instance.sop_instance_uid,
                         instance.sop_class_uid,
@@ -152,13 +176,19 @@ class Reception(Database):
 
     def waiting_groups(self) -> dict[str, WaitingGroup]:
         """Groups with instances not yet handed to a job: when their newest instance arrived, and whether its
-        association was cut off (SQLite takes the bare ``association_id`` from the row holding the MAX)."""
+        association was cut off (of several instances received at that very time, any one cut off counts)."""
         rows = self._query(
             """SELECT w.group_key, w.last, a.state FROM (
-                   SELECT group_key, MAX(received_at) AS last, association_id FROM instances WHERE dispatched = 0 GROUP BY group_key
-               ) AS w LEFT JOIN associations AS a ON a.id = w.association_id"""
+                   SELECT group_key, MAX(received_at) AS last FROM instances WHERE dispatched = 0 GROUP BY group_key
+               ) AS w
+               JOIN instances AS i ON i.group_key = w.group_key AND i.dispatched = 0 AND i.received_at = w.last
+               LEFT JOIN associations AS a ON a.id = i.association_id"""
         )
-        return {row["group_key"]: WaitingGroup(row["last"], row["state"] in CUT_OFF) for row in rows}
+        groups: dict[str, WaitingGroup] = {}
+        for row in rows:
+            cut_off = row["state"] in CUT_OFF or (row["group_key"] in groups and groups[row["group_key"]].cut_off)
+            groups[row["group_key"]] = WaitingGroup(row["last"], cut_off)
+        return groups
 
     def waiting_series(self, group_key: str) -> dict[str, Path]:
         """The group's series with waiting instances, each with one of its files (to read its attributes)."""

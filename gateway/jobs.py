@@ -1,0 +1,150 @@
+"""The job model both queue backends share: the states, a job and its outputs as recorded, and the pure rules
+(which job may run next, what a rerun supersedes). ``gateway.queue`` holds the state transitions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PENDING, RUNNING, SENDING, DONE, FAILED, UNROUTED = "pending", "running", "sending", "done", "failed", "unrouted"
+STATES = (PENDING, RUNNING, SENDING, DONE, FAILED, UNROUTED)
+UNFINISHED = (PENDING, RUNNING, SENDING)
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    group_key: str
+    route: str | None
+    series_uids: tuple[str, ...]
+    state: str
+    attempts: int
+    send_attempts: int
+    error: str | None
+    next_try_at: float
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    supersedes_job_id: int | None = None  # the earlier job on these series whose result this one replaces
+    supersedes_sop_uid: str | None = None  # that job's SEG (SOP Instance UID)
+    result_series_uid: str | None = None  # the SeriesInstanceUID this job's SEG keeps (the earlier SEG's)
+    node: str | None = None  # host and worker of the last attempt, and when it started and ended
+    worker: str | None = None
+    attempt_started_at: float | None = None
+    attempt_ended_at: float | None = None
+    lease_owner: str | None = None  # ``node/worker`` holding the job now
+    heartbeat_at: float | None = None
+
+
+class LeaseLost(RuntimeError):
+    """The worker no longer holds the job (its lease expired and the job went to another worker)."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A worker that claims jobs: its host and its name there."""
+
+    node: str
+    worker: str
+
+    @property
+    def owner(self) -> str:
+        return f"{self.node}/{self.worker}"
+
+
+@dataclass(frozen=True)
+class DicomOutput:
+    """A DICOM file an app wrote: what is recorded of it."""
+
+    sop_instance_uid: str
+    sop_class_uid: str | None = None
+    series_uid: str | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    job_id: int
+    path: Path
+    sop_instance_uid: str
+    destination: str
+    sent_at: float | None
+    send_count: int
+    last_error: str | None
+    sop_class_uid: str | None = None
+    series_uid: str | None = None
+
+
+@dataclass(frozen=True)
+class Supersession:
+    """What a rerun replaces: the earlier job, and its SEG's UIDs when it made exactly one SEG."""
+
+    job_id: int
+    sop_instance_uid: str | None = None
+    series_uid: str | None = None
+
+
+def supersession(earlier_job_id: int, outputs: Iterable[Output]) -> Supersession:
+    """The earlier job's one SEG (by SOP class), or the job alone when it made none or several."""
+    segs = {(o.sop_instance_uid, o.series_uid) for o in outputs if o.sop_class_uid == SEGMENTATION_STORAGE}
+    if len(segs) != 1:
+        return Supersession(earlier_job_id)
+    [(sop_uid, series_uid)] = segs
+    return Supersession(earlier_job_id, sop_uid, series_uid)
+
+
+def runnable(candidates: Iterable[Job], unfinished: Iterable[Job], busy: set[int]) -> Job | None:
+    """The first candidate not busy whose route has no earlier unfinished job on one of its series (those run in order)."""
+    unfinished = list(unfinished)
+    for job in candidates:
+        if job.id in busy:
+            continue
+        if job.state == PENDING and any(
+            other.id < job.id and other.route == job.route and set(other.series_uids) & set(job.series_uids) for other in unfinished
+        ):
+            continue
+        return job
+    return None
+
+
+def job_from_row(row: Any) -> Job:
+    return Job(
+        id=row["id"],
+        group_key=row["group_key"],
+        route=row["route"],
+        series_uids=tuple(json.loads(row["series_uids"])),
+        state=row["state"],
+        attempts=row["attempts"],
+        send_attempts=row["send_attempts"],
+        error=row["error"],
+        next_try_at=row["next_try_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        finished_at=row["finished_at"],
+        supersedes_job_id=row["supersedes_job_id"],
+        supersedes_sop_uid=row["supersedes_sop_uid"],
+        result_series_uid=row["result_series_uid"],
+        node=row["node"],
+        worker=row["worker"],
+        attempt_started_at=row["attempt_started_at"],
+        attempt_ended_at=row["attempt_ended_at"],
+        lease_owner=row["lease_owner"],
+        heartbeat_at=row["heartbeat_at"],
+    )
+
+
+def output_from_row(row: Any) -> Output:
+    return Output(
+        job_id=row["job_id"],
+        path=Path(row["path"]),
+        sop_instance_uid=row["sop_instance_uid"],
+        destination=row["destination"],
+        sent_at=row["sent_at"],
+        send_count=row["send_count"],
+        last_error=row["last_error"],
+        sop_class_uid=row["sop_class_uid"],
+        series_uid=row["series_uid"],
+    )
