@@ -6,6 +6,7 @@ Relative paths in the file are relative to the file's own folder.
 from __future__ import annotations
 
 import re
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,15 @@ class GatewayConfig:
     python: str = sys.executable  # the interpreter that runs an app folder (python3 in a MAP container)
     max_associations: int = 10
     shutdown_grace_s: float = 20.0
+    # the job queue: "sqlite" (storage_dir/gateway.sqlite, one ``serve`` process) or a libpq URL postgresql://... (the
+    # cluster mode: receive, worker and serve processes on several hosts sharing storage_dir); gateway/postgres.py
+    queue: str = "sqlite"
+    lease_s: float = 120.0  # a job whose worker has not renewed its lease for this long goes to another worker
+    node_name: str = field(default_factory=socket.gethostname)  # this host, as ``gateway jobs`` names it
+
+    @property
+    def clustered(self) -> bool:
+        return self.queue != "sqlite"
 
     @property
     def database(self) -> Path:
@@ -113,6 +123,13 @@ def _interpreter(value: Any, base: Path) -> str:
     if not value:
         return sys.executable
     return str(_path(value, base)) if "/" in str(value) else str(value)
+
+
+def _queue(value: Any) -> str:
+    text = str(value).strip()
+    if text == "sqlite" or text.startswith(("postgresql://", "postgres://")):
+        return text
+    raise ConfigError(f"queue: must be 'sqlite' or a PostgreSQL URL (postgresql://user@host:port/database), got {value!r}")
 
 
 def parse_route(raw: Any, base: Path, index: int) -> Route:
@@ -203,6 +220,9 @@ def parse_config(raw: Any, base: Path) -> GatewayConfig:
         python=_interpreter(raw.get("python"), base),
         max_associations=_positive(raw.get("max_associations", 10), "max_associations", int),
         shutdown_grace_s=float(raw.get("shutdown_grace_s", 20)),
+        queue=_queue(raw.get("queue", "sqlite")),
+        lease_s=_positive(raw.get("lease_s", 120), "lease_s"),
+        node_name=str(raw.get("node_name") or socket.gethostname()),
     )
 
 
