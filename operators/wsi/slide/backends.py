@@ -20,7 +20,9 @@ import ctypes
 import importlib
 import logging
 import math
+import struct
 import threading
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -33,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 BackendName = Literal["cucim", "openslide", "tifffile", "wsidicom"]
 WHITE = (255, 255, 255)
+# What decoders (imagecodecs' errors are RuntimeErrors, tifffile's ValueErrors) and reads of a damaged
+# file raise while a region is read: turned into the slide's SlideReadError at the backend boundary.
+DECODER_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, RuntimeError, EOFError, IndexError, struct.error, zlib.error)
 
 
 def import_optional(module: str, purpose: str) -> Any:
@@ -107,6 +112,14 @@ class _FloorAlignedBackend(SlideBackend):
     """Backends addressed in integer level pixels: clip to the level, read inside, pad with white."""
 
     def read_rgb(self, location_xy_level0, level, size_xy):
+        try:
+            return self._read_clipped(location_xy_level0, level, size_xy)
+        except SlideReadError:
+            raise
+        except DECODER_ERRORS as error:  # what a decoder or a short file raises outside the backends' own checks
+            raise self._failed(f"the region at {tuple(location_xy_level0)} level {level} size {tuple(size_xy)}", error) from error
+
+    def _read_clipped(self, location_xy_level0, level, size_xy):
         width, height = size_xy
         x, y = self.level_origin_xy(location_xy_level0, level)
         level_w, level_h = self.level_sizes_xy[level]
@@ -132,7 +145,7 @@ class OpenSlideBackend(SlideBackend):
     def __init__(self, path: Path):
         openslide = import_optional("openslide", "Reading whole-slide images with OpenSlide")
         self.path = path
-        self._error_type = openslide.OpenSlideError
+        self._error_types = (openslide.OpenSlideError, *DECODER_ERRORS)
         try:
             self._slide = openslide.OpenSlide(str(path))
         except Exception as error:  # OpenSlideUnsupportedFormatError, OpenSlideError, OSError
@@ -163,7 +176,7 @@ class OpenSlideBackend(SlideBackend):
             rgba = np.asarray(
                 self._slide.read_region(tuple(int(v) for v in location_xy_level0), self._levels[level], tuple(int(v) for v in size_xy))
             )
-        except self._error_type as error:
+        except self._error_types as error:
             raise self._failed(f"the region at {tuple(location_xy_level0)} level {level} size {tuple(size_xy)}", error) from error
         return self._finish(rgba, level)
 
@@ -171,7 +184,7 @@ class OpenSlideBackend(SlideBackend):
         """As :meth:`read_rgb` without the YCbCr correction (to calibrate it)."""
         try:
             rgba = np.asarray(self._slide.read_region(tuple(location_xy_level0), self._levels[level], tuple(size_xy)))
-        except self._error_type as error:
+        except self._error_types as error:
             raise self._failed(f"the region at {tuple(location_xy_level0)} level {level} size {tuple(size_xy)}", error) from error
         return composite_on(rgba, self.background)
 
@@ -271,13 +284,20 @@ class TifffileBackend(_FloorAlignedBackend):
         self._memmaps: dict[int, np.ndarray] = {}
         for level, page in enumerate(self._pages):
             if page.compression == 1 and page.is_memmappable and page.dtype == np.uint8 and int(page.planarconfig) == 1:
-                self._memmaps[level] = np.memmap(
-                    path,
-                    dtype=np.uint8,
-                    mode="r",
-                    offset=page.dataoffsets[0],
-                    shape=(page.imagelength, page.imagewidth, page.samplesperpixel),
-                )
+                try:
+                    self._memmaps[level] = np.memmap(
+                        path,
+                        dtype=np.uint8,
+                        mode="r",
+                        offset=page.dataoffsets[0],
+                        shape=(page.imagelength, page.imagewidth, page.samplesperpixel),
+                    )
+                except (OSError, ValueError) as error:  # "mmap length is greater than file size": a header claiming more pixels
+                    self._tif.close()
+                    raise SlideReadError(
+                        f"{path}: tifffile cannot map level {level} ({page.imagewidth} x {page.imagelength} uncompressed pixels: "
+                        f"{type(error).__name__}: {error})"
+                    ) from error
                 continue
             seg_w, seg_h = self._segment_shape(page)
             if seg_w * seg_h * int(page.samplesperpixel) > cache_bytes:

@@ -1,7 +1,10 @@
 """What tifffile sees in a TIFF, before any backend opens it: levels, layout, truncation, resolution.
 
 :func:`inspect_tiff` reads only the image file directories: their chain must lie inside the file,
-every strip or tile must end inside it (a truncated download is refused here, naming the file), and
+every strip or tile must end inside it (a truncated download is refused here, naming the file), the
+pixels a page's header claims must be there (as many strips or tiles as its ImageWidth and
+ImageLength need, and for uncompressed data as many bytes: a patched or corrupt header claiming
+10^6 x 10^6 pixels is refused before any backend maps or decodes it), and
 the level-0 resolution comes from Aperio's ImageDescription ``MPP`` or the TIFF resolution tags.
 
 What cuCIM 23.10 reads correctly was measured against OpenSlide and tifffile on the real SVS, a
@@ -164,6 +167,64 @@ def _check_segments_inside(tif: Any, path: Path, file_size: int) -> None:
             )
 
 
+@dataclass(frozen=True)
+class _SegmentLayout:
+    """How a page's header says its pixels are cut: ``count`` strips or tiles of ``width`` x ``rows``
+    pixels (a plane's last strip may have fewer rows), ``per_plane`` of them per sample plane."""
+
+    count: int
+    per_plane: int
+    width: int
+    rows: int
+    samples: int
+    tiled: bool
+
+    def pixels_of(self, index: int, image_length: int) -> int:
+        """Pixels of segment ``index`` (0-based)."""
+        if self.tiled:
+            return self.width * self.rows
+        return self.width * min(self.rows, image_length - (index % self.per_plane) * self.rows)
+
+
+def _segment_layout(page: Any) -> _SegmentLayout:
+    width, length, samples = int(page.imagewidth), int(page.imagelength), int(page.samplesperpixel)
+    planes = samples if int(page.planarconfig) == 2 and samples > 1 else 1
+    depth = max(1, int(page.imagedepth or 1))
+    if page.is_tiled:
+        tile_w, tile_h, tile_d = int(page.tilewidth), int(page.tilelength), max(1, int(page.tiledepth or 1))
+        per_plane = -(-width // tile_w) * -(-length // tile_h) * -(-depth // tile_d)
+        return _SegmentLayout(per_plane * planes, per_plane, tile_w, tile_h * tile_d, samples // planes, tiled=True)
+    rows = max(1, min(int(page.rowsperstrip or length), length))
+    per_plane = -(-length // rows) * depth
+    return _SegmentLayout(per_plane * planes, per_plane, width, rows, samples // planes, tiled=False)
+
+
+def _check_dimensions_match_data(tif: Any, path: Path) -> None:
+    """The pixels a page's header claims must be there: as many strips or tiles as its ImageWidth and
+    ImageLength need, and for uncompressed data each one as many bytes as its pixels take."""
+    for number, page in enumerate(tif.pages):
+        width, length = int(page.imagewidth), int(page.imagelength)
+        layout = _segment_layout(page)
+        kind = "tile" if layout.tiled else "strip"
+        offsets = page.tags.get("TileOffsets" if layout.tiled else "StripOffsets")
+        stored = int(offsets.count) if offsets is not None else 0
+        if stored != layout.count:
+            raise SlideReadError(
+                f"{path}: corrupt TIFF: page {number} claims {width} x {length} pixels, which take {layout.count} {kind}s, "
+                f"but it holds {stored}"
+            )
+        if int(page.compression) != 1:
+            continue
+        sample_bytes = -(-int(page.bitspersample) // 8)
+        for index, count in enumerate(page.databytecounts):
+            needed = layout.pixels_of(index, length) * layout.samples * sample_bytes
+            if count and count < needed:
+                raise SlideReadError(
+                    f"{path}: corrupt TIFF: page {number} claims {width} x {length} uncompressed pixels, more than its image "
+                    f"data holds ({kind} {index} has {count} bytes, {needed} needed)"
+                )
+
+
 def inspect_tiff(path: Path) -> TiffInfo | None:
     """TIFF levels and resolution; None when the file is not a TIFF. Raises SlideReadError for a broken TIFF."""
     if not has_tiff_magic(path):
@@ -176,6 +237,7 @@ def inspect_tiff(path: Path) -> TiffInfo | None:
             if len(tif.pages) == 0:
                 raise SlideReadError(f"{path}: truncated or corrupt TIFF: no image directory could be read ({path.stat().st_size} bytes)")
             _check_segments_inside(tif, path, path.stat().st_size)
+            _check_dimensions_match_data(tif, path)
             series = tif.series[0]
             levels = []
             for level in series.levels:

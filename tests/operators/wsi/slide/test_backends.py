@@ -3,8 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from operators.wsi.slide.backends import open_backend, optional_available
+from operators.core.errors import SlideReadError
+from operators.wsi.slide.backends import TifffileBackend, open_backend, optional_available
 from operators.wsi.slide.reader import open_slide
+from training.synthetic.bad_slides import write_tiff_claiming_pixels
 
 HAS_CUCIM = optional_available("cucim")
 TILED_BACKENDS = ["openslide", "tifffile", *(["cucim"] if HAS_CUCIM else [])]
@@ -48,3 +50,22 @@ def test_open_backend_opens_the_named_backend_on_the_same_pyramid(vips_pyramid, 
         np.testing.assert_array_equal(reopened.read_rgb((777, 1333), 0, (64, 64)), expected[1])
     finally:
         reopened.close()
+
+
+def test_an_uncompressed_level_the_file_cannot_hold_is_a_named_error_not_an_mmap_crash(tmp_path):
+    """Opened without the inspection (which refuses the file first): tifffile's backend maps the level."""
+    path = write_tiff_claiming_pixels(tmp_path / "claims.tif", claimed_xy=(1000, 1000), one_strip=True)
+    with pytest.raises(SlideReadError, match=r"claims.tif: tifffile cannot map level 0 \(1000 x 1000 uncompressed pixels: ValueError"):
+        TifffileBackend(path)
+
+
+def test_a_decoder_error_outside_the_backends_own_checks_is_the_slides_named_error(tmp_path):
+    """Tiles the header claims but the file lacks (IndexError in tifffile's offsets) surface as the slide's error."""
+    path = write_tiff_claiming_pixels(tmp_path / "claims.tif", claimed_xy=(4096, 4096), tile=256)
+    backend = TifffileBackend(path)
+    try:
+        assert backend.read_rgb((0, 0), 0, (64, 64)).shape == (64, 64, 3)
+        with pytest.raises(SlideReadError, match=r"claims.tif: tifffile could not read the region at \(3000, 3000\) .*IndexError"):
+            backend.read_rgb((3000, 3000), 0, (64, 64))
+    finally:
+        backend.close()

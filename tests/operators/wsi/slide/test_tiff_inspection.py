@@ -6,6 +6,7 @@ import pytest
 from operators.core.errors import SlideReadError
 from operators.wsi.slide.tiff_inspection import inspect_tiff
 from tests.wsi_factories import write_pyramid
+from training.synthetic.bad_slides import write_tiff_claiming_pixels
 
 
 def test_a_pyramid_gives_its_levels_layout_and_resolution(tmp_path, tissue):
@@ -51,3 +52,35 @@ def test_no_resolution_tags_give_no_mpp_and_say_so(tmp_path):
     write_pyramid(tmp_path / "nompp.tif", np.zeros((512, 512, 3), np.uint8), levels=2, mpp=None)
     info = inspect_tiff(tmp_path / "nompp.tif")
     assert info.mpp_xy is None and info.mpp_note
+
+
+CLAIMS = {
+    "10^6 x 10^6 over four JPEG tiles": (
+        dict(claimed_xy=(10**6, 10**6), tile=256),
+        "claims 1000000 x 1000000 pixels, which take 15264649 tiles, but it holds 4",
+    ),
+    "1000 x 1000 over eight strips": (dict(claimed_xy=(1000, 1000)), "claims 1000 x 1000 pixels, which take 16 strips, but it holds 8"),
+    "1000 x 1000 in one short uncompressed strip": (
+        dict(claimed_xy=(1000, 1000), one_strip=True),
+        "claims 1000 x 1000 uncompressed pixels, more than its image data holds (strip 0 has 786432 bytes, 3000000 needed)",
+    ),
+    "one pixel row more": (
+        dict(claimed_xy=(512, 513), one_strip=True),
+        "claims 512 x 513 uncompressed pixels, more than its image data holds (strip 0 has 786432 bytes, 787968 needed)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CLAIMS, ids=list(CLAIMS))
+def test_a_header_claiming_more_pixels_than_the_file_holds_is_refused_before_any_read(tmp_path, case):
+    options, message = CLAIMS[case]
+    path = write_tiff_claiming_pixels(tmp_path / "claims.tif", **options)
+    with pytest.raises(SlideReadError) as raised:
+        inspect_tiff(path)
+    assert str(raised.value) == f"{path}: corrupt TIFF: page 0 {message}"
+
+
+@pytest.mark.parametrize("options", [dict(tile=256), dict(), dict(one_strip=True)], ids=["tiled", "strips", "one strip"])
+def test_a_header_claiming_what_the_file_holds_passes(tmp_path, options):
+    path = write_tiff_claiming_pixels(tmp_path / "honest.tif", claimed_xy=(512, 512), **options)
+    assert inspect_tiff(path).levels[0].size_xy == (512, 512)
