@@ -54,7 +54,7 @@ def echo(port: int, calling_aet: str = SCU_AET) -> int | None:
 
 
 def store(port: int, items: list[Dataset | Path], calling_aet: str = SCU_AET) -> list[int | None]:
-    """C-STORE each item over one association (a Path is sent as its raw file bytes); the statuses."""
+    """C-STORE each item over one association (a Path is sent as its raw file bytes); the statuses (None: no answer)."""
     ae = AE(ae_title=calling_aet)
     for sop_class in (CTImageStorage, MRImageStorage):
         for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):  # one context each: an SCP accepts one syntax per context
@@ -64,6 +64,9 @@ def store(port: int, items: list[Dataset | Path], calling_aet: str = SCU_AET) ->
     statuses = []
     try:
         for item in items:
+            if not assoc.is_established:  # aborted (the receiver died): the rest go unacknowledged, for the sender to resend
+                statuses.append(None)
+                continue
             status = assoc.send_c_store(item)
             statuses.append(getattr(status, "Status", None))
     finally:

@@ -2,18 +2,21 @@
 fixtures are in tests/conftest.py).
 
 ``postgres_dsn`` is a fresh database per test on one server per session (initdb once, about 2 s);
-``own_postgres`` is a server of the test's own, for the tests that restart or kill it. Where PostgreSQL 15 is
-not installed they skip naming the set-up command: a failure under CI or REQUIRE_ALL_TESTS=1.
+``own_postgres`` is a server of the test's own, for the tests that restart or kill it; ``counting_orthanc`` is an
+Orthanc that logs every C-STORE it receives. Where PostgreSQL 15 or Orthanc is not installed they skip naming the
+set-up command: a failure under CI or REQUIRE_ALL_TESTS=1.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from testkit.orthanc import free_port
+from testkit.cluster import start_counting_orthanc
+from testkit.orthanc import Orthanc, free_port, missing_orthanc
 from testkit.postgres import PostgresServer, missing_postgres
 
 _database_numbers = itertools.count(1)
@@ -50,3 +53,14 @@ def own_postgres() -> Iterator[PostgresServer]:
     server = _new_postgres()
     yield server
     server.close()
+
+
+@pytest.fixture
+def counting_orthanc(tmp_path: Path) -> Iterator[Orthanc]:
+    """A real Orthanc that logs every instance it receives, duplicates included (``testkit.cluster.receptions``)."""
+    problem = missing_orthanc()
+    if problem:
+        pytest.skip(problem)
+    server = start_counting_orthanc(tmp_path / "orthanc")
+    yield server
+    server.stop()
