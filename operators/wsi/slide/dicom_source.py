@@ -3,7 +3,9 @@
 A DICOM WSI (VL Whole Slide Microscopy Image Storage) is one series: one instance per pyramid
 level (or several, for concatenations), plus optional THUMBNAIL, LABEL and OVERVIEW images.
 OpenSlide 4 reads the whole slide when pointed at any one instance file of the folder; this module
-checks first that the folder holds exactly one such slide and nothing else, and keeps every
+checks first that the folder holds exactly one such slide and nothing else, that its Study, Series,
+SOP Instance, Frame of Reference and Pyramid UIDs are DICOM UIDs (digits and dots, at most 64
+characters: they are copied into the results' references), and keeps every
 instance's header (pixel data not read) so that a DICOM SEG can later reference the level whose
 pixel grid matches a probability map.
 """
@@ -21,6 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from operators.core.errors import SlideReadError
+from operators.dicom.uids import uid_problem
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +34,8 @@ JPEG_BASELINE_SYNTAXES = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"}
 _PIXEL_DATA_UNDEFINED_LENGTH = b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff"
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _ITEM_TAG = b"\xfe\xff\x00\xe0"
+REQUIRED_UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+UID_KEYWORDS = (*REQUIRED_UID_KEYWORDS, "FrameOfReferenceUID", "PyramidUID")
 
 
 @dataclass(frozen=True)
@@ -209,6 +214,22 @@ def _read_instance(entry: Path) -> DicomWsiInstance | str:
     return DicomWsiInstance(entry, header)
 
 
+def _uid_problems(instances: list[DicomWsiInstance]) -> list[str]:
+    """Why the instances' identifying UIDs are not DICOM UIDs (they go into the results' references):
+    one entry per attribute and value, with how many instances carry it."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for instance in instances:
+        for keyword in UID_KEYWORDS:
+            if keyword in instance.header or keyword in REQUIRED_UID_KEYWORDS:
+                found.setdefault((keyword, str(instance.header.get(keyword, "") or "")), []).append(instance.path.name)
+    problems = []
+    for (keyword, value), names in found.items():
+        if problem := uid_problem(value):
+            where = f"in {names[0]}" if len(names) == 1 else f"in {len(names)} instances, e.g. {names[0]}"
+            problems.append(f"{keyword} {value!r} is not a DICOM UID ({problem}; {where})")
+    return problems
+
+
 def _one_series_and_pyramid(folder: Path, instances: list[DicomWsiInstance]) -> tuple[str, str | None]:
     """The instances' SeriesInstanceUID and PyramidUID (None when absent); refuses several of either."""
     series = sorted({str(i.header.get("SeriesInstanceUID", "")) for i in instances})
@@ -255,6 +276,9 @@ def scan_dicom_slide_folder(folder: Path) -> DicomSlideSource:
             f"{folder}: not usable as one DICOM whole-slide image (the folder must hold only that slide's instances): {_describe(problems)}"
         )
     instances = [item for item in read if isinstance(item, DicomWsiInstance)]
+    bad_uids = _uid_problems(instances)
+    if bad_uids:
+        raise SlideReadError(f"{folder}: {_describe(bad_uids)}")
     series, pyramid = _one_series_and_pyramid(folder, instances)
     levels = _volume_levels(folder, instances)
     others = tuple(i for i in instances if i.image_type != "VOLUME")

@@ -6,7 +6,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from operators.core.errors import AppInputError
-from operators.wsi.slide.sources import SlideSource, find_slides
+from operators.wsi.slide.sources import SlideSource, find_slides, output_name
 
 
 def touch(path: Path, content: bytes = b"x") -> Path:
@@ -43,3 +43,31 @@ def test_unusable_inputs_are_refused(tmp_path: Path, files, message):
         touch(tmp_path / name)
     with pytest.raises(AppInputError, match=message):
         find_slides(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "safe"),
+    [
+        ("slide 7", "slide 7"),
+        ("..", "__"),
+        (".", "_"),
+        (".hidden", "_hidden"),
+        ("a\nb\x00c", "a_b_c"),
+        ("back\\slash", "back_slash"),
+        ("", "slide"),
+        ("1.2.840.113619", "1.2.840.113619"),
+    ],
+)
+def test_output_names_stay_one_folder_inside_the_output_folder(name, safe):
+    assert output_name(name) == safe
+
+
+def test_a_slide_named_dot_dot_gets_a_folder_of_its_own(tmp_path: Path):
+    slide = touch(tmp_path / "in" / "...svs")
+    assert find_slides(slide) == [SlideSource("__", slide)]  # its stem is "..": never the output folder's parent
+
+
+def test_a_dicom_folder_given_through_dot_dot_is_named_by_the_folder_it_means(tmp_path: Path):
+    touch(tmp_path / "case1" / "level0.dcm", Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    (tmp_path / "case1" / "sub").mkdir()
+    assert find_slides(tmp_path / "case1" / "sub" / "..") == [SlideSource("case1", tmp_path / "case1")]
