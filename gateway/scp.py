@@ -92,10 +92,14 @@ def store_handler(
     queue: JobQueue,
     on_stored: Callable[[ReceivedInstance], None] | None = None,
     associations: AssociationLog | None = None,
+    storage_refused: Callable[[], str | None] | None = None,
 ) -> Callable[[Event], int]:
     def handle_store(event: Event) -> int:
         calling = event.assoc.requestor.ae_title
         affected = str(event.request.AffectedSOPInstanceUID or "")
+        if storage_refused is not None and (full := storage_refused()):  # crossed during an association already accepted
+            logger.warning("Refused C-STORE from %s (SOP instance %s) with 0xA700: %s", calling, affected or "?", full)
+            return OUT_OF_RESOURCES
         try:
             ds: Dataset = event.dataset
             transfer_syntax = str(event.context.transfer_syntax)
@@ -156,17 +160,46 @@ def rejection_logger(config: GatewayConfig) -> Callable[[Event], None]:
     return log_rejection
 
 
+def storage_gate(storage_refused: Callable[[], str | None]) -> Callable[[Event], None]:
+    """Reject an association proposing any storage SOP class while ``storage_refused()`` gives a reason (C-ECHO alone is
+    accepted). As MONAI Deploy's Informatics Gateway (its ScpServiceInternal rejects the association when it cannot
+    store, and answers a C-STORE that meets a full disk with a resource-limitation status): a sender's queue then holds the
+    study and retries, rather than sending every instance to be refused one by one. Rejected-transient, service provider
+    (presentation), local limit exceeded: pynetdicom's own answer when ``maximum_associations`` is reached, since a disk
+    that is cleaned is not a permanent refusal (that gateway says permanent, no reason given)."""
+
+    def check(event: Event) -> None:
+        contexts = event.assoc.requestor.primitive.presentation_context_definition_list
+        if all(context.abstract_syntax == Verification for context in contexts):
+            return
+        requestor = event.assoc.requestor
+        calling = requestor.primitive.calling_ae_title.strip()
+        if calling not in event.assoc.ae.require_calling_aet:
+            return  # the allow-list rejects it, and logs why
+        if full := storage_refused():
+            logger.warning("Rejected association from %s (%s:%s): %s", calling, requestor.address, requestor.port, full)
+            event.assoc.acse.send_reject(0x02, 0x03, 0x02)
+            event.assoc.kill()  # as pynetdicom after its own rejections: the A-ASSOCIATE-RJ goes out before the socket closes
+
+    return check
+
+
 def start_scp(
-    config: GatewayConfig, queue: JobQueue, on_stored: Callable[[ReceivedInstance], None] | None = None
+    config: GatewayConfig,
+    queue: JobQueue,
+    on_stored: Callable[[ReceivedInstance], None] | None = None,
+    storage_refused: Callable[[], str | None] | None = None,
 ) -> ThreadedAssociationServer:
-    """Listen on (host, port) in background threads; returns the server (call ``shutdown()`` to stop)."""
+    """Listen on (host, port) in background threads; returns the server (call ``shutdown()`` to stop). ``storage_refused``
+    (the disk watermark, ``gateway.resources``) says why no instance can be stored now, or None."""
     ae = make_ae(config)
     associations = AssociationLog(queue)
     handlers = [
         *associations.handlers(),
-        (evt.EVT_C_STORE, store_handler(config, queue, on_stored, associations)),
+        (evt.EVT_C_STORE, store_handler(config, queue, on_stored, associations, storage_refused)),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_REJECTED, rejection_logger(config)),
+        *([(evt.EVT_REQUESTED, storage_gate(storage_refused))] if storage_refused else []),
     ]
     server = ae.start_server((config.host, config.port), block=False, evt_handlers=handlers)
     logger.info("Listening as %s on %s:%d (callers: %s)", config.ae_title, config.host, config.port, ", ".join(config.allowed_calling_aets))
