@@ -23,6 +23,7 @@ from apps.common.entrypoint import (  # noqa: E402
     ensure_stack_size,
     ensure_writable_cupy_cache,
     exit_if_output_unusable,
+    handle_interrupts,
     run_app,
     with_default_model,
 )
@@ -34,10 +35,11 @@ MIN_FREE_OUTPUT_BYTES = 128 * 2**20
 ensure_stack_size()  # before Holoscan is imported: it may start this process again
 ensure_writable_cupy_cache()
 if __name__ == "__main__":  # run as the app (not imported): check the output folder before seconds of imports
+    handle_interrupts(sys.argv[1:], "wsi_metastasis_app")  # before any thread starts: Holoscan's handlers would leave a partial run
     exit_if_output_unusable(sys.argv[1:], MIN_FREE_OUTPUT_BYTES, "wsi_metastasis_app")
 
 from apps.common.options import add_result_options  # noqa: E402
-from apps.wsi_metastasis_app.app import DEFAULT_MODEL_PATH, WsiAppOptions, run_slides  # noqa: E402
+from apps.wsi_metastasis_app.app import DEFAULT_MODEL_PATH, SlideBatchError, WsiAppOptions, run_slides  # noqa: E402
 from operators.core.device import add_compute_options  # noqa: E402
 from operators.models.runtime import BACKENDS as RUNTIME_BACKENDS  # noqa: E402
 from operators.wsi.inference import InferenceMode  # noqa: E402
@@ -88,10 +90,19 @@ def parse_app_options(argv: list[str]) -> tuple[WsiAppOptions, list[str]]:
     return WsiAppOptions(**vars(known)), rest
 
 
+EXIT_UNEXPECTED = 1
+
+
 def main() -> int:
+    """Exit 0, 2 (input problems, one line; for a folder: some slides failed, the others have their
+    outputs), or 1 when a slide met an unexpected failure (its traceback logged; the others processed)."""
     options, sdk_args = parse_app_options(sys.argv[1:])
     sdk_argv = ["python", "wsi_metastasis_app", *with_default_model(sdk_args, DEFAULT_MODEL_PATH)]
-    return run_app(lambda argv: run_slides(argv, options), sdk_argv, "wsi_metastasis_app")
+    try:
+        return run_app(lambda argv: run_slides(argv, options), sdk_argv, "wsi_metastasis_app")
+    except SlideBatchError as failure:
+        print(f"wsi_metastasis_app: error: {failure}", file=sys.stderr)
+        return EXIT_UNEXPECTED
 
 
 if __name__ == "__main__":

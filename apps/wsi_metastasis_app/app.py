@@ -4,8 +4,10 @@
 
 A folder of slides is processed slide by slide with one model load; each slide's graph is a fresh
 SDK Application writing into a staging folder, published as one set when the slide is done
-(operators.core.output_set). A slide that cannot be read, or whose outputs do not fit, gets
-``error.json`` in its output folder beside its previous outputs, and the others go on. Under
+(operators.core.output_set). A slide that fails, for any reason (unreadable, implausible network
+outputs, outputs that do not fit, or an unexpected error, whose traceback is logged), gets
+``error.json`` (slide, error, error_type) in its output folder beside its previous outputs, and the
+others go on; the run ends with one line naming the failed slides and their reasons. Under
 torchrun each rank takes every WORLD_SIZE-th slide from RANK.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,28 +193,77 @@ def run_slides(sdk_argv: list[str], options: WsiAppOptions) -> None:
     classifier = prepare_classifier(
         model, runtime, contract=contract, batch_size=InferenceSettings.cpu_micro_batch, cache_dirs=[PREBUILT_RUNTIME_CACHE]
     )
-    failed: list[str] = []
+
+    def process(slide: SlideSource, output_dir: Path) -> None:
+        seg_result = ResultSeries.new(options.result_series_uid, options.supersedes_sop_uid)
+        with staged_output_set(output_dir, OUTPUT_FILES) as staging:
+            WsiMetastasisApp(
+                sdk_argv,
+                slide=slide,
+                output_dir=staging,
+                classifier=classifier,
+                compute=compute,
+                config=config,
+                options=options,
+                seg_result=seg_result,
+            ).run()
+
+    failures = process_each_slide(slides, output_root, process)
+    if failures:
+        message = batch_failure_message(failures, len(slides))
+        if all(failure.input_problem for failure in failures):
+            raise AppInputError(message)
+        raise SlideBatchError(message)
+
+
+class SlideBatchError(Exception):
+    """At least one slide failed for an unexpected reason (a bug, logged with its traceback); the others were processed."""
+
+
+@dataclass(frozen=True)
+class SlideFailure:
+    """Why one slide gave no result: ``input_problem`` for an :class:`AppInputError` (the slide, the
+    model's outputs or the output folder), False for anything else (a bug)."""
+
+    name: str
+    error: str
+    error_type: str
+    input_problem: bool
+
+
+def process_each_slide(slides: list[SlideSource], output_root: Path, process: Callable[[SlideSource, Path], None]) -> list[SlideFailure]:
+    """``process(slide, output_root / slide.name)`` for every slide; a slide that raises is recorded in its
+    folder's error.json (slide, error, error_type) and the next one goes on. Returns the failures."""
+    failures: list[SlideFailure] = []
     for slide in slides:
         output_dir = output_root / slide.name
-        seg_result = ResultSeries.new(options.result_series_uid, options.supersedes_sop_uid)
         try:
-            with staged_output_set(output_dir, OUTPUT_FILES) as staging:
-                WsiMetastasisApp(
-                    sdk_argv,
-                    slide=slide,
-                    output_dir=staging,
-                    classifier=classifier,
-                    compute=compute,
-                    config=config,
-                    options=options,
-                    seg_result=seg_result,
-                ).run()
+            process(slide, output_dir)
+            continue
         except AppInputError as error:
-            logger.error("%s: %s", slide.name, error)
-            try:
-                write_json_atomically(output_dir / ERROR_RECORD, {"slide": str(slide.path), "error": str(error)})
-            except OSError as write_error:  # e.g. the disk that ran out of room for the outputs
-                logger.error("%s: cannot write %s (%s)", slide.name, ERROR_RECORD, write_error)
-            failed.append(slide.name)
-    if failed:
-        raise AppInputError(f"{len(failed)} of {len(slides)} slides failed ({', '.join(failed)}); see error.json in their output folders")
+            failure = SlideFailure(slide.name, " ".join(str(error).split()), type(error).__name__, input_problem=True)
+            logger.error("%s: %s", slide.name, failure.error)
+        except Exception as error:  # a bug met on this slide: its traceback is logged, the other slides go on
+            logger.exception("%s: unexpected failure", slide.name)
+            failure = SlideFailure(
+                slide.name, f"unexpected {type(error).__name__}: {' '.join(str(error).split())}", type(error).__name__, False
+            )
+        record = {"slide": str(slide.path), "error": failure.error, "error_type": failure.error_type}
+        try:
+            write_json_atomically(output_dir / ERROR_RECORD, record)
+        except OSError as write_error:  # e.g. the disk that ran out of room for the outputs
+            logger.error("%s: cannot write %s (%s)", slide.name, ERROR_RECORD, write_error)
+        failures.append(failure)
+    return failures
+
+
+FAILURES_NAMED_WITH_REASON = 3
+
+
+def batch_failure_message(failures: list[SlideFailure], total: int) -> str:
+    """One line: how many slides failed, the first few with their reasons, and where the records are."""
+    shown = "; ".join(f"{failure.name}: {failure.error}" for failure in failures[:FAILURES_NAMED_WITH_REASON])
+    rest = failures[FAILURES_NAMED_WITH_REASON:]
+    more = f"; and {', '.join(failure.name for failure in rest)}" if rest else ""
+    where = "see error.json in its output folder" if len(failures) == 1 else "see error.json in their output folders"
+    return f"{len(failures)} of {total} slides failed ({shown}{more}); {where}"
