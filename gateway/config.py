@@ -51,6 +51,16 @@ class Destination:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """What the retention cleaner (``gateway.retention``) removes: done jobs older than ``completed_days`` (with their received
+    files), failed and unrouted ones older than ``failed_days``; every ``interval_s`` in ``serve``."""
+
+    completed_days: float
+    failed_days: float
+    interval_s: float = 3600.0
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     ae_title: str
     port: int
@@ -74,6 +84,13 @@ class GatewayConfig:
     queue: str = "sqlite"
     lease_s: float = 120.0  # a job whose worker has not renewed its lease for this long goes to another worker
     node_name: str = field(default_factory=socket.gethostname)  # this host, as ``gateway jobs`` names it
+    # resources and observability (issue 15): the disk watermark (gateway.resources), the retention cleaner
+    # (gateway.retention, off unless configured), /healthz and /metrics (gateway.health, off unless http_port is given)
+    storage_watermark_percent: float = 75.0
+    storage_min_free_bytes: int = 0
+    retention: Retention | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int | None = None
 
     @property
     def clustered(self) -> bool:
@@ -180,6 +197,25 @@ def parse_destination(raw: Any, index: int) -> Destination:
     )
 
 
+def parse_retention(raw: Any) -> Retention | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError("retention: expected a mapping with completed_days and failed_days")
+    completed = _positive(_require(raw, "completed_days", "retention"), "retention.completed_days")
+    failed = _positive(raw.get("failed_days", completed), "retention.failed_days")
+    if failed < completed:
+        raise ConfigError(f"retention.failed_days: must be at least completed_days ({completed:g}), got {failed:g}")
+    return Retention(completed, failed, _positive(raw.get("interval_s", 3600), "retention.interval_s"))
+
+
+def _percent(value: Any, where: str) -> float:
+    number = _positive(value, where)
+    if number > 100:
+        raise ConfigError(f"{where}: must be a percentage, at most 100, got {value!r}")
+    return number
+
+
 def parse_config(raw: Any, base: Path) -> GatewayConfig:
     """The configuration from a parsed YAML document; relative paths against ``base``."""
     if not isinstance(raw, dict):
@@ -223,6 +259,13 @@ def parse_config(raw: Any, base: Path) -> GatewayConfig:
         queue=_queue(raw.get("queue", "sqlite")),
         lease_s=_positive(raw.get("lease_s", 120), "lease_s"),
         node_name=str(raw.get("node_name") or socket.gethostname()),
+        storage_watermark_percent=_percent(raw.get("storage_watermark_percent", 75), "storage_watermark_percent"),
+        storage_min_free_bytes=_positive(raw["storage_min_free_bytes"], "storage_min_free_bytes", int)
+        if raw.get("storage_min_free_bytes")
+        else 0,
+        retention=parse_retention(raw.get("retention")),
+        http_host=str(raw.get("http_host", "127.0.0.1")),
+        http_port=_positive(raw["http_port"], "http_port", int) if raw.get("http_port") is not None else None,
     )
 
 
