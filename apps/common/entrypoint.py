@@ -1,7 +1,8 @@
 """Command-line start-up shared by the apps: stack size, default model, one-line errors, exit codes.
 
 Exit codes: 0 success; 2 a problem with the input, model or options (one line on stderr naming it);
-1 an unexpected failure (with its traceback, as it is a bug).
+1 an unexpected failure (with its traceback, as it is a bug); 130 (SIGINT) or 143 (SIGTERM) an
+interrupt, after removing the unfinished outputs (one line on stderr, operators.core.interrupts).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from operators.core.errors import AppInputError
+from operators.core.interrupts import install_interrupt_handler
 from operators.core.output_set import check_output_folder
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,11 @@ def output_folder_argument(args: Sequence[str]) -> Path:
     parser.add_argument("-o", "--output")
     known, _ = parser.parse_known_args(list(args))
     return Path(known.output or os.environ.get("HOLOSCAN_OUTPUT_PATH") or "output")
+
+
+def handle_interrupts(args: Sequence[str], app_name: str) -> None:
+    """Take SIGINT and SIGTERM from Holoscan (operators.core.interrupts); call it before anything starts a thread."""
+    install_interrupt_handler(app_name, output_folder_argument(args).absolute())
 
 
 def exit_if_output_unusable(args: Sequence[str], needed_bytes: int, app_name: str) -> None:

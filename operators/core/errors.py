@@ -32,7 +32,15 @@ class OutputFolderError(AppInputError):
 
 
 class OutputWriteError(OutputFolderError):
-    """An output file could not be written (no room, a file-size limit, a short write)."""
+    """An output file could not be written (no room, a file-size limit, a short write, a folder that refuses it).
+
+    ``file_name`` names the file and ``errno`` the system's reason, None when the library gave none.
+    """
+
+    def __init__(self, message: str, file_name: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.file_name = file_name
+        self.errno = errno
 
 
 class ModelIntegrityError(ModelLoadError):

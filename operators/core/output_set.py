@@ -14,6 +14,10 @@ in; files of the previous set that the new one lacks (e.g. an STL when no organ 
 removed; the marker is renamed in last. A reader therefore takes a set only when its marker is there,
 and then every file beside it belongs to the same run. A run killed while publishing leaves no
 marker, and a ``.partial-*`` folder that the next run does not touch (it may be another run's).
+
+SIGINT and SIGTERM (operators.core.interrupts) wait for a publication under way to finish, then remove
+the staging folder, and a destination folder the run created if it is empty: an interrupted run
+leaves the previous set or the new one, complete, never a mixture.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from operators.core.errors import OutputFolderError, OutputWriteError
+from operators.core.interrupts import output_step, register_pending, unregister_pending
 
 logger = logging.getLogger(__name__)
 
@@ -60,18 +65,19 @@ def check_output_folder(path: Path, needed_bytes: int) -> Path:
 def publish_output_set(staging: Path, destination: Path, outputs: Collection[str], marker: str = MARKER) -> list[str]:
     """Move every file of ``staging`` into ``destination`` in the order the module docstring states, the
     marker last; remove files named in ``outputs`` (every name the app may write) that the new set lacks,
-    and the previous error record. Returns the published names."""
+    and the previous error record. Returns the published names. An interrupt waits until it is done."""
     staged = sorted(p.name for p in staging.iterdir() if p.is_file())
     if marker not in staged:
         raise RuntimeError(f"{staging} holds no {marker}: refusing to publish an incomplete set")
-    for name in (marker, ERROR_RECORD):
-        (destination / name).unlink(missing_ok=True)
-    for name in staged:
-        if name != marker:
-            os.replace(staging / name, destination / name)
-    for name in set(outputs) - set(staged) - {marker, ERROR_RECORD}:
-        (destination / name).unlink(missing_ok=True)
-    os.replace(staging / marker, destination / marker)
+    with output_step():
+        for name in (marker, ERROR_RECORD):
+            (destination / name).unlink(missing_ok=True)
+        for name in staged:
+            if name != marker:
+                os.replace(staging / name, destination / name)
+        for name in set(outputs) - set(staged) - {marker, ERROR_RECORD}:
+            (destination / name).unlink(missing_ok=True)
+        os.replace(staging / marker, destination / marker)
     _fsync_folder(destination)
     return staged
 
@@ -79,23 +85,54 @@ def publish_output_set(staging: Path, destination: Path, outputs: Collection[str
 @contextmanager
 def staged_output_set(destination: Path, outputs: Collection[str], marker: str = MARKER) -> Iterator[Path]:
     """A staging folder inside ``destination`` for the body to write into; published when the body
-    returns, deleted in any case. An output that could not be written (:class:`OutputWriteError`, or a
-    filesystem out of room while publishing) becomes an :class:`OutputFolderError` saying the previous
-    outputs are kept."""
+    returns, deleted in any case (on SIGINT/SIGTERM too). An output that could not be written
+    (:class:`OutputWriteError`, or a filesystem out of room) or a publication the folder refuses becomes
+    an :class:`OutputFolderError` naming the folder and saying what it holds now."""
     destination = Path(destination)
-    destination.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=destination))
+    created = not destination.exists()
     try:
-        yield staging
-        publish_output_set(staging, destination, outputs, marker)
-    except OutputWriteError as error:
-        raise OutputFolderError(f"cannot write the outputs into {destination}: {error}; the previous outputs are kept") from None
+        with output_step():
+            destination.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=destination))
+            register_pending(staging)
+            if created:  # stays registered: an interrupt removes it while it is empty
+                register_pending(destination, "remove_if_empty")
     except OSError as error:
-        if error.errno not in NO_ROOM_ERRNOS:
-            raise
-        raise OutputFolderError(f"no room for the outputs in {destination} ({error.strerror}); the previous outputs are kept") from None
+        raise OutputFolderError(f"output folder {destination} is not writable ({error.strerror or error})") from None
+    kept = "the previous outputs are kept"
+    try:
+        try:
+            yield staging
+        except OSError as error:  # a write that did not go through write_atomically
+            if error.errno not in NO_ROOM_ERRNOS:
+                raise
+            raise OutputFolderError(f"cannot write the outputs into {destination}: no space left ({error.strerror}); {kept}") from None
+        try:
+            publish_output_set(staging, destination, outputs, marker)
+        except OSError as error:
+            reason = error.strerror or error
+            raise OutputFolderError(
+                f"cannot publish the outputs into {destination} ({reason}); {_now_holds(destination, marker)}"
+            ) from None
+    except OutputWriteError as error:
+        raise OutputFolderError(f"cannot write the outputs into {destination}: {write_failure(error)}; {kept}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        unregister_pending(staging)
+
+
+def write_failure(error: OutputWriteError) -> str:
+    """What went wrong with one output file, saying "no space left" when the system ran out of room for it."""
+    if error.errno in NO_ROOM_ERRNOS:
+        return f"no space left for {error.file_name} ({os.strerror(error.errno)})"
+    return str(error)
+
+
+def _now_holds(destination: Path, marker: str) -> str:
+    """What a publication that failed part way left: the previous set while its marker is there."""
+    if (destination / marker).exists():
+        return "the previous outputs are kept"
+    return f"the folder holds no complete set (no {marker})"
 
 
 def _fsync_folder(path: Path) -> None:
