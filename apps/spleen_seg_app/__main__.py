@@ -21,6 +21,7 @@ from apps.common.entrypoint import (  # noqa: E402
     ensure_stack_size,
     ensure_writable_cupy_cache,
     exit_if_output_unusable,
+    handle_interrupts,
     run_app,
     with_default_model,
 )
@@ -32,6 +33,7 @@ MIN_FREE_OUTPUT_BYTES = 64 * 2**20
 ensure_stack_size()  # before Holoscan is imported: it may start this process again
 ensure_writable_cupy_cache()
 if __name__ == "__main__":  # run as the app (not imported): check the output folder before seconds of imports
+    handle_interrupts(sys.argv[1:], "spleen_seg_app")  # before any thread starts: Holoscan's handlers would leave a partial run
     exit_if_output_unusable(sys.argv[1:], MIN_FREE_OUTPUT_BYTES, "spleen_seg_app")
 
 from apps.common.options import add_result_options  # noqa: E402
