@@ -2,10 +2,12 @@
 
 Rules, in order: modality CT; single-frame CT Image Storage files, or one multi-frame Enhanced CT or
 Legacy Converted Enhanced CT instance (its frames are the slices: :mod:`operators.ct.enhanced_ct`);
-pixel data in a transfer syntax an installed decoder reads; ImageType ORIGINAL/PRIMARY (or an original
+valid DICOM UIDs (Study, Series, SOP Instance, Frame of Reference: they are copied into the SEG's
+references) and one StudyInstanceUID; pixel data in a transfer syntax an installed decoder reads; ImageType ORIGINAL/PRIMARY (or an original
 only lossy compressed since: DERIVED/PRIMARY with the derivation code "Lossy Compression");
 axial (the slice normal's largest component is head-foot); at least ``min_slices`` slices; the same
-orientation, matrix and pixel spacing on every slice; even spacing along the normal (no gaps, no
+orientation, matrix and pixel spacing on every slice; one FrameOfReferenceUID on every slice (the
+SEG is placed in it); even spacing along the normal (no gaps, no
 duplicates) with the slice positions on one line; and, with ``on_gantry_tilt="refuse"``, no gantry
 tilt (positions stepping off the normal by more than the tolerance). Among qualifying series the preference is: most slices, then the thinnest slice
 spacing, then the lowest SeriesNumber.
@@ -26,18 +28,23 @@ from operators.ct.slice_geometry import (
     GANTRY_TILT_TOLERANCE_DEG,
     ORIENTATION_TOLERANCE,
     gantry_tilt_deg,
+    geometry_value_problem,
     off_line_reason,
     orientation_of,
     stack_geometry,
     uneven_spacing_reason,
 )
 from operators.dicom.pixel_decoding import decoder_problem
-from operators.dicom.scan import DicomScan, DicomSeries
+from operators.dicom.scan import DicomScan, DicomSeries, SkippedFile
+from operators.dicom.uids import uid_problem
 
 logger = logging.getLogger(__name__)
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 GEOMETRY_KEYWORDS = ("FrameOfReferenceUID", "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing")
+# UIDs a SEG copies from its source (references, study, frame of reference): each must be a DICOM UID.
+SOURCE_UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
+SHOWN_VALUE_LENGTH = 80  # characters of an invalid value quoted in a reason
 
 GantryTiltPolicy = Literal["correct", "refuse"]
 GANTRY_TILT_POLICIES: tuple[GantryTiltPolicy, ...] = ("correct", "refuse")
@@ -67,11 +74,13 @@ def gantry_tilt_refusal(tilt_deg: float, rules: SeriesRules) -> str | None:
 
 @dataclass(frozen=True)
 class SeriesSelection:
-    """The chosen series, its slice spacing, and every other series with the reason it was skipped."""
+    """The chosen series, its slice spacing, every other series with the reason it was skipped, and the
+    files the scan skipped (not DICOM, unreadable)."""
 
     chosen: DicomSeries
     slice_spacing_mm: float
     skipped: tuple[tuple[DicomSeries, str], ...]
+    skipped_files: tuple[SkippedFile, ...] = ()
 
 
 def rejection_reason(series: DicomSeries, rules: SeriesRules) -> str | None:
@@ -80,7 +89,7 @@ def rejection_reason(series: DicomSeries, rules: SeriesRules) -> str | None:
 
 
 def _instance_reason(series: DicomSeries) -> str | None:
-    """What in the files themselves rules the series out: modality, SOP class, transfer syntax."""
+    """What in the files themselves rules the series out: modality, SOP class, UIDs, study, transfer syntax."""
     headers = [instance.header for instance in series.instances]
     first = headers[0]
     modality = str(first.get("Modality", ""))
@@ -91,9 +100,36 @@ def _instance_reason(series: DicomSeries) -> str | None:
         return f"SOP class {', '.join(sorted(sop_classes))} is not CT Image Storage, Enhanced CT or Legacy Converted Enhanced CT"
     if is_multiframe_ct(first) and len(_unique_by_sop(headers)) > 1:
         return f"{len(_unique_by_sop(headers))} multi-frame CT instances in one series (one expected)"
+    if problem := uid_reason(headers):
+        return problem
+    studies = sorted({str(h.StudyInstanceUID) for h in headers})
+    if len(studies) > 1:
+        return f"its files carry {len(studies)} StudyInstanceUIDs ({', '.join(studies[:3])}); one series belongs to one study"
     by_syntax = {str(getattr(h, "file_meta", {}).get("TransferSyntaxUID", "")): h for h in headers}
     problem = next(filter(None, (decoder_problem(h) for h in by_syntax.values())), None)
     return problem
+
+
+def uid_reason(headers: list) -> str | None:
+    """The first source UID that is missing or not a DICOM UID (PS3.5 9.1), naming the attribute and the value;
+    None when all are valid. FrameOfReferenceUID may be absent here: the geometry rules require it."""
+    for header in headers:
+        for keyword in SOURCE_UID_KEYWORDS:
+            if _absent(header, keyword):
+                if keyword == "FrameOfReferenceUID":
+                    continue
+                return f"no {keyword}"
+            value = str(header[keyword].value)
+            if problem := uid_problem(value):
+                shown = value if len(value) <= SHOWN_VALUE_LENGTH else value[:SHOWN_VALUE_LENGTH] + "..."
+                return f"{keyword} {shown!r} is not a DICOM UID ({problem})"
+    return None
+
+
+def _absent(header, keyword: str) -> bool:
+    """The attribute is missing or has no value (an empty element)."""
+    value = header.get(keyword)
+    return value is None or (hasattr(value, "__len__") and len(value) == 0)
 
 
 def _slice_reason(headers: list, rules: SeriesRules) -> str | None:
@@ -101,9 +137,17 @@ def _slice_reason(headers: list, rules: SeriesRules) -> str | None:
     image_types = {tuple(str(v).upper() for v in (h.get("ImageType") or ())[:2]) for h in headers if not only_lossy_compressed(h)}
     if image_types - {("ORIGINAL", "PRIMARY")}:
         return f"ImageType is {sorted('/'.join(t) for t in image_types)}, not ORIGINAL/PRIMARY"
-    missing = [k for k in GEOMETRY_KEYWORDS if any(k not in h for h in headers)]
-    if missing:
-        return f"missing geometry attributes {missing}"
+    missing = {k: sum(_absent(h, k) for h in headers) for k in GEOMETRY_KEYWORDS}
+    if any(missing.values()):
+        return "missing geometry attributes: " + ", ".join(f"{k} (on {n} of {len(headers)} slices)" for k, n in missing.items() if n)
+    if problem := next(filter(None, (geometry_value_problem(h) for h in headers)), None):
+        return problem
+    frames_of_reference = sorted({str(h.FrameOfReferenceUID) for h in headers})
+    if len(frames_of_reference) > 1:
+        return (
+            f"its slices carry {len(frames_of_reference)} FrameOfReferenceUIDs ({', '.join(frames_of_reference[:3])}); "
+            "one frame of reference is required"
+        )
     orientations = np.stack([orientation_of(h) for h in headers])
     if np.abs(orientations - orientations[0]).max() > ORIENTATION_TOLERANCE:
         return "slices have different orientations"
@@ -115,7 +159,7 @@ def _slice_reason(headers: list, rules: SeriesRules) -> str | None:
     if len({tuple(float(v) for v in h.PixelSpacing) for h in headers}) > 1:
         return "slices have different pixel spacings"
     if len(headers) < rules.min_slices:
-        return f"{len(headers)} slices, fewer than the {rules.min_slices} required"
+        return f"{len(headers)} slice{'s' if len(headers) != 1 else ''}, fewer than the {rules.min_slices} required"
     geometry = stack_geometry(headers)
     return (
         uneven_spacing_reason(geometry.gaps_mm, rules.spacing_relative_tolerance)
@@ -173,12 +217,13 @@ def select_ct_series(scan: DicomScan, rules: SeriesRules = SeriesRules()) -> Ser
             skipped.append((series, reason))
     if not candidates:
         details = "; ".join(f"{s.label}: {reason}" for s, reason in skipped) or "no DICOM series found"
-        raise NoUsableSeriesError(f"no CT series to segment in {scan.root}: {details}")
+        files = scan.skipped_summary()
+        raise NoUsableSeriesError(f"no CT series to segment in {scan.root}: {details}" + (f"; {files}" if files else ""))
     candidates.sort(key=_preference_key)
     chosen, others = candidates[0], candidates[1:]
     skipped.extend((s, "qualifies, but another series is preferred (most slices, then thinnest spacing)") for s in others)
     _, spacing, _ = _preference_key(chosen)
-    return SeriesSelection(chosen=chosen, slice_spacing_mm=spacing, skipped=tuple(skipped))
+    return SeriesSelection(chosen=chosen, slice_spacing_mm=spacing, skipped=tuple(skipped), skipped_files=scan.skipped)
 
 
 def log_selection(selection: SeriesSelection) -> None:

@@ -47,6 +47,33 @@ class StackGeometry:
         return (self.positions_lps_mm[-1] - self.positions_lps_mm[0]) / (len(self.order) - 1)
 
 
+GEOMETRY_VALUE_COUNTS = {"ImageOrientationPatient": 6, "ImagePositionPatient": 3, "PixelSpacing": 2}
+UNIT_VECTOR_TOLERANCE = 1e-3  # how far a direction cosine vector's length may be from 1, and their dot product from 0
+
+
+def geometry_value_problem(header: Dataset) -> str | None:
+    """Why a slice's geometry values cannot be used (wrong count, not numbers, non-positive spacing or matrix,
+    direction cosines that are not two orthogonal unit vectors), or None when they can. The attributes must be present."""
+    for keyword, count in GEOMETRY_VALUE_COUNTS.items():
+        raw = header[keyword].value
+        values = [raw] if raw is None or isinstance(raw, (str, bytes, int, float)) else list(raw)
+        try:
+            numbers = [float(v) for v in values]
+        except (TypeError, ValueError):
+            return f"{keyword} {raw!r} is not numbers"
+        if len(numbers) != count or not np.all(np.isfinite(numbers)):
+            return f"{keyword} {numbers} is not {count} finite numbers"
+        if keyword == "PixelSpacing" and min(numbers) <= 0:
+            return f"PixelSpacing {numbers} is not positive"
+    for keyword in ("Rows", "Columns"):
+        if not isinstance(header.get(keyword), int) or header.get(keyword) <= 0:
+            return f"{keyword} {header.get(keyword)!r} is not a positive number of pixels"
+    row, column = orientation_of(header)
+    if max(abs(np.linalg.norm(row) - 1), abs(np.linalg.norm(column) - 1), abs(float(row @ column))) > UNIT_VECTOR_TOLERANCE:
+        return f"ImageOrientationPatient {orientation_of(header).ravel().tolist()} is not two orthogonal unit vectors"
+    return None
+
+
 def orientation_of(header: Dataset) -> np.ndarray:
     """ImageOrientationPatient as a (2, 3) array: row direction, column direction."""
     return np.asarray([float(v) for v in header.ImageOrientationPatient], dtype=np.float64).reshape(2, 3)

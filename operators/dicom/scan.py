@@ -68,13 +68,29 @@ class DicomScan:
     series: tuple[DicomSeries, ...]
     skipped: tuple[SkippedFile, ...]
 
+    def skipped_summary(self, shown: int = 3) -> str | None:
+        """One phrase naming the skipped files (the first ``shown``, relative to the root) and why; None when none were."""
+        if not self.skipped:
+            return None
+        named = ", ".join(f"{_relative(s.path, self.root)} ({s.reason})" for s in self.skipped[:shown])
+        more = f" and {len(self.skipped) - shown} more" if len(self.skipped) > shown else ""
+        return f"{len(self.skipped)} file{'s' if len(self.skipped) > 1 else ''} skipped: {named}{more}"
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) and path != root else path.name
+
 
 def _read_header(path: Path) -> Dataset | str:
     """The header of a DICOM file, or the reason it cannot be used."""
     try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
         header = pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
         return "not a DICOM file"
+    except OSError as error:  # permissions, a dangling link, an I/O error
+        return f"cannot be read ({error.strerror or type(error).__name__})"
     except Exception as error:  # noqa: BLE001 -- pydicom raises many types on corrupt input
         return f"unreadable DICOM header ({type(error).__name__}: {error})"
     sop_class = str(header.get("MediaStorageSOPClassUID", "") or header.file_meta.get("MediaStorageSOPClassUID", ""))

@@ -7,7 +7,7 @@ import pytest
 
 from operators.core.errors import NoUsableSeriesError
 from operators.ct.series_selector import SeriesRules, only_lossy_compressed, rejection_reason, select_ct_series
-from operators.dicom.scan import DicomInstance, DicomScan, DicomSeries
+from operators.dicom.scan import DicomInstance, DicomScan, DicomSeries, SkippedFile
 from testkit.dicom_factories import ct_stack
 
 EVEN = [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
@@ -102,3 +102,89 @@ def _derived(image_type=("DERIVED", "PRIMARY", "AXIAL"), lossy="01", codes=(("11
 )
 def test_only_lossy_compressed_accepts_nothing_but_lossy_compression(header, expected):
     assert only_lossy_compressed(header) is expected
+
+
+def _alternating_frames_of_reference(headers):
+    for i, header in enumerate(headers):
+        header.FrameOfReferenceUID = ("1.2.826.0.1.3680043.8.498.2", "1.2.826.0.1.3680043.8.498.3")[i % 2]
+    return headers
+
+
+def _with(index: int | None, keyword: str, value):
+    """Set ``keyword`` to ``value`` on one slice (``index``) or on every slice (None)."""
+
+    def change(headers):
+        for header in headers if index is None else [headers[index]]:
+            setattr(header, keyword, value)
+        return headers
+
+    return change
+
+
+def _two_studies(headers):
+    headers[3].StudyInstanceUID = "1.2.826.0.1.3680043.8.498.99"
+    return headers
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (_alternating_frames_of_reference, "its slices carry 2 FrameOfReferenceUIDs"),
+        (_with(None, "SeriesInstanceUID", "../../../x"), "SeriesInstanceUID '../../../x' is not a DICOM UID"),
+        (_with(None, "StudyInstanceUID", "1.2/../../x"), "StudyInstanceUID '1.2/../../x' is not a DICOM UID (component '2/' is not digits"),
+        (_with(2, "SOPInstanceUID", "1.2.03"), "SOPInstanceUID '1.2.03' is not a DICOM UID (component '03' has a leading zero)"),
+        (_with(None, "FrameOfReferenceUID", "1.2.3." + "4" * 70), "FrameOfReferenceUID '1.2.3.444"),
+        (_with(1, "FrameOfReferenceUID", ""), "missing geometry attributes: FrameOfReferenceUID (on 1 of 6 slices)"),
+        (_two_studies, "its files carry 2 StudyInstanceUIDs"),
+        (_with(0, "ImageOrientationPatient", [1, 0, 0, 0, 1]), "ImageOrientationPatient [1.0, 0.0, 0.0, 0.0, 1.0] is not 6 finite numbers"),
+        (_with(0, "ImageOrientationPatient", [1, 0, 0, 1, 0, 0]), "is not two orthogonal unit vectors"),
+        (_with(4, "ImagePositionPatient", [0, 0]), "ImagePositionPatient [0.0, 0.0] is not 3 finite numbers"),
+        (_with(4, "PixelSpacing", [0.8, 0]), "PixelSpacing [0.8, 0.0] is not positive"),
+        (_with(2, "ImageOrientationPatient", [0.9998477, 0, 0.0174524, 0, 1, 0]), "slices have different orientations"),
+        (_with(5, "Rows", 16), "slices have different matrix sizes"),
+    ],
+    ids=[
+        "alternating-frames-of-reference",
+        "series-uid-path",
+        "study-uid-path",
+        "sop-uid-leading-zero",
+        "frame-of-reference-too-long",
+        "frame-of-reference-empty",
+        "two-studies",
+        "orientation-five-values",
+        "orientation-parallel",
+        "position-two-values",
+        "zero-pixel-spacing",
+        "one-slice-rotated",
+        "one-slice-larger",
+    ],
+)
+def test_rejection_reason_refuses_identifiers_and_geometry_a_seg_cannot_carry(change, expected):
+    with pydicom.config.disable_value_validation():  # the invalid values are the point
+        headers = change(ct_stack(EVEN))
+    reason = rejection_reason(as_series(headers), SeriesRules())
+    assert reason is not None and expected in reason, reason
+
+
+def test_a_series_with_alternating_frames_of_reference_is_skipped_for_a_good_one_and_alone_refused():
+    bad = as_series(_alternating_frames_of_reference(ct_stack([i * 1.0 for i in range(10)], description="two frames")))
+    good = as_series(ct_stack(EVEN, description="good"))
+    selection = select_ct_series(DicomScan(Path("/in"), (bad, good), ()))
+    assert selection.chosen is good
+    assert "2 FrameOfReferenceUIDs" in dict((s.series_instance_uid, r) for s, r in selection.skipped)[bad.series_instance_uid]
+    with pytest.raises(NoUsableSeriesError, match="'two frames'.*one frame of reference is required"):
+        select_ct_series(DicomScan(Path("/in"), (bad,), ()))
+
+
+def test_the_refusal_names_the_files_the_scan_skipped():
+    skipped = tuple(SkippedFile(Path(f"/in/sub/f{i}.txt"), "not a DICOM file") for i in range(5))
+    with pytest.raises(NoUsableSeriesError) as raised:
+        select_ct_series(DicomScan(Path("/in"), (), skipped))
+    assert str(raised.value) == (
+        "no CT series to segment in /in: no DICOM series found; 5 files skipped: sub/f0.txt (not a DICOM file), "
+        "sub/f1.txt (not a DICOM file), sub/f2.txt (not a DICOM file) and 2 more"
+    )
+
+
+def test_one_slice_is_named_in_the_singular():
+    assert rejection_reason(as_series(ct_stack([0.0])), SeriesRules()) == "1 slice, fewer than the 5 required"

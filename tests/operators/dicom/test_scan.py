@@ -45,3 +45,21 @@ def test_scan_reads_headers_only(tmp_path: Path):
     header = scan_dicom_folder(tmp_path).series[0].instances[0].header
     assert "PixelData" not in header
     assert isinstance(header, pydicom.Dataset)
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda p: p.write_bytes(b""), "empty file (0 bytes)"),
+        (lambda p: p.symlink_to(p.parent / "gone.dcm"), "cannot be read (No such file or directory)"),
+        (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200)), "not a DICOM file"),
+    ],
+    ids=["zero-length", "dangling-link", "png"],
+)
+def test_scan_names_why_a_file_among_good_ones_is_skipped(tmp_path: Path, make, reason):
+    save_all(ct_stack([0, 2, 4]), tmp_path / "ct")
+    make(tmp_path / "ct" / "odd.dcm")
+    scan = scan_dicom_folder(tmp_path)
+    assert len(scan.series[0].instances) == 3
+    assert [(s.path.name, s.reason) for s in scan.skipped] == [("odd.dcm", reason)]
+    assert scan.skipped_summary() == f"1 file skipped: ct/odd.dcm ({reason})"
