@@ -22,6 +22,7 @@ from operators.ct.preflight import NON_ABDOMINAL_FLAG, AbdominalCheck, Abdominal
 from operators.ct.series_selector import SeriesSelection, slice_headers
 from operators.ct.summary import organ_volume_ml
 from operators.ct.volume import CTVolume
+from operators.dicom.result_texts import SLICES_DROPPED_FLAG
 from operators.models.loader import UNVERIFIED_MODEL_FLAG
 
 logger = logging.getLogger(__name__)
@@ -49,10 +50,16 @@ def volume_range_ml(checks: dict[str, Any], override: tuple[float, float] | None
 
 
 def result_checks(
-    abdominal: AbdominalCheck, volume_ml: float, found: bool, plausible_ml: tuple[float, float], model_verified: bool
+    abdominal: AbdominalCheck,
+    volume_ml: float,
+    found: bool,
+    plausible_ml: tuple[float, float],
+    model_verified: bool,
+    dropped_slices: int = 0,
 ) -> ResultChecks:
     """Flags for a spleen result: a series that failed the abdominal check (run under ``warn``), a found
-    spleen outside ``plausible_ml``, a model whose weights were not verified against its card."""
+    spleen outside ``plausible_ml``, a model whose weights were not verified against its card, a result
+    that leaves out ``dropped_slices`` slices of the series (unreadable pixel data)."""
     in_range = not found or plausible_ml[0] <= volume_ml <= plausible_ml[1]
     flags = [
         flag
@@ -60,6 +67,7 @@ def result_checks(
             (NON_ABDOMINAL_FLAG, not abdominal.abdominal),
             (IMPLAUSIBLE_VOLUME_FLAG, not in_range),
             (UNVERIFIED_MODEL_FLAG, not model_verified),
+            (SLICES_DROPPED_FLAG, dropped_slices > 0),
         )
         if failed
     ]
@@ -67,6 +75,7 @@ def result_checks(
         "abdominal_series": abdominal.as_json(),
         "spleen_volume": {"volume_ml": round(volume_ml, 3), "plausible_range_ml": list(plausible_ml), "plausible": in_range},
         "model_verified": model_verified,
+        "dropped_slices": dropped_slices,
     }
     return ResultChecks(tuple(flags), details)
 
@@ -143,7 +152,7 @@ class ResultChecksOperator(Operator):
         mask: np.ndarray = op_input.receive(self.INPUT_MASK)
         abdominal: AbdominalCheck = op_input.receive(self.INPUT_ABDOMINAL)
         volume_ml = organ_volume_ml(mask, volume.voxel_volume_mm3)
-        checks = result_checks(abdominal, volume_ml, bool(mask.any()), self.plausible_ml, self.model_verified)
+        checks = result_checks(abdominal, volume_ml, bool(mask.any()), self.plausible_ml, self.model_verified, len(volume.dropped_slices))
         if IMPLAUSIBLE_VOLUME_FLAG in checks.flags:
             logger.warning("Spleen volume %.1f mL is outside the plausible %g-%g mL: the result is flagged", volume_ml, *self.plausible_ml)
         op_output.emit(checks, self.OUTPUT_CHECKS)

@@ -97,7 +97,9 @@ def segmentation_summary(
             "source_frame_numbers": None if volume.source_frame_numbers is None else list(volume.source_frame_numbers),
             "transfer_syntaxes": sorted({str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "")) for ds in volume.source_images}),
             "lossy_compression": lossy_compression_summary(volume),
+            "dropped_slices": [dropped.as_json() for dropped in volume.dropped_slices],
             "skipped_series": [{"series_instance_uid": s.series_instance_uid, "reason": reason} for s, reason in selection.skipped],
+            "skipped_files": [{"path": str(f.path), "reason": f.reason} for f in selection.skipped_files],
         },
         "outputs": {name: (path.name if path else None) for name, path in outputs.items()},
         **run_info,
@@ -116,7 +118,8 @@ class SegmentationSummaryOperator(Operator):
         none.
 
     File outputs:
-        <output_path>: JSON with organ volume (mL), the series and instances used, skipped series,
+        <output_path>: JSON with organ volume (mL), the series and instances used, the slices dropped
+        (unreadable pixel data), skipped series and files,
         model identity (name, version, SHA-256, integrity), the checks and their flags, device and
         per-stage timings (s), peak memory (MiB).
     """

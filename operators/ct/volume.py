@@ -1,16 +1,20 @@
 """Build a CT volume in Hounsfield units, with its geometry, from the chosen series.
 
 Pixel data is read here, for the chosen series only. A file whose pixel data is truncated or cannot
-be decoded is skipped with a warning; if that leaves a gap, the series is refused (never resampled
-over a missing slice), with an error that names the gap. A multi-frame Enhanced CT or Legacy
-Converted Enhanced CT instance is read whole, its frames being the slices
-(:mod:`operators.ct.enhanced_ct`); unreadable pixel data there refuses the series.
+be decoded is skipped with a warning and recorded (``CTVolume.dropped_slices``: summary.json and the
+SEG say the result covers fewer slices than the series); if that leaves a gap, the series is refused
+(never resampled over a missing slice), with an error that names the gap and the unreadable files.
+A multi-frame Enhanced CT or Legacy Converted Enhanced CT instance is read whole, its frames being
+the slices (:mod:`operators.ct.enhanced_ct`); unreadable pixel data there refuses the series.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -28,6 +32,29 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class DroppedSlice:
+    """A slice of the chosen series left out of the volume: its instance, file, position (LPS mm, from its
+    header) and why (e.g. truncated pixel data). The volume, and so the SEG, covers the others only."""
+
+    sop_instance_uid: str
+    path: Path
+    image_position_patient_mm: tuple[float, ...] | None
+    reason: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "sop_instance_uid": self.sop_instance_uid,
+            "file": self.path.name,
+            "image_position_patient_mm": None if self.image_position_patient_mm is None else list(self.image_position_patient_mm),
+            "reason": self.reason,
+        }
+
+    def describe(self) -> str:
+        where = "" if self.image_position_patient_mm is None else f" at {[round(v, 2) for v in self.image_position_patient_mm]} mm"
+        return f"{self.path.name}{where} ({self.reason})"
+
+
+@dataclass(frozen=True)
 class CTVolume:
     """A CT volume and where it came from.
 
@@ -39,6 +66,7 @@ class CTVolume:
     ``gantry_tilted`` says the angle is above the rules' tolerance (not position rounding).
     For a multi-frame source, ``source_datasets`` are per-frame headers, ``multiframe_source`` the
     instance's header and ``source_frame_numbers`` the 1-based frame of each slice of ``hu_zyx``.
+    ``dropped_slices`` are the series' slices left out (unreadable pixel data at an end of the stack).
     """
 
     hu_zyx: np.ndarray
@@ -48,6 +76,7 @@ class CTVolume:
     gantry_tilted: bool = False
     multiframe_source: Dataset | None = None
     source_frame_numbers: tuple[int, ...] | None = None
+    dropped_slices: tuple[DroppedSlice, ...] = ()
 
     @property
     def spacing_xyz_mm(self) -> tuple[float, float, float]:
@@ -100,6 +129,7 @@ def build_ct_volume(selection: SeriesSelection, rules: SeriesRules = SeriesRules
         hu = read_multiframe_hu(instance.path, frames, series.label)
         return _assemble_volume(series.label, frames, list(hu), rules, multiframe_source=instance.header)
     slices: dict[str, tuple[Dataset, np.ndarray]] = {}
+    dropped: list[DroppedSlice] = []
     for instance in series.instances:
         sop_uid = str(instance.header.SOPInstanceUID)
         if sop_uid in slices:
@@ -108,12 +138,36 @@ def build_ct_volume(selection: SeriesSelection, rules: SeriesRules = SeriesRules
         result = read_slice(instance.path)
         if isinstance(result, str):
             logger.warning("Skipping %s: %s", instance.path, result)
+            dropped.append(DroppedSlice(sop_uid, instance.path, _position(instance.header), result))
             continue
         slices[sop_uid] = result
+    dropped = [d for d in dropped if d.sop_instance_uid not in slices]  # a truncated copy of a slice read from another file
+    try:
+        if len(slices) < rules.min_slices:
+            raise InvalidSeriesError(f"{series.label}: only {len(slices)} readable slices, {rules.min_slices} required")
+        datasets, pixels = [dataset for dataset, _ in slices.values()], [hu for _, hu in slices.values()]
+        volume = _assemble_volume(series.label, datasets, pixels, rules)
+    except InvalidSeriesError as error:
+        if not dropped:
+            raise
+        raise InvalidSeriesError(f"{error}; {dropped_slices_phrase(dropped)}") from error
+    if dropped:
+        logger.warning("%s: the volume and its outputs leave out %s", series.label, dropped_slices_phrase(dropped))
+    return dataclasses.replace(volume, dropped_slices=tuple(dropped))
 
-    if len(slices) < rules.min_slices:
-        raise InvalidSeriesError(f"{series.label}: only {len(slices)} readable slices, {rules.min_slices} required")
-    return _assemble_volume(series.label, [dataset for dataset, _ in slices.values()], [hu for _, hu in slices.values()], rules)
+
+def dropped_slices_phrase(dropped: list[DroppedSlice], shown: int = 3) -> str:
+    """One phrase naming the dropped slices (the first ``shown``) and why."""
+    named = ", ".join(d.describe() for d in dropped[:shown])
+    more = f" and {len(dropped) - shown} more" if len(dropped) > shown else ""
+    return f"{len(dropped)} slice{'s' if len(dropped) > 1 else ''} unreadable: {named}{more}"
+
+
+def _position(header: Dataset) -> tuple[float, ...] | None:
+    try:
+        return tuple(float(v) for v in header.ImagePositionPatient)
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def _assemble_volume(

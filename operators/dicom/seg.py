@@ -133,15 +133,17 @@ class SegTexts:
     image_comments: str | None = None
 
 
-def seg_texts(content: str, supersedes_sop_instance_uid: str | None = None) -> SegTexts:
+def seg_texts(content: str, supersedes_sop_instance_uid: str | None = None, note: str | None = None) -> SegTexts:
     """The SEG's content description: ``content``, or "Supersedes <UID>" when the SEG supersedes an
     earlier result. A UID too long for that (over 53 characters) leaves a short ContentDescription
-    pointing at ImageComments; ImageComments carries the full statement whenever a result supersedes one."""
+    pointing at ImageComments; ImageComments carries the full statement whenever a result supersedes one,
+    and ``note`` (e.g. the source slices a result leaves out) whenever there is one."""
     if supersedes_sop_instance_uid is None:
-        return SegTexts(content[:LO_MAX_LENGTH])
+        return SegTexts(content[:LO_MAX_LENGTH], note)
     statement = f"Supersedes {supersedes_sop_instance_uid}"
     short = statement if len(statement) <= LO_MAX_LENGTH else "Supersedes an earlier result (UID in ImageComments)"
-    return SegTexts(short, f"{statement} (SOP Instance UID of the earlier result). {content}")
+    comments = f"{statement} (SOP Instance UID of the earlier result). {content}"
+    return SegTexts(short, f"{comments}. {note}" if note else comments)
 
 
 def apply_seg_texts(seg: Dataset, texts: SegTexts) -> None:

@@ -10,6 +10,7 @@ from pydicom.sr.codedict import codes
 from operators.ct.seg_writer import build_binary_seg
 from operators.ct.series_selector import select_ct_series
 from operators.ct.volume import build_ct_volume
+from operators.dicom.result_texts import SLICES_DROPPED_FLAG, dropped_slices_note
 from operators.dicom.scan import scan_dicom_folder
 from operators.dicom.seg import EquipmentSpec, ResultSeries, SegmentSpec, seg_series_description, write_seg
 from testkit.dicom_factories import ct_stack, save_all
@@ -94,4 +95,22 @@ def test_a_superseding_seg_keeps_the_series_names_the_earlier_result_and_stays_v
     assert f"Supersedes {supersedes}" in seg.ImageComments
     assert seg.ContentDescription == f"Supersedes {supersedes}" or "ImageComments" in seg.ContentDescription
     assert seg.SeriesDescription == "Spleen - IMPLAUSIBLE VOLUME - NOT FOR CLINICAL USE"
+    assert dciodvfy_errors(path) == []
+
+
+@requires_dciodvfy
+def test_a_seg_of_a_volume_that_dropped_an_edge_slice_says_so_when_read_back(tmp_path: Path):
+    paths = save_all(ct_stack([0.0, 2.0, 4.0, 6.0, 8.0, 10.0], rows=16, columns=12), tmp_path / "ct")
+    paths[-1].write_bytes(paths[-1].read_bytes()[:-50])  # truncated pixel data at the top edge
+    volume = build_ct_volume(select_ct_series(scan_dicom_folder(tmp_path / "ct")))
+    dropped = [(d.sop_instance_uid, d.image_position_patient_mm, d.reason) for d in volume.dropped_slices]
+    note = dropped_slices_note(len(volume.source_datasets), dropped)
+    mask = mask_with_empty_slices(volume.hu_zyx.shape)
+    seg = build_binary_seg(volume.source_datasets, mask, SEGMENT, EQUIPMENT, flags=(SLICES_DROPPED_FLAG,), note=note)
+    path = write_seg(seg, tmp_path / "seg.dcm")
+    read = hd.seg.segread(path)
+    assert read.SeriesDescription == "Spleen - SLICES DROPPED - NOT FOR CLINICAL USE"
+    assert read.ImageComments.startswith("Covers 5 of the 6 slices of the source series")
+    assert f"{volume.dropped_slices[0].sop_instance_uid} at (-3.00, -3.00, 10.00) mm: pixel data unreadable" in read.ImageComments
+    assert read.NumberOfFrames == 5
     assert dciodvfy_errors(path) == []

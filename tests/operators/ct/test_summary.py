@@ -48,3 +48,18 @@ def test_summary_names_series_instances_skipped_series_and_outputs(tmp_path: Pat
     path = write_json_atomically(tmp_path / "summary.json", summary)
     assert json.loads(path.read_text())["spleen"]["voxel_count"] == 8
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_summary_lists_the_dropped_edge_slice_and_the_skipped_files(tmp_path: Path):
+    paths = save_all(ct_stack([0, 2, 4, 6, 8, 10]), tmp_path / "ct")
+    paths[0].write_bytes(paths[0].read_bytes()[:-50])
+    (tmp_path / "ct" / "notes.txt").write_text("not DICOM")
+    selection = select_ct_series(scan_dicom_folder(tmp_path))
+    volume = build_ct_volume(selection)
+    summary = segmentation_summary(selection, volume, np.zeros(volume.hu_zyx.shape, np.uint8), {}, "spleen", {})
+    [dropped] = summary["input"]["dropped_slices"]
+    assert dropped["file"] == paths[0].name and dropped["image_position_patient_mm"] == [-3.0, -3.0, 0.0]
+    assert dropped["sop_instance_uid"] not in summary["input"]["sop_instance_uids"] and len(summary["input"]["sop_instance_uids"]) == 5
+    assert dropped["reason"].startswith("pixel data unreadable")
+    assert summary["input"]["skipped_files"] == [{"path": str(tmp_path / "ct" / "notes.txt"), "reason": "not a DICOM file"}]
+    json.dumps(summary)  # JSON-ready

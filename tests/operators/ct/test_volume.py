@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
@@ -50,8 +51,33 @@ def test_build_skips_a_truncated_copy_read_before_the_good_file(tmp_path: Path):
     assert volume.hu_zyx.shape == (5, 8, 8)
 
 
-def test_build_refuses_the_gap_left_by_a_truncated_slice(tmp_path: Path):
+def test_build_refuses_the_gap_left_by_a_truncated_slice_and_names_the_file(tmp_path: Path):
     paths = write_series(tmp_path, [0, 2, 4, 6, 8, 10])
     paths[3].write_bytes(paths[3].read_bytes()[:-50])
-    with pytest.raises(InvalidSeriesError, match="refused, not resampled: uneven slice spacing"):
+    with pytest.raises(InvalidSeriesError, match="refused, not resampled: uneven slice spacing") as raised:
         build_ct_volume(select_ct_series(scan_dicom_folder(tmp_path)))
+    assert f"; 1 slice unreadable: {paths[3].name} at [-3.0, -3.0, 6.0] mm (pixel data unreadable" in str(raised.value)
+
+
+@pytest.mark.parametrize("edge", [0, 5], ids=["first", "last"])
+def test_build_drops_a_truncated_edge_slice_and_records_it(tmp_path: Path, edge: int):
+    paths = write_series(tmp_path, [0, 2, 4, 6, 8, 10])
+    paths[edge].write_bytes(paths[edge].read_bytes()[:-50])
+    header = pydicom.dcmread(paths[edge], stop_before_pixels=True)
+    volume = build_ct_volume(select_ct_series(scan_dicom_folder(tmp_path)))
+    assert volume.hu_zyx.shape == (5, 8, 8)
+    [dropped] = volume.dropped_slices
+    assert (dropped.sop_instance_uid, dropped.path, dropped.image_position_patient_mm) == (
+        header.SOPInstanceUID,
+        paths[edge],
+        (-3.0, -3.0, 2.0 * edge),
+    )
+    assert dropped.reason.startswith("pixel data unreadable")
+    assert dropped.as_json()["file"] == paths[edge].name
+    assert header.SOPInstanceUID not in {ds.SOPInstanceUID for ds in volume.source_datasets}
+
+
+def test_a_truncated_copy_of_a_slice_read_elsewhere_is_not_a_dropped_slice(tmp_path: Path):
+    paths = write_series(tmp_path / "series", [0, 2, 4, 6, 8])
+    (tmp_path / "series" / "a_copy.dcm").write_bytes(paths[2].read_bytes()[:-50])
+    assert build_ct_volume(select_ct_series(scan_dicom_folder(tmp_path))).dropped_slices == ()

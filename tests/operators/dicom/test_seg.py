@@ -38,3 +38,22 @@ def test_a_result_keeps_the_given_series_and_gets_a_new_instance():
     assert first.sop_instance_uid != second.sop_instance_uid
     assert first.as_json()["supersedes_sop_instance_uid"] == "4.5.6"
     assert ResultSeries.new().series_instance_uid != ResultSeries.new().series_instance_uid
+
+
+@pytest.mark.parametrize(
+    ("supersedes", "note", "expected_comments"),
+    [
+        (None, None, None),
+        (None, "Covers 4 of the 5 slices.", "Covers 4 of the 5 slices."),
+        (
+            "1.2.3.4",
+            "Covers 4 of the 5 slices.",
+            "Supersedes 1.2.3.4 (SOP Instance UID of the earlier result). Spleen. Covers 4 of the 5 slices.",
+        ),
+    ],
+    ids=["neither", "note", "supersedes-and-note"],
+)
+def test_a_note_goes_into_image_comments_beside_what_the_result_supersedes(supersedes, note, expected_comments):
+    texts = seg_texts("Spleen", supersedes, note)
+    assert texts.image_comments == expected_comments
+    assert texts.content_description == ("Spleen" if supersedes is None else f"Supersedes {supersedes}")
