@@ -106,18 +106,21 @@ def staged_output_set(destination: Path, outputs: Collection[str], marker: str =
         except OSError as error:  # a write that did not go through write_atomically
             if error.errno not in NO_ROOM_ERRNOS:
                 raise
-            raise OutputFolderError(f"cannot write the outputs into {destination}: no space left ({error.strerror}); {kept}") from None
+            reason = f"no space left ({error.strerror}); {kept}"
+            raise OutputFolderError(f"cannot write the outputs into {destination}: {reason}{_remove_staging(staging)}") from None
         try:
             publish_output_set(staging, destination, outputs, marker)
         except OSError as error:
             reason = error.strerror or error
+            holds = _now_holds(destination, marker)
             raise OutputFolderError(
-                f"cannot publish the outputs into {destination} ({reason}); {_now_holds(destination, marker)}"
+                f"cannot publish the outputs into {destination} ({reason}); {holds}{_remove_staging(staging)}"
             ) from None
     except OutputWriteError as error:
-        raise OutputFolderError(f"cannot write the outputs into {destination}: {write_failure(error)}; {kept}") from None
+        reason = f"{write_failure(error)}; {kept}"
+        raise OutputFolderError(f"cannot write the outputs into {destination}: {reason}{_remove_staging(staging)}") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_staging(staging)
         unregister_pending(staging)
 
 
@@ -126,6 +129,12 @@ def write_failure(error: OutputWriteError) -> str:
     if error.errno in NO_ROOM_ERRNOS:
         return f"no space left for {error.file_name} ({os.strerror(error.errno)})"
     return str(error)
+
+
+def _remove_staging(staging: Path) -> str:
+    """Remove the staging folder; what to add to an error when the output folder does not let it go."""
+    shutil.rmtree(staging, ignore_errors=True)
+    return f"; {staging} could not be removed" if staging.exists() else ""
 
 
 def _now_holds(destination: Path, marker: str) -> str:

@@ -53,7 +53,8 @@ def test_running_out_of_room_is_an_output_folder_error_keeping_the_previous_set(
         tmp.write_text("part of a")
         raise OSError(code, os.strerror(code))
 
-    with pytest.raises(OutputFolderError, match=f"cannot write the outputs into .*seg.dcm.*{os.strerror(code)}.*previous outputs are kept"):
+    message = f"cannot write the outputs into {out}: no space left for seg.dcm [(]{os.strerror(code)}[)]; the previous outputs are kept$"
+    with pytest.raises(OutputFolderError, match=message):
         with staged_output_set(out, OUTPUTS) as staging:
             write_atomically(staging / "seg.dcm", write)
     assert contents(out) == before
@@ -101,3 +102,22 @@ def test_an_output_folder_without_room_for_the_outputs_is_named(tmp_path: Path):
     free = stats.f_bavail * stats.f_frsize
     with pytest.raises(OutputFolderError, match="MiB free, the outputs need about"):
         check_output_folder(tmp_path, free + 2**40)
+
+
+def test_a_publication_failing_part_way_says_the_folder_holds_no_complete_set(tmp_path: Path):
+    out = previous_set(tmp_path / "out")
+    (out / "surface.stl").unlink()
+    (out / "surface.stl").mkdir()  # a rename onto a folder fails after the marker is gone
+    (out / "surface.stl" / "x").write_text("")
+    with pytest.raises(OutputFolderError, match=r"\(Is a directory\); the folder holds no complete set \(no summary.json\)$"):
+        with staged_output_set(out, OUTPUTS) as staging:
+            write_atomically(staging / "surface.stl", lambda tmp: tmp.write_text("new"))
+            write_json_atomically(staging / "summary.json", {"run": 2})
+    assert "summary.json" not in contents(out) and not any(p.name.startswith(STAGING_PREFIX) for p in out.iterdir())
+
+
+def test_a_destination_that_cannot_be_made_is_an_output_folder_error(tmp_path: Path):
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(OutputFolderError, match=r"output folder .*a_file/slide is not writable \(Not a directory\)"):
+        with staged_output_set(tmp_path / "a_file" / "slide", OUTPUTS):
+            pass
