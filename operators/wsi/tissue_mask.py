@@ -17,6 +17,7 @@ from monai.deploy.core import Fragment, Operator, OperatorSpec
 from monai.transforms import ForegroundMask
 from skimage.color import rgb2hsv
 
+from operators.core.errors import SlideReadError
 from operators.core.timing import StageTimings
 from operators.wsi.grid import MapGrid, grid_for_slide
 from operators.wsi.slide.backend_choice import BackendRequest
@@ -28,6 +29,21 @@ logger = logging.getLogger(__name__)
 
 MIN_TISSUE_SATURATION = 0.07  # glass and out-of-focus background stay below about 0.04
 NCRF_MIN_RGB = 50
+# How much coarser than the model's scale level 0 may be: a 20x scan (0.5 um/px) is read 2.06x upsampled
+# for a 0.243 um/px model; a 10x scan, or a pyramid without its full-resolution level, would be 4x and more.
+MAX_UPSAMPLING = 2.5
+
+
+def resolution_problem(slide_mpp: float, model_mpp: float, max_upsampling: float = MAX_UPSAMPLING) -> str | None:
+    """Why a slide whose level 0 is ``slide_mpp`` micrometres per pixel is too coarse for a model trained
+    at ``model_mpp``, or None."""
+    ratio = slide_mpp / model_mpp
+    if ratio <= max_upsampling:
+        return None
+    return (
+        f"level 0 is {slide_mpp:.4g} um/pixel, {ratio:.1f}x coarser than the {model_mpp:.4g} um/pixel the model reads "
+        f"(at most {max_upsampling:g}x): a pyramid without its full-resolution level, or a scan at too low a magnification"
+    )
 
 
 def tissue_mask(thumbnail_rgb: np.ndarray, min_saturation: float = MIN_TISSUE_SATURATION, min_rgb: int = 0) -> np.ndarray:
@@ -97,10 +113,13 @@ def compute_slide_tissue(
     backend: BackendRequest = "auto",
     min_rgb: int = 0,
 ) -> SlideTissue:
-    """Open the slide (deciding its backend and resolution, once for all stages), build its thumbnail
-    on the mask grid (tile by tile) and its tissue mask."""
+    """Open the slide (deciding its backend and resolution, once for all stages; refusing a level 0 too
+    coarse for the model, see :func:`resolution_problem`), build its thumbnail on the mask grid (tile by
+    tile) and its tissue mask."""
     with open_slide(source.path, mpp_override, backend) as slide:
         mpp = float(np.mean(slide.mpp_xy))
+        if problem := resolution_problem(mpp, model_mpp):
+            raise SlideReadError(f"{source.path}: {problem}")
         grid = grid_for_slide(slide.size_xy, mpp, model_mpp, mask_stride_model_px, window_model_px)
         thumbnail = slide.thumbnail(grid.stride_level0_px)[: grid.shape_rows_cols[0], : grid.shape_rows_cols[1]]
         mask = np.zeros(grid.shape_rows_cols, dtype=bool)

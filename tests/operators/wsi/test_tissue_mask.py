@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from operators.wsi.tissue_mask import tissue_mask
+from operators.wsi.tissue_mask import resolution_problem, tissue_mask
 
 
 def glass(shape=(64, 64), noise=3, seed=0) -> np.ndarray:
@@ -39,3 +39,21 @@ def test_ncrf_rule_drops_black_pen_marks():
 def test_rejects_non_rgb_input():
     with pytest.raises(ValueError, match="RGB"):
         tissue_mask(np.zeros((8, 8)))
+
+
+@pytest.mark.parametrize(
+    ("slide_mpp", "problem"),
+    [
+        (0.243, None),  # Camelyon16's 40x
+        (0.1215, None),  # finer: read downsampled
+        (0.499, None),  # a 20x scan, 2.05x
+        (0.6, None),  # 2.47x, below the limit of 2.5x
+        (0.998, "level 0 is 0.998 um/pixel, 4.1x coarser than the 0.243 um/pixel the model reads (at most 2.5x)"),
+    ],
+)
+def test_a_level_0_much_coarser_than_the_model_reads_is_refused(slide_mpp, problem):
+    found = resolution_problem(slide_mpp, 0.243)
+    if problem is None:
+        assert found is None
+    else:
+        assert found == f"{problem}: a pyramid without its full-resolution level, or a scan at too low a magnification"
