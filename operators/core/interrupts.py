@@ -36,6 +36,8 @@ INTERRUPT_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 Removal = Literal["remove", "remove_if_empty"]
 
 _LOCK = threading.RLock()
+_INTERRUPTED = threading.Event()
+_DEPTH = threading.local()
 _PENDING: dict[Path, Removal] = {}
 _REMOVAL_TRIES = 5
 
@@ -55,9 +57,17 @@ def interrupt_message(app_name: str, signum: int, output_folder: Path, left: Seq
 
 @contextmanager
 def output_step() -> Iterator[None]:
-    """Hold off an interrupt's clean-up while the body creates or renames output entries."""
+    """Hold off an interrupt's clean-up while the body creates or renames output entries. A thread that
+    leaves the step after an interrupt came waits there for the process to end, so a publication the
+    signal waited for is followed by the interrupt's exit, not by the rest of the run."""
     with _LOCK:
-        yield
+        _DEPTH.steps = getattr(_DEPTH, "steps", 0) + 1
+        try:
+            yield
+        finally:
+            _DEPTH.steps -= 1
+    if _INTERRUPTED.is_set() and _DEPTH.steps == 0:  # the outermost step: the lock is free for the interrupt
+        threading.Event().wait()  # forever: the interrupt thread ends the process
 
 
 @contextmanager
@@ -119,6 +129,7 @@ def install_interrupt_handler(app_name: str, output_folder: Path) -> threading.T
 
 def _wait_for_interrupt(app_name: str, output_folder: Path) -> None:
     signum = signal.sigwait(INTERRUPT_SIGNALS)
+    _INTERRUPTED.set()
     _LOCK.acquire()  # never released: the process ends holding it
     message = interrupt_message(app_name, signum, output_folder, remove_pending_outputs())
     logger.error(message)
