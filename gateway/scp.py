@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification
@@ -23,15 +24,13 @@ from gateway.config import GatewayConfig
 from gateway.grouping import group_key
 from gateway.queue import JobQueue
 from gateway.reception import AssociationState, ReceivedInstance
-from gateway.storage import atomic_write, instance_path
-from gateway.validation import UNDECODABLE, storage_problem
+from gateway.storage import atomic_write, instance_path, write_failure
+from gateway.validation import UNDECODABLE, Refusal, storage_refusal, undecodable_refusal
 
 logger = logging.getLogger(__name__)
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
-DOES_NOT_MATCH_SOP_CLASS = 0xA900
-CANNOT_UNDERSTAND = 0xC000
 
 
 def make_ae(config: GatewayConfig) -> AE:
@@ -87,6 +86,15 @@ class AssociationLog:
         ]
 
 
+def received_data_set(event: Event, affected: str) -> tuple[Dataset, Refusal | None]:
+    """The C-STORE's data set, and why it must be refused (None when it can be stored)."""
+    try:
+        ds: Dataset = event.dataset
+        return ds, storage_refusal(ds, event.encoded_dataset(include_meta=False), str(event.context.transfer_syntax), affected)
+    except UNDECODABLE as error:
+        return Dataset(), undecodable_refusal(error)
+
+
 def store_handler(
     config: GatewayConfig,
     queue: JobQueue,
@@ -100,20 +108,23 @@ def store_handler(
         if storage_refused is not None and (full := storage_refused()):  # crossed during an association already accepted
             logger.warning("Refused C-STORE from %s (SOP instance %s) with 0xA700: %s", calling, affected or "?", full)
             return OUT_OF_RESOURCES
-        try:
-            ds: Dataset = event.dataset
-            transfer_syntax = str(event.context.transfer_syntax)
-            problem = storage_problem(ds, event.encoded_dataset(include_meta=False), transfer_syntax, affected)
-        except UNDECODABLE as error:
-            problem = f"cannot decode the data set: {type(error).__name__}: {error}"
-        if problem:
-            logger.warning("Refused C-STORE from %s (SOP instance %s): %s", calling, affected or "?", problem)
-            return CANNOT_UNDERSTAND if problem.startswith(("truncated", "cannot decode")) else DOES_NOT_MATCH_SOP_CLASS
+        ds, refusal = received_data_set(event, affected)
+        if refusal:
+            logger.warning(
+                "Refused C-STORE from %s (SOP instance %s) with 0x%04X: %s", calling, affected or "?", refusal.status, refusal.reason
+            )
+            return failure_status(refusal)
         study, series, sop = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
         path = instance_path(config.incoming_dir, study, series, sop)
+        data = event.encoded_dataset(include_meta=True)
+        existed = path.exists()
         try:
-            data = event.encoded_dataset(include_meta=True)
             atomic_write(path, data)
+        except OSError as error:  # a full disk or a file-size limit: nothing is left, the association goes on
+            reason = write_failure(error)
+            logger.error("Could not store SOP instance %s from %s, answered 0xA700: %s", sop, calling, reason)
+            return failure_status(Refusal(OUT_OF_RESOURCES, reason, reason[:64]))
+        try:
             instance = ReceivedInstance(
                 sop_instance_uid=sop,
                 sop_class_uid=str(ds.SOPClassUID),
@@ -127,7 +138,9 @@ def store_handler(
             )
             kind = queue.record_instance(instance)
         except Exception:
-            logger.exception("Could not store SOP instance %s from %s", sop, calling)
+            logger.exception("Could not record SOP instance %s from %s", sop, calling)
+            if not existed:  # the sender sends it again; an unrecorded file would come back as an orphan
+                path.unlink(missing_ok=True)
             return OUT_OF_RESOURCES
         if kind == "duplicate":
             logger.info("Received SOP instance %s again from %s, unchanged and already processed: no new job", sop, calling)
@@ -138,6 +151,16 @@ def store_handler(
         return SUCCESS
 
     return handle_store
+
+
+def failure_status(refusal: Refusal) -> Dataset:
+    """The C-STORE response's status with its Error Comment and, for bad attributes, their tags as Offending Element."""
+    status = Dataset()
+    status.Status = refusal.status
+    status.ErrorComment = refusal.comment
+    if refusal.offending:
+        status.OffendingElement = [Tag(keyword) for keyword in refusal.offending]
+    return status
 
 
 def handle_echo(event: Event) -> int:

@@ -6,15 +6,19 @@ encoded bytes are walked element by element here, checking every length against 
 
 from __future__ import annotations
 
-import re
 import struct
 import zlib
+from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
-UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+from operators.dicom.uids import uid_problem
+
+DOES_NOT_MATCH_SOP_CLASS = 0xA900  # C-STORE failure statuses (PS3.4 B.2.3)
+CANNOT_UNDERSTAND = 0xC000
+ERROR_COMMENT_LENGTH = 64  # Error Comment (0000,0902) is LO
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 LONG_LENGTH_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 UNDEFINED = 0xFFFFFFFF
@@ -29,14 +33,16 @@ class Truncated(ValueError):
     """The encoded data set ends inside an element."""
 
 
-def is_uid(value: object) -> bool:
-    text = str(value)
-    return 0 < len(text) <= 64 and bool(UID.match(text))
-
-
-def missing_or_bad_uids(ds: Dataset) -> list[str]:
-    """The required UIDs that are absent, empty, or not UIDs (they also name files, so they are checked strictly)."""
-    return [keyword for keyword in REQUIRED_UIDS if not is_uid(ds.get(keyword, ""))]
+def uid_problems(ds: Dataset) -> dict[str, str]:
+    """Keyword -> why, for each required UID that is absent, empty or not a UID (PS3.5 9.1: digits and dots, at most
+    64 characters). They also name folders and files, so they are checked strictly (``gateway.storage``)."""
+    problems = {}
+    for keyword in REQUIRED_UIDS:
+        value = ds.get(keyword)
+        problem = "it is missing" if value is None else uid_problem(str(value))
+        if problem:
+            problems[keyword] = problem
+    return problems
 
 
 def _value_length(data: bytes, offset: int, end: int, implicit: bool, order: str) -> tuple[int, int]:
@@ -112,14 +118,36 @@ def truncation_problem(encoded: bytes, transfer_syntax: str) -> str | None:
     return None
 
 
-def storage_problem(ds: Dataset, encoded: bytes, transfer_syntax: str, affected_sop_instance_uid: str | None) -> str | None:
+@dataclass(frozen=True)
+class Refusal:
+    """Why a C-STORE data set is refused: its failure status, the log line's reason, and what the status names."""
+
+    status: int
+    reason: str
+    comment: str  # Error Comment (0000,0902): at most 64 characters, so the attribute comes first
+    offending: tuple[str, ...] = ()  # keywords for Offending Element (0000,0901)
+
+
+def _uid_text(ds: Dataset, keyword: str, why: str) -> str:
+    return f"{keyword} is missing" if why == "it is missing" else f"{keyword} {str(ds.get(keyword))!r} is not a UID: {why}"
+
+
+def storage_refusal(ds: Dataset, encoded: bytes, transfer_syntax: str, affected_sop_instance_uid: str | None) -> Refusal | None:
     """Why this C-STORE data set must be refused, or None when it can be stored."""
     truncated = truncation_problem(encoded, transfer_syntax)
     if truncated:
-        return truncated
-    bad = missing_or_bad_uids(ds)
+        return Refusal(CANNOT_UNDERSTAND, truncated, truncated[:ERROR_COMMENT_LENGTH])
+    bad = uid_problems(ds)
     if bad:
-        return "missing or invalid " + ", ".join(bad)
+        reason = "; ".join(_uid_text(ds, keyword, why) for keyword, why in bad.items())
+        comment = ", ".join(bad) + (" missing or not UIDs" if len(bad) > 1 else " missing or not a UID")
+        return Refusal(DOES_NOT_MATCH_SOP_CLASS, reason, comment[:ERROR_COMMENT_LENGTH], tuple(bad))
     if affected_sop_instance_uid and str(ds.SOPInstanceUID) != str(affected_sop_instance_uid):
-        return f"SOPInstanceUID {ds.SOPInstanceUID} differs from the request's Affected SOP Instance UID {affected_sop_instance_uid}"
+        reason = f"SOPInstanceUID {ds.SOPInstanceUID} differs from the request's Affected SOP Instance UID {affected_sop_instance_uid}"
+        return Refusal(DOES_NOT_MATCH_SOP_CLASS, reason, "SOPInstanceUID differs from Affected SOP Instance UID", ("SOPInstanceUID",))
     return None
+
+
+def undecodable_refusal(error: Exception) -> Refusal:
+    reason = f"cannot decode the data set: {type(error).__name__}: {error}"
+    return Refusal(CANNOT_UNDERSTAND, reason, reason[:ERROR_COMMENT_LENGTH])

@@ -1,7 +1,11 @@
-"""Bad callers and malformed objects get a rejection or a failure status and a log line; the gateway keeps serving."""
+"""Bad callers, malformed objects and failed writes get a rejection or a failure status and a log line; the gateway keeps
+serving."""
 
 from __future__ import annotations
 
+import errno
+import os
+import resource
 import subprocess
 from pathlib import Path
 
@@ -9,11 +13,12 @@ import pytest
 from pydicom import dcmread
 from pynetdicom import _config as pynetdicom_config
 
+from gateway.storage import write_failure
 from testkit import missing_packages
 from testkit.gateway_process import GATEWAY_AET, SCU_AET, GatewayProcess, echo, store, write_config
 from testkit.gateway_samples import ct_series, write_series
 
-pytestmark = pytest.mark.slow  # each starts the gateway as a process
+pytestmark = pytest.mark.slow  # each starts the gateway as a process (but the pure write_failure cases)
 
 STORESCU = "/usr/bin/storescu"  # dcmtk's, not pynetdicom's of the same name in the venv
 ROUTES = [{"name": "none", "match": {"Modality": "NOTHING"}, "command": ["true"]}]
@@ -93,8 +98,8 @@ def without_sop_instance_uid(good: Path, folder: Path) -> Path:
 @pytest.mark.parametrize(
     ("make", "status", "logged"),
     [
-        (truncated_copy, 0xC000, "truncated: (7FE0,0010) needs 128 bytes, 68 left"),
-        (without_sop_instance_uid, 0xA900, "missing or invalid SOPInstanceUID"),
+        (truncated_copy, 0xC000, "with 0xC000: truncated: (7FE0,0010) needs 128 bytes, 68 left"),
+        (without_sop_instance_uid, 0xA900, "with 0xA900: SOPInstanceUID is missing"),
     ],
     ids=["truncated", "missing-sop-instance-uid"],
 )
@@ -116,3 +121,41 @@ def test_received_file_holds_the_sent_data_set_unchanged(gateway, raw_file_sendi
     assert store(gateway.port, [sent]) == [0x0000]
     [kept] = stored_files(tmp_path)
     assert dcmread(kept) == dcmread(sent)
+
+
+@pytest.mark.parametrize(
+    ("code", "line"),
+    [
+        (errno.ENOSPC, "no room to write (ENOSPC: No space left on device)"),
+        (errno.EFBIG, "no room to write (EFBIG: File too large)"),
+        (errno.EDQUOT, "no room to write (EDQUOT: Disk quota exceeded)"),
+        (errno.EIO, "write failed (EIO: Input/output error)"),
+    ],
+)
+def test_a_failed_write_is_one_line_naming_what_ran_out(code: int, line: str):
+    assert write_failure(OSError(code, os.strerror(code))) == line
+
+
+def test_a_write_past_the_file_size_limit_gets_out_of_resources_and_leaves_nothing(gateway, tmp_path: Path):
+    """RLIMIT_FSIZE on the running gateway: writing a 1 MB instance fails with EFBIG, as a full disk fails with ENOSPC."""
+    limit = 512 * 1024
+    [big] = ct_series(1, size=724)  # 724 x 724 x 2 bytes: past the limit
+    small = ct_series(2)
+    resource.prlimit(gateway.process.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    try:
+        assert store(gateway.port, [small[0], big, small[1]]) == [0x0000, 0xA700, 0x0000]  # the association goes on
+    finally:
+        resource.prlimit(gateway.process.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    incoming = tmp_path / "gateway-data" / "incoming"
+    assert sorted(p.name for p in stored_files(tmp_path)) == sorted(f"{ds.SOPInstanceUID}.dcm" for ds in small)
+    assert not (incoming / big.StudyInstanceUID).exists()  # neither the file, its temporary file nor its folders
+    assert not list(incoming.rglob(".incoming-*"))
+    log = gateway.log_text()
+    assert (
+        f"Could not store SOP instance {big.SOPInstanceUID} from {SCU_AET}, answered 0xA700: no room to write (EFBIG: File too large)"
+        in log
+    )
+    assert "Traceback" not in log
+    assert echo(gateway.port) == 0
+    assert store(gateway.port, [big]) == [0x0000]  # room again: the sender's resend is stored
+    assert (incoming / big.StudyInstanceUID / big.SeriesInstanceUID / f"{big.SOPInstanceUID}.dcm").is_file()

@@ -11,7 +11,15 @@ from pydicom.filereader import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dsutils import decode, encode
 
-from gateway.validation import REQUIRED_UIDS, UNDECODABLE, is_uid, storage_problem, truncation_problem
+from gateway.validation import (
+    CANNOT_UNDERSTAND,
+    DOES_NOT_MATCH_SOP_CLASS,
+    REQUIRED_UIDS,
+    UNDECODABLE,
+    storage_refusal,
+    truncation_problem,
+    uid_problems,
+)
 from testkit.gateway_samples import ct_series
 
 
@@ -43,22 +51,55 @@ def test_encapsulated_pixel_data_and_nested_sequences_walk_whole_and_truncated(n
 def test_missing_sop_instance_uid_is_refused():
     ds = ct_series(1)[0]
     del ds.SOPInstanceUID
-    encoded = encode(ds, False, True)
-    assert storage_problem(ds, encoded, ExplicitVRLittleEndian, None) == "missing or invalid SOPInstanceUID"
+    refusal = storage_refusal(ds, encode(ds, False, True), ExplicitVRLittleEndian, None)
+    assert (refusal.status, refusal.reason, refusal.offending) == (
+        DOES_NOT_MATCH_SOP_CLASS,
+        "SOPInstanceUID is missing",
+        ("SOPInstanceUID",),
+    )
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("uid", ["../../etc", "1.2.3/4", "", "1." + "2" * 70, "01.2"])
-def test_uids_that_are_not_uids_are_refused_so_they_never_name_a_file(uid):
-    assert not is_uid(uid)
+@pytest.mark.parametrize(
+    ("uid", "why"),
+    [
+        ("../../etc", "it has an empty component (two dots in a row, or a dot at either end)"),
+        ("1.2.3/4", "component '3/4' is not digits only"),
+        ("", "it is empty"),
+        ("1." + "2" * 70, "it has 72 characters, more than 64"),
+        ("01.2", "component '01' has a leading zero"),
+        ("/etc/passwd", "component '/etc/passwd' is not digits only"),
+        ("1.2.", "it has an empty component (two dots in a row, or a dot at either end)"),
+    ],
+)
+def test_uids_that_are_not_uids_are_refused_by_the_one_uid_rule_so_they_never_name_a_file(uid, why):
     ds = ct_series(1)[0]
     ds.SeriesInstanceUID = uid
-    assert "SeriesInstanceUID" in storage_problem(ds, encode(ds, False, True), ExplicitVRLittleEndian, None)
+    assert uid_problems(ds) == {"SeriesInstanceUID": why}
+    refusal = storage_refusal(ds, encode(ds, False, True), ExplicitVRLittleEndian, None)
+    assert refusal.reason == f"SeriesInstanceUID {uid!r} is not a UID: {why}"
+    assert refusal.comment == "SeriesInstanceUID missing or not a UID" and refusal.offending == ("SeriesInstanceUID",)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_every_bad_uid_is_named_and_the_error_comment_fits_its_64_characters():
+    ds = ct_series(1)[0]
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2/../../x", "../../../x"
+    refusal = storage_refusal(ds, encode(ds, False, True), ExplicitVRLittleEndian, None)
+    assert refusal.offending == ("StudyInstanceUID", "SeriesInstanceUID")
+    assert refusal.comment == "StudyInstanceUID, SeriesInstanceUID missing or not UIDs" and len(refusal.comment) <= 64
 
 
 def test_sop_instance_uid_differing_from_the_request_is_refused():
     ds = ct_series(1)[0]
-    assert "differs" in storage_problem(ds, encode(ds, False, True), ExplicitVRLittleEndian, "1.2.3")
+    assert "differs" in storage_refusal(ds, encode(ds, False, True), ExplicitVRLittleEndian, "1.2.3").reason
+
+
+def test_a_truncated_data_set_is_cannot_understand():
+    ds = ct_series(1)[0]
+    encoded = encode(ds, False, True)
+    refusal = storage_refusal(ds, encoded[:-10], ExplicitVRLittleEndian, None)
+    assert refusal.status == CANNOT_UNDERSTAND and refusal.reason.startswith("truncated: ") and len(refusal.comment) <= 64
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -75,8 +116,8 @@ def test_corrupted_bytes_raise_only_what_the_scp_and_the_recovery_catch():
                 corrupted[rng.randrange(len(corrupted))] = rng.randrange(256)
             try:
                 ds = decode(io.BytesIO(bytes(corrupted)), implicit, True)
-                if storage_problem(ds, bytes(corrupted), syntax, None) is None:
+                if storage_refusal(ds, bytes(corrupted), syntax, None) is None:
                     [str(ds[keyword].value) for keyword in REQUIRED_UIDS]
             except UNDECODABLE as error:
                 caught.add(type(error))
-    assert caught  # the corruptions reach pydicom's own errors, not only storage_problem's refusals
+    assert caught  # the corruptions reach pydicom's own errors, not only storage_refusal's refusals
