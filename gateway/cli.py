@@ -1,8 +1,11 @@
-"""``python -m gateway serve|jobs|retry --config CONFIG``.
+"""``python -m gateway serve|receive|worker|jobs|retry --config CONFIG``.
 
-serve: run the DICOM service until SIGTERM/SIGINT. jobs: list the jobs and their state (``--json``
-for tools). retry JOB_ID: give a failed job its attempts back. Exit 2 with one line
-``gateway: error: ...`` on a bad configuration or argument.
+serve: run the DICOM service until SIGTERM/SIGINT (every role in one process). receive / worker: only the
+receiving role (C-STORE SCP, dispatcher) or the working role (runs jobs), for the cluster mode (``queue:
+postgresql://...``); several of each may run on several hosts. jobs: list the jobs and their state, with
+the host and worker of each job's last attempt and its start and end (``--json`` for tools). retry JOB_ID:
+give a failed job its attempts back (from any host). Exit 2 with one line ``gateway: error: ...`` on a bad
+configuration or argument.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.queue import STATES, Job, JobQueue
+from gateway.postgres import open_queue
+from gateway.queue import STATES, Job
 
 logger = logging.getLogger("gateway")
 
@@ -29,12 +33,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the DICOM service until SIGTERM")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    receive = commands.add_parser("receive", help="cluster mode: receive studies (C-STORE SCP) and turn them into jobs")
+    worker = commands.add_parser("worker", help="cluster mode: run jobs (the apps) and export their outputs")
+    for sub in (receive, worker):
+        sub.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     jobs = commands.add_parser("jobs", help="list jobs and their state")
     jobs.add_argument("--state", choices=STATES, action="append", help="only jobs in this state (repeatable)")
     jobs.add_argument("--json", action="store_true", help="one JSON object per job, with its outputs")
     retry = commands.add_parser("retry", help="run a failed job again")
     retry.add_argument("job_id", type=int)
-    for sub in (serve, jobs, retry):
+    for sub in (serve, receive, worker, jobs, retry):
         sub.add_argument("--config", type=Path, required=True, help="the gateway's YAML configuration")
     return parser.parse_args(argv)
 
@@ -48,12 +56,17 @@ def superseded_by(jobs: list[Job]) -> dict[int, int]:
     return {job.supersedes_job_id: job.id for job in jobs if job.supersedes_job_id is not None}
 
 
+def ran_by(job: Job) -> str:
+    """``host/worker`` of the job's last attempt, ``-`` before any."""
+    return f"{job.node}/{job.worker}" if job.node else "-"
+
+
 def format_jobs(jobs: list[Job], sent: dict[int, tuple[int, int]], now: float, replaced_by: dict[int, int] | None = None) -> str:
     """A table: one line per job (outputs sent / recorded, which job it supersedes or is superseded by, first line of its error)."""
     replaced_by = superseded_by(jobs) if replaced_by is None else replaced_by
     header = (
         f"{'id':>5}  {'state':<8}  {'route':<16}  {'attempts':>8}  {'outputs':>7}  {'created':<19}  {'finished':<19}  "
-        f"{'supersedes':>10}  {'superseded by':>13}  group / error"
+        f"{'host/worker':<24}  {'attempt started':<19}  {'attempt ended':<19}  {'supersedes':>10}  {'superseded by':>13}  group / error"
     )
     lines = [header]
     for job in jobs:
@@ -62,16 +75,17 @@ def format_jobs(jobs: list[Job], sent: dict[int, tuple[int, int]], now: float, r
         supersedes = str(job.supersedes_job_id) if job.supersedes_job_id is not None else "-"
         lines.append(
             f"{job.id:>5}  {job.state:<8}  {job.route or '-':<16}  {job.attempts:>8}  {f'{done}/{total}':>7}  "
-            f"{_age(job.created_at, now):<19}  {_age(job.finished_at, now):<19}  {supersedes:>10}  {replaced_by.get(job.id, '-'):>13}  "
+            f"{_age(job.created_at, now):<19}  {_age(job.finished_at, now):<19}  {ran_by(job):<24}  "
+            f"{_age(job.attempt_started_at, now):<19}  {_age(job.attempt_ended_at, now):<19}  {supersedes:>10}  {replaced_by.get(job.id, '-'):>13}  "
             f"{detail}"
         )
     return "\n".join(lines) + "\n"
 
 
 def list_jobs(config: GatewayConfig, states: list[str] | None, as_json: bool) -> str:
-    if not config.database.exists():
+    if not config.clustered and not config.database.exists():
         return "" if as_json else f"no jobs yet (no database at {config.database})\n"
-    queue = JobQueue(config.database)
+    queue = open_queue(config)
     try:
         everything = queue.jobs()
         jobs = queue.jobs(states) if states else everything
@@ -90,10 +104,10 @@ def list_jobs(config: GatewayConfig, states: list[str] | None, as_json: bool) ->
     return format_jobs(jobs, sent, time.time(), replaced_by)
 
 
-def serve(config: GatewayConfig) -> int:
-    from gateway.service import Gateway  # pynetdicom only where needed
+def serve(config: GatewayConfig, command: str = "serve") -> int:
+    from gateway.service import ROLES, Gateway  # pynetdicom only where needed
 
-    gateway = Gateway(config)
+    gateway = Gateway(config, ROLES[command])
     received: list[int] = []
 
     def request_stop(signum: int, _frame: object) -> None:  # only sets flags: no logging inside a signal handler
@@ -116,14 +130,20 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         sys.stderr.write(f"gateway: error: {error}\n")
         return EXIT_ERROR
-    if args.command == "serve":
+    if args.command in ("receive", "worker") and not config.clustered:
+        sys.stderr.write(
+            f"gateway: error: {args.command} needs the cluster mode (queue: postgresql://... in {args.config}); "
+            "with queue: sqlite run 'serve'\n"
+        )
+        return EXIT_ERROR
+    if args.command in ("serve", "receive", "worker"):
         logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-        return serve(config)
+        return serve(config, args.command)
     if args.command == "jobs":
         sys.stdout.write(list_jobs(config, args.state, args.json))
         return 0
-    queue = JobQueue(config.database)
+    queue = open_queue(config)
     try:
         job = queue.retry(args.job_id)
     except (KeyError, ValueError) as error:

@@ -96,18 +96,28 @@ def supersession(earlier_job_id: int, outputs: Iterable[Output]) -> Supersession
     return Supersession(earlier_job_id, sop_uid, series_uid)
 
 
-def runnable(candidates: Iterable[Job], unfinished: Iterable[Job], busy: set[int]) -> Job | None:
-    """The first candidate not busy whose route has no earlier unfinished job on one of its series (those run in order)."""
+def blocked(job: Job, unfinished: Iterable[Job]) -> bool:
+    """Whether a pending job waits for an earlier unfinished job of its route on one of its series (those run in order)."""
+    return job.state == PENDING and any(
+        other.id < job.id and other.route == job.route and set(other.series_uids) & set(job.series_uids) for other in unfinished
+    )
+
+
+def claimable(
+    unfinished: Iterable[Job], now: float, busy: set[int] | frozenset[int] = frozenset(), held_after: float | None = None
+) -> list[Job]:
+    """The jobs a worker may claim now, oldest first: pending or sending, due, not in ``busy``, not ``blocked``, and
+    (with ``held_after``) not held by a lease renewed after that time."""
     unfinished = list(unfinished)
-    for job in candidates:
-        if job.id in busy:
-            continue
-        if job.state == PENDING and any(
-            other.id < job.id and other.route == job.route and set(other.series_uids) & set(job.series_uids) for other in unfinished
-        ):
-            continue
-        return job
-    return None
+    return [
+        job
+        for job in unfinished
+        if job.state in (PENDING, SENDING)
+        and job.next_try_at <= now
+        and job.id not in busy
+        and (held_after is None or job.lease_owner is None or (job.heartbeat_at or 0) < held_after)
+        and not blocked(job, unfinished)
+    ]
 
 
 def job_from_row(row: Any) -> Job:

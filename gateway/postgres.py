@@ -25,6 +25,7 @@ from typing import Any
 
 import psycopg
 
+from gateway.config import GatewayConfig
 from gateway.queue import JobQueue
 
 logger = logging.getLogger(__name__)
@@ -212,5 +213,6 @@ class PostgresJobQueue(PostgresDatabase, JobQueue):
     """``JobQueue`` (and ``Reception``) over PostgreSQL: the same methods, the same state transitions."""
 
 
-def is_postgres(queue: str) -> bool:
-    return queue.startswith(("postgresql://", "postgres://"))
+def open_queue(config: GatewayConfig) -> JobQueue:
+    """The configured queue: ``storage_dir/gateway.sqlite``, or the PostgreSQL database of ``queue``."""
+    return PostgresJobQueue(config.queue) if config.clustered else JobQueue(config.database)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from gateway.jobs import (
@@ -40,7 +40,7 @@ from gateway.jobs import (
     LeaseLost,
     Output,
     Supersession,
-    runnable,
+    claimable,
     supersession,
 )
 from gateway.jobs import (
@@ -67,7 +67,7 @@ __all__ = [
     "LeaseLost",
     "Output",
     "Supersession",
-    "runnable",
+    "claimable",
     "supersession",
     "JobQueue",
 ]
@@ -81,10 +81,17 @@ class JobQueue(Reception):
         self, group_key: str, cutoff: float, routed: dict[str, list[str]], unrouted: dict[str, str], now: float | None = None
     ) -> list[int]:
         """Turn a quiet group into jobs, in one transaction: one job per route (its series), one ``unrouted`` record per
-        series no route took (``unrouted`` maps series to the reason); instances newer than ``cutoff`` keep waiting."""
+        series no route took (``unrouted`` maps series to the reason); instances newer than ``cutoff`` keep waiting.
+        Nothing is made (``[]``) unless the series given are exactly those waiting up to ``cutoff``: two dispatchers
+        (two receivers) routing the same group make its jobs once."""
         now = time.time() if now is None else now
         ids: list[int] = []
         with self._transaction() as db:
+            rows = db.execute(
+                "SELECT DISTINCT series_uid FROM instances WHERE group_key = ? AND dispatched = 0 AND received_at <= ?", (group_key, cutoff)
+            ).fetchall()
+            if {row[0] for row in rows} != {uid for series in routed.values() for uid in series} | set(unrouted):
+                return []  # another dispatcher took the group first, or it changed since it was routed: routed again later
             for route, series in sorted(routed.items()):
                 cursor = db.execute(
                     "INSERT INTO jobs (group_key, route, series_uids, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
@@ -146,10 +153,7 @@ class JobQueue(Reception):
         marks = ",".join("?" * len(UNFINISHED))
         with self._transaction() as db:
             unfinished = [_job(r) for r in db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id", UNFINISHED)]
-            due = [job for job in unfinished if job.state in (PENDING, SENDING) and job.next_try_at <= now and only in (None, job.id)]
-            if held_after is not None:
-                due = [job for job in due if job.lease_owner is None or (job.heartbeat_at or 0) < held_after]
-            job = runnable(due, unfinished, busy)
+            job = next((job for job in claimable(unfinished, now, busy, held_after) if only in (None, job.id)), None)
             if job is None:
                 return None
             if job.state == PENDING:
@@ -328,3 +332,49 @@ class JobQueue(Reception):
         state = SENDING if self.outputs(job_id) else PENDING
         self._set(job_id, state=state, attempts=0, send_attempts=0, next_try_at=0, finished_at=None, lease_owner=None)
         return self.job(job_id)
+
+    # --- retention (gateway.retention) -------------------------------------------------------------
+    def forget_jobs(self, job_ids: Iterable[int], finished_before: dict[str, float]) -> list[int]:
+        """Delete these jobs and their outputs, each only while still in a state ``finished_before`` names and finished
+        before that state's cut-off (a job retried meanwhile stays); returns the ids deleted."""
+        deleted: list[int] = []
+        with self._transaction() as db:
+            for job_id in job_ids:
+                row = db.execute("SELECT state, finished_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                if row is None or row[0] not in finished_before or row[1] is None or row[1] >= finished_before[row[0]]:
+                    continue
+                db.execute("DELETE FROM outputs WHERE job_id = ?", (job_id,))
+                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+                deleted.append(job_id)
+        return deleted
+
+    def unheld_series(self, received_before: float) -> dict[str, list[Path]]:
+        """Series no job holds any more whose instances were all taken by a job and received before ``received_before``,
+        with their files (what retention may remove)."""
+        rows = self._query(
+            f"""SELECT i.series_uid, i.path FROM instances AS i WHERE i.series_uid IN (
+                    SELECT series_uid FROM instances GROUP BY series_uid HAVING MIN(dispatched) = 1 AND MAX(received_at) < ?)
+                  AND NOT EXISTS (SELECT 1 FROM jobs, {self.SERIES_OF.format(column="jobs.series_uids")} WHERE s.value = i.series_uid)
+                ORDER BY i.series_uid, i.path""",
+            (received_before,),
+        )
+        series: dict[str, list[Path]] = {}
+        for row in rows:
+            series.setdefault(row[0], []).append(Path(row[1]))
+        return series
+
+    def forget_series(self, series_uid: str, received_before: float, remove: Callable[[Path], None]) -> list[Path]:
+        """Delete the series' instance records if it is still unheld (``unheld_series``), calling ``remove`` on each file
+        inside the transaction (a crash leaves records of missing files, never files the restart records anew)."""
+        with self._transaction() as db:
+            newest = db.execute("SELECT MIN(dispatched), MAX(received_at) FROM instances WHERE series_uid = ?", (series_uid,)).fetchone()
+            held = db.execute(
+                f"SELECT 1 FROM jobs, {self.SERIES_OF.format(column='jobs.series_uids')} WHERE s.value = ? LIMIT 1", (series_uid,)
+            ).fetchone()
+            if held is not None or newest is None or newest[0] != 1 or newest[1] is None or newest[1] >= received_before:
+                return []
+            paths = [Path(row[0]) for row in db.execute("SELECT path FROM instances WHERE series_uid = ?", (series_uid,)).fetchall()]
+            for path in paths:
+                remove(path)
+            db.execute("DELETE FROM instances WHERE series_uid = ?", (series_uid,))
+        return paths

@@ -68,10 +68,14 @@ def arrival(known: KnownInstance | None, series_uid: str, content_sha256: str | 
 class Reception(Database):
     """The instances and associations tables."""
 
+    process_owner: str | None = None  # this receiver (``node/pid``) in the cluster mode: owner of its associations
+
     # --- associations -------------------------------------------------------------------------
     def association_started(self, calling_aet: str, peer: str, now: float | None = None, owner: str | None = None) -> int:
-        """Record an association; ``owner`` (the receiver process) renews its ``heartbeat_at`` while it is open."""
+        """Record an association; its ``owner`` (the receiver process, default ``process_owner``) renews its
+        ``heartbeat_at`` while it is open."""
         now = time.time() if now is None else now
+        owner = owner or self.process_owner
         with self._transaction(shared=True) as db:
             association_id = int(
                 db.execute(
