@@ -4,7 +4,11 @@
 The app runs in its own process group; on Linux it also gets SIGKILL when the gateway dies
 (PR_SET_PDEATHSIG; it fires when the worker thread that started it ends, and that thread waits for
 it), so a gateway killed mid-job leaves no orphan writing into the folder the rerun uses. Processes
-the app itself starts are not covered.
+the app itself starts are not covered by that, but they are in its group: past ``timeout_s`` (or at
+shutdown) the whole group gets SIGTERM, then SIGKILL after the grace period, and once the app has
+ended, any process still in its group (a child that ignored SIGTERM, or one the app left behind) is
+killed too, so that nothing writes into the job's folder after the attempt. An app stopped that way
+leaves no partial outputs: its output and work folders are emptied, its log is kept.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,8 +139,10 @@ def run_app(
     cwd: Path | None = None,
     on_start: Callable[[int], None] | None = None,
     grace_s: float = 10.0,
+    partial: Sequence[Path] = (),
 ) -> AppResult:
-    """Run the command to completion (or until ``timeout_s``, or ``stop``): output to ``log_path``."""
+    """Run the command to completion (or until ``timeout_s``, or ``stop``): output to ``log_path``. An app stopped leaves
+    nothing partial: the folders in ``partial`` (its output and work folders) are emptied."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with log_path.open("ab") as log:
@@ -166,8 +172,10 @@ def run_app(
             if stopped_by:
                 _terminate(process, grace_s)
                 break
+        kill_group(process.pid, grace_s if stopped_by else 0.0)
     seconds = time.monotonic() - started
     if stopped_by:
+        discard_partial_outputs(partial)
         return AppResult(process.returncode, seconds, f"stopped: {stopped_by}", log_path)
     if process.returncode != 0:
         return AppResult(
@@ -188,6 +196,51 @@ def _terminate(process: subprocess.Popen, grace_s: float = 10.0) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process other than a zombie is still in the process group."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return any(_in_group(pid, pgid) for pid in _pids())
+
+
+def _pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()] if os.path.isdir("/proc") else []
+
+
+def _in_group(pid: int, pgid: int) -> bool:
+    """``/proc/PID/stat``: its state (field 3) is not Z and its process group (field 5) is ``pgid``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return fields[0] != "Z" and int(fields[2]) == pgid
+
+
+def kill_group(pgid: int, grace_s: float) -> None:
+    """After the app (the group's leader) ended: wait up to ``grace_s`` for the rest of its group, then SIGKILL it."""
+    deadline = time.monotonic() + grace_s
+    while group_alive(pgid):
+        if time.monotonic() >= deadline:
+            logger.warning("Killing what is left of the app's process group %d", pgid)
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return
+        time.sleep(0.1)
+
+
+def discard_partial_outputs(folders: Sequence[Path]) -> None:
+    """After an app was stopped (timeout or shutdown): empty the folders it wrote in (its log is elsewhere, and stays)."""
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
 
 
 def dicom_output(path: Path) -> DicomOutput | None:
