@@ -1,16 +1,18 @@
 """Send a job's DICOM outputs to a destination: C-STORE over one association, or DICOMweb STOW-RS.
 
 Each function returns, per file, None (stored) or the reason it was not; the caller records which
-outputs reached which destination, so a restart sends only what is missing.
+outputs reached which destination, so the next sending round (and a restart) sends only what is
+missing: after a STOW-RS that stored some instances, only the failed ones are sent again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from pydicom import dcmread
@@ -76,8 +78,70 @@ def stow_body(files: Sequence[Path], boundary: str) -> bytes:
     return b"".join(parts) + f"--{boundary}--\r\n".encode()
 
 
-def stow_files(files: Sequence[Path], destination: Destination) -> dict[Path, str | None]:
-    """POST the files to ``<url>/studies`` in one STOW-RS request; HTTP 200 means every one was stored."""
+# FailureReason (0008,1197) values of a STOW-RS response (PS3.18 10.5.3, the C-STORE statuses of PS3.4 B.2.3)
+FAILURE_REASONS = {
+    0x0110: "processing failure",
+    0x0122: "SOP class not supported",
+    0x0124: "not authorized",
+    0xA700: "out of resources",
+    0xA900: "data set does not match SOP class",
+    0xC000: "cannot understand",
+    0xC122: "transfer syntax not supported",
+}
+
+
+def _response_dataset(body: bytes) -> Dataset | None:
+    """The STOW-RS response body (application/dicom+json) as a data set, or None when there is none or it is not one."""
+    if not body.strip():
+        return None
+    try:
+        return Dataset.from_json(json.loads(body))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _failure_reasons(response: Dataset) -> dict[str, str]:
+    """SOP Instance UID -> why, from FailedSOPSequence (0008,1198)."""
+    reasons = {}
+    for item in response.get("FailedSOPSequence") or []:
+        code = item.get("FailureReason")
+        why = "no FailureReason given" if code is None else f"failure reason 0x{code:04X} ({FAILURE_REASONS.get(code, 'failure')})"
+        reasons[str(item.get("ReferencedSOPInstanceUID", ""))] = why
+    return reasons
+
+
+def stow_outcome(status: int, phrase: str, body: bytes, sop_uids: Mapping[Path, str]) -> dict[Path, str | None]:
+    """Per file (with its SOP Instance UID), None when the STOW-RS response says it was stored, else why not (PS3.18 10.5.3).
+
+    200 and 202: stored are the instances in ReferencedSOPSequence (0008,1199), failed those in FailedSOPSequence
+    (0008,1198) with their FailureReason; one in neither was not stored (Orthanc's DICOMweb plugin 1.7 answers 200 and
+    leaves out an instance it failed to store, and every later one). A 200 without a ReferencedSOPSequence (a server that
+    lists nothing) stores all. 409 and every other status: none stored, with the failure reasons when the body gives them.
+    """
+    response = _response_dataset(body)
+    reasons = _failure_reasons(response) if response is not None else {}
+    where = f"STOW-RS HTTP {status}" + (f" {phrase}" if phrase and status not in (200, 202) else "")
+    if status not in (200, 202):
+        return {path: f"{where}: {reasons.get(uid, 'not stored')}" for path, uid in sop_uids.items()}
+    if response is None:
+        return dict.fromkeys(sop_uids, None if status == 200 else f"{where}: the response lists no stored instances")
+    listed = response.get("ReferencedSOPSequence")
+    if listed is None and status == 200:
+        stored = set(sop_uids.values())
+    else:
+        stored = {str(item.get("ReferencedSOPInstanceUID", "")) for item in listed or []}
+
+    def outcome(uid: str) -> str | None:
+        if uid in reasons:
+            return f"{where}: {reasons[uid]}"
+        return None if uid in stored else f"{where}: not in the response's ReferencedSOPSequence (not stored)"
+
+    return {path: outcome(uid) for path, uid in sop_uids.items()}
+
+
+def _stow(files: Sequence[Path], destination: Destination) -> tuple[int | None, dict[Path, str | None]]:
+    """One STOW-RS request of ``files``: the HTTP status (None when there was no answer) and the outcome per file."""
+    sop_uids = {path: str(dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID) for path in files}
     boundary = f"gateway-{uuid.uuid4().hex}"
     request = urllib.request.Request(
         f"{destination.url}/studies",
@@ -87,12 +151,34 @@ def stow_files(files: Sequence[Path], destination: Destination) -> dict[Path, st
     )
     try:
         with urllib.request.urlopen(request, timeout=destination.timeout_s) as response:
-            status = response.status
+            status, phrase, body = response.status, response.reason, response.read()
     except urllib.error.HTTPError as error:
-        return dict.fromkeys(files, f"STOW-RS HTTP {error.code} {error.reason}")
+        status, phrase, body = error.code, str(error.reason), error.read()
     except (urllib.error.URLError, OSError) as error:
-        return dict.fromkeys(files, f"STOW-RS to {destination.url}: {getattr(error, 'reason', error)}")
-    return dict.fromkeys(files, None if status == 200 else f"STOW-RS HTTP {status} (some instances not stored)")
+        return None, dict.fromkeys(files, f"STOW-RS to {destination.url}: {getattr(error, 'reason', error)}")
+    return status, stow_outcome(status, phrase, body, sop_uids)
+
+
+def stow_files(files: Sequence[Path], destination: Destination) -> dict[Path, str | None]:
+    """POST the files to ``<url>/studies`` in one STOW-RS request; which were stored, by the response (``stow_outcome``).
+
+    When a 200 or 202 leaves some of several instances unstored, each of those is sent once more in a request of its own:
+    Orthanc's DICOMweb plugin drops every part after one it fails to store, so a request of one keeps an instance that
+    keeps failing from holding back the others. What still fails is left to the next sending round.
+    """
+    status, results = _stow(files, destination)
+    unstored = [path for path, error in results.items() if error is not None]
+    if status in (200, 202) and len(files) > 1 and unstored:
+        logger.warning(
+            "STOW-RS to %s: HTTP %d, %d of %d instances not stored; each sent again alone",
+            destination.url,
+            status,
+            len(unstored),
+            len(files),
+        )
+        for path in unstored:
+            results[path] = _stow([path], destination)[1][path]
+    return results
 
 
 def send_files(files: Sequence[Path], destination: Destination, calling_ae_title: str) -> dict[Path, str | None]:
