@@ -4,8 +4,9 @@ serve: run the DICOM service until SIGTERM/SIGINT (every role in one process). r
 receiving role (C-STORE SCP, dispatcher) or the working role (runs jobs), for the cluster mode (``queue:
 postgresql://...``); several of each may run on several hosts. jobs: list the jobs and their state, with
 the host and worker of each job's last attempt and its start and end (``--json`` for tools). retry JOB_ID:
-give a failed job its attempts back (from any host). Exit 2 with one line ``gateway: error: ...`` on a bad
-configuration or argument.
+give a failed job its attempts back (from any host). clean [--dry-run]: one pass of the retention cleaner
+(``gateway.retention``; ``serve`` runs it periodically), printing what it removed (or would). Exit 2 with one line
+``gateway: error: ...`` on a bad configuration or argument.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     jobs.add_argument("--json", action="store_true", help="one JSON object per job, with its outputs")
     retry = commands.add_parser("retry", help="run a failed job again")
     retry.add_argument("job_id", type=int)
-    for sub in (serve, receive, worker, jobs, retry):
+    clean = commands.add_parser("clean", help="remove the jobs and received files retention has expired, once")
+    clean.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    for sub in (serve, receive, worker, jobs, retry, clean):
         sub.add_argument("--config", type=Path, required=True, help="the gateway's YAML configuration")
     return parser.parse_args(argv)
 
@@ -123,6 +126,25 @@ def serve(config: GatewayConfig, command: str = "serve") -> int:
     return 0
 
 
+def clean_once(config: GatewayConfig, path: Path, dry_run: bool) -> int:
+    """``gateway clean``: one retention pass now; exit 2 when retention is not configured."""
+    from gateway.retention import clean
+
+    if config.retention is None:
+        sys.stderr.write(f"gateway: error: retention is not configured in {path} (give retention: {{completed_days: N, failed_days: M}})\n")
+        return EXIT_ERROR
+    if not config.clustered and not config.database.exists():
+        sys.stdout.write(f"nothing to clean (no database at {config.database})\n")
+        return 0
+    queue = open_queue(config)
+    try:
+        report = clean(config, queue, time.time(), dry_run)
+    finally:
+        queue.close()
+    sys.stdout.write(report.describe() + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -143,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "jobs":
         sys.stdout.write(list_jobs(config, args.state, args.json))
         return 0
+    if args.command == "clean":
+        return clean_once(config, args.config, args.dry_run)
     queue = open_queue(config)
     try:
         job = queue.retry(args.job_id)
