@@ -130,7 +130,8 @@ class RetentionLoop:
 
     def stop(self) -> None:
         self._stop.set()
-        self.thread.join(30)
+        if self.thread.ident is not None:  # started
+            self.thread.join(30)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

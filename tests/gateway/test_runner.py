@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from pathlib import Path
 
@@ -175,3 +176,30 @@ def test_job_listing_shows_which_job_superseded_which():
     assert "supersedes" in header and "superseded by" in header
     assert line1.split()[-3:] == ["-", "2", "study:1.2"]
     assert line2.split()[-3:] == ["1", "-", "study:1.2"]
+
+
+def test_an_app_stopped_at_its_timeout_leaves_its_folders_empty_and_its_log(tmp_path: Path):
+    output, work = tmp_path / "output", tmp_path / "work"
+    script = f"import pathlib, time; pathlib.Path({str(output / 'seg.dcm')!r}).write_bytes(b'partial'); print('wrote', flush=True); time.sleep(60)"
+    for folder in (output, work):
+        folder.mkdir()
+    (work / "scratch").write_bytes(b"x")
+    result = run_app(
+        [sys.executable, "-c", script],
+        {},
+        tmp_path / "attempt-1.log",
+        timeout_s=3,
+        stop=threading.Event(),
+        grace_s=1,
+        partial=(output, work),
+    )
+    assert result.error == "stopped: timeout after 3 s"
+    assert list(output.iterdir()) == [] and list(work.iterdir()) == []
+    assert "wrote" in (tmp_path / "attempt-1.log").read_text()
+
+
+def test_an_app_that_ends_normally_keeps_its_outputs(tmp_path: Path):
+    (tmp_path / "output").mkdir()
+    (tmp_path / "output" / "seg.dcm").write_bytes(b"whole")
+    result = run_app(["true"], {}, tmp_path / "log", timeout_s=30, stop=threading.Event(), partial=(tmp_path / "output",))
+    assert result.error is None and (tmp_path / "output" / "seg.dcm").read_bytes() == b"whole"
