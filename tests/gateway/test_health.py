@@ -4,6 +4,7 @@ app, a destination nobody listens on), parsed with prometheus_client's own text 
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 import urllib.error
@@ -15,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
-from gateway.health import health_report, scp_problem, thread_problem
+from gateway.health import health_report, scp_problem, storage_write_problem, thread_problem
 from gateway.metrics import app_outcome, jobs_by_state
 from gateway.resources import disk_usage
 from testkit.gateway_process import GATEWAY_AET, SCU_AET, GatewayProcess, store, write_config
@@ -144,3 +145,16 @@ def test_health_is_503_naming_the_storage_above_its_watermark_and_refusals_are_c
         wait_for_metric(f"{base}/metrics", ("gateway_associations_refused_total", ()), before + 1)
     finally:
         assert gateway.terminate() == 0
+
+
+def test_a_storage_folder_that_cannot_be_written_is_named(tmp_path: Path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs (needs root): {mounted.stderr.strip()}")
+    try:
+        assert storage_write_problem(folder) == f"{folder} is not writable: Read-only file system"
+        assert storage_write_problem(tmp_path) is None and [p.name for p in tmp_path.iterdir()] == ["ro"]  # nothing left behind
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
