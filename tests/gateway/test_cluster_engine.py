@@ -205,3 +205,15 @@ def test_receive_and_worker_refuse_the_sqlite_queue_in_one_line(tmp_path: Path, 
     error = capsys.readouterr().err
     assert error.count("\n") == 1
     assert error.startswith(f"gateway: error: {command} needs the cluster mode (queue: postgresql://... in ")
+
+
+def test_receivers_and_workers_carry_on_after_postgresql_restarts(tmp_path: Path, own_postgres, started):
+    config = cluster_config(tmp_path, own_postgres.dsn)
+    receiver, worker = started(config, "receive"), started(config, "worker")
+    receive(receiver, ct_series(2), at=time.time())
+    wait_for(lambda: [j for j in worker.queue.jobs() if j.state == DONE], "the first job")
+    own_postgres.restart(down_s=3)  # every connection of both roles is cut
+    receive(receiver, ct_series(2), at=time.time())  # waits for the server, then records
+    jobs = wait_for(lambda: (j := worker.queue.jobs()) and len(j) == 2 and all(job.state == DONE for job in j) and j, "the second job")
+    assert [job.attempts for job in jobs] == [1, 1]
+    assert [event for event, _ in runs(tmp_path)].count("start") == 2
