@@ -4,6 +4,7 @@ outputs go to a real Orthanc that counts what it receives. (The multi-process ru
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -217,3 +218,21 @@ def test_receivers_and_workers_carry_on_after_postgresql_restarts(tmp_path: Path
     jobs = wait_for(lambda: (j := worker.queue.jobs()) and len(j) == 2 and all(job.state == DONE for job in j) and j, "the second job")
     assert [job.attempts for job in jobs] == [1, 1]
     assert [event for event, _ in runs(tmp_path)].count("start") == 2
+
+
+def test_retry_from_another_host_gets_a_failed_job_run_by_a_worker(tmp_path: Path, postgres_dsn: str, started, capsys):
+    config = cluster_config(tmp_path, postgres_dsn)
+    receiver = started(config, "receive")
+    receive(receiver, ct_series(2), at=time.time())
+    [job_id] = wait_for(lambda: [j.id for j in receiver.queue.jobs()], "the job")
+    other_host = Holder("node-2", "1.0")
+    job = receiver.queue.claim(set(), holder=other_host, only=job_id)
+    assert receiver.queue.app_failed(job.id, "exit 1: a fault since fixed", 1, 0, other_host.owner) == "failed"
+    assert main(["retry", str(job_id), "--config", str(tmp_path / "gw.yaml")]) == 0  # the command on any host
+    assert capsys.readouterr().out == f"job {job_id} is pending again\n"
+    started(config, "worker")
+    done = wait_for(lambda: (j := receiver.queue.job(job_id)).state == DONE and j, "a worker to run it")
+    assert (done.attempts, done.node) == (1, "node-1")
+    assert main(["jobs", "--config", str(tmp_path / "gw.yaml")]) == 0
+    [_header, line] = capsys.readouterr().out.splitlines()
+    assert f"node-1/{os.getpid()}." in line
