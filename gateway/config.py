@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from gateway.tls import TlsFileError, client_context, server_context
+
 AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # the AE VR: 16 characters, no backslash
 GROUPINGS = ("study", "series")
 DESTINATION_TYPES = ("dicom", "dicomweb")
@@ -38,6 +40,27 @@ class Route:
 
 
 @dataclass(frozen=True)
+class ServerTls:
+    """DICOM TLS on the SCP (``gateway.tls``): ``port`` takes TLS only; ``plain_port``, when given, also listens without."""
+
+    certificate: Path
+    private_key: Path
+    ca_certificates: Path | None = None  # CAs whose client certificates are trusted (and a ``tls: true`` destination's server)
+    require_client_certificate: bool = False  # mutual TLS: a client without a trusted certificate is refused
+    plain_port: int | None = None
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """DICOM TLS to a C-STORE destination: its server's certificate checked against ``ca_certificates`` and its name."""
+
+    ca_certificates: Path
+    certificate: Path | None = None  # presented when the server asks (mutual TLS)
+    private_key: Path | None = None
+    server_hostname: str | None = None  # the name its certificate must carry; default: the destination's host
+
+
+@dataclass(frozen=True)
 class Destination:
     """Where every DICOM output goes: a C-STORE SCP, or a DICOMweb STOW-RS base URL."""
 
@@ -48,6 +71,7 @@ class Destination:
     port: int = 0
     url: str = ""
     timeout_s: float = 60.0
+    tls: ClientTls | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +115,7 @@ class GatewayConfig:
     retention: Retention | None = None
     http_host: str = "127.0.0.1"
     http_port: int | None = None
+    tls: ServerTls | None = None  # DICOM TLS on ``port`` (gateway.tls)
 
     @property
     def clustered(self) -> bool:
@@ -176,7 +201,62 @@ def parse_route(raw: Any, base: Path, index: int) -> Route:
     )
 
 
-def parse_destination(raw: Any, index: int) -> Destination:
+def _tls_file(raw: dict[str, Any], key: str, base: Path, where: str, required: bool = True) -> Path | None:
+    if not raw.get(key):
+        if required:
+            raise ConfigError(f"{where}: missing '{key}'")
+        return None
+    return _path(raw[key], base)
+
+
+def _checked(build: Any, where: str) -> None:
+    try:
+        build()
+    except TlsFileError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def parse_server_tls(raw: Any, base: Path, port: int) -> ServerTls | None:
+    """The ``tls:`` section; its files are loaded once here, so a missing or unusable one stops the start."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError("tls: expected a mapping with certificate and private_key")
+    plain_port = _positive(raw["plain_port"], "tls.plain_port", int) if raw.get("plain_port") is not None else None
+    if plain_port == port:
+        raise ConfigError(f"tls.plain_port: must differ from port ({port}), which takes TLS")
+    tls = ServerTls(
+        certificate=_tls_file(raw, "certificate", base, "tls"),
+        private_key=_tls_file(raw, "private_key", base, "tls"),
+        ca_certificates=_tls_file(raw, "ca_certificates", base, "tls", required=False),
+        require_client_certificate=bool(raw.get("require_client_certificate", False)),
+        plain_port=plain_port,
+    )
+    _checked(lambda: server_context(tls.certificate, tls.private_key, tls.ca_certificates, tls.require_client_certificate), "tls")
+    return tls
+
+
+def parse_client_tls(raw: Any, base: Path, where: str, server: ServerTls | None) -> ClientTls | None:
+    """A destination's ``tls``: ``true`` (the gateway's own certificate, key and CA certificates) or a mapping."""
+    if raw is None or raw is False:
+        return None
+    if raw is True:
+        if server is None or server.ca_certificates is None:
+            raise ConfigError(f"{where}: true takes the tls section's ca_certificates, and there are none; give ca_certificates")
+        raw = {"ca_certificates": server.ca_certificates, "certificate": server.certificate, "private_key": server.private_key}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected true or a mapping with ca_certificates")
+    tls = ClientTls(
+        ca_certificates=_tls_file(raw, "ca_certificates", base, where),
+        certificate=_tls_file(raw, "certificate", base, where, required=False),
+        private_key=_tls_file(raw, "private_key", base, where, required=False),
+        server_hostname=str(raw["server_hostname"]) if raw.get("server_hostname") else None,
+    )
+    _checked(lambda: client_context(tls.ca_certificates, tls.certificate, tls.private_key), where)
+    return tls
+
+
+def parse_destination(raw: Any, index: int, base: Path = Path(), server_tls: ServerTls | None = None) -> Destination:
     where = f"destinations[{index}]"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping")
@@ -186,6 +266,8 @@ def parse_destination(raw: Any, index: int) -> Destination:
         raise ConfigError(f"{where} ({name}): type must be one of {DESTINATION_TYPES}, got {kind!r}")
     timeout = _positive(raw.get("timeout_s", 60), f"{where}.timeout_s")
     if kind == "dicomweb":
+        if raw.get("tls"):
+            raise ConfigError(f"{where} ({name}).tls: DICOM TLS is for type dicom; give a dicomweb destination an https:// url")
         return Destination(name=name, type=kind, url=str(_require(raw, "url", where)).rstrip("/"), timeout_s=timeout)
     return Destination(
         name=name,
@@ -194,6 +276,7 @@ def parse_destination(raw: Any, index: int) -> Destination:
         host=str(_require(raw, "host", where)),
         port=_positive(_require(raw, "port", where), f"{where}.port", int),
         timeout_s=timeout,
+        tls=parse_client_tls(raw.get("tls"), base, f"{where}.tls", server_tls),
     )
 
 
@@ -233,14 +316,16 @@ def parse_config(raw: Any, base: Path) -> GatewayConfig:
     names = [r.name for r in parsed_routes]
     if len(set(names)) != len(names):
         raise ConfigError(f"routes: names must be unique, got {names}")
-    destinations = tuple(parse_destination(d, i) for i, d in enumerate(raw.get("destinations") or ()))
+    port = _positive(_require(raw, "port", "config"), "port", int)
+    server_tls = parse_server_tls(raw.get("tls"), base, port)
+    destinations = tuple(parse_destination(d, i, base, server_tls) for i, d in enumerate(raw.get("destinations") or ()))
     quiet_period = _positive(raw.get("quiet_period_s", 10), "quiet_period_s")
     cut_off_wait = _positive(raw.get("cut_off_wait_s", max(300.0, quiet_period)), "cut_off_wait_s")
     if cut_off_wait < quiet_period:
         raise ConfigError(f"cut_off_wait_s: must be at least quiet_period_s ({quiet_period:g}), got {cut_off_wait:g}")
     return GatewayConfig(
         ae_title=_ae_title(_require(raw, "ae_title", "config"), "ae_title"),
-        port=_positive(_require(raw, "port", "config"), "port", int),
+        port=port,
         allowed_calling_aets=tuple(_ae_title(a, "allowed_calling_aets") for a in allowed),
         storage_dir=_path(_require(raw, "storage_dir", "config"), base),
         routes=parsed_routes,
@@ -266,6 +351,7 @@ def parse_config(raw: Any, base: Path) -> GatewayConfig:
         retention=parse_retention(raw.get("retention")),
         http_host=str(raw.get("http_host", "127.0.0.1")),
         http_port=_positive(raw["http_port"], "http_port", int) if raw.get("http_port") is not None else None,
+        tls=server_tls,
     )
 
 

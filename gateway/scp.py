@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
+import ssl
 import threading
+import time
 from collections.abc import Callable
 
 from pydicom.dataset import Dataset
@@ -25,6 +28,7 @@ from gateway.grouping import group_key
 from gateway.queue import JobQueue
 from gateway.reception import AssociationState, ReceivedInstance
 from gateway.storage import atomic_write, instance_path, write_failure
+from gateway.tls import handshake_failure, server_context
 from gateway.validation import UNDECODABLE, Refusal, storage_refusal, undecodable_refusal
 
 logger = logging.getLogger(__name__)
@@ -207,6 +211,58 @@ def storage_gate(storage_refused: Callable[[], str | None]) -> Callable[[Event],
     return check
 
 
+class TlsAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's server with the TLS handshake in each association's own thread (pynetdicom's own does it in the
+    accepting thread, where one client that connects and never speaks TLS holds up every other), a log line for each
+    refused handshake, and ``also_stop``: the plain port's server, stopped with it."""
+
+    handshake_timeout_s = 30.0
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.also_stop: list[ThreadedAssociationServer] = []
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        client, address = self.socket.accept()
+        return self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False), address
+
+    def process_request_thread(self, request: ssl.SSLSocket, client_address: tuple[str, int]) -> None:
+        try:
+            request.settimeout(self.handshake_timeout_s)
+            request.do_handshake()
+            request.settimeout(None)
+        except OSError as error:
+            logger.warning("Refused a connection from %s:%s: %s", *client_address[:2], handshake_failure(error, "client"))
+            self.shutdown_request(request)
+            return
+        subject = dict(pair for rdn in (request.getpeercert() or {}).get("subject", ()) for pair in rdn)
+        logger.info(
+            "TLS connection from %s:%s (%s, %s)",
+            *client_address[:2],
+            request.version(),
+            f"client certificate CN={subject['commonName']}" if "commonName" in subject else "no client certificate",
+        )
+        super().process_request_thread(request, client_address)
+
+    def shutdown(self) -> None:
+        for server in self.also_stop:
+            server.shutdown()
+        super().shutdown()
+
+
+def start_tls_server(ae: AE, config: GatewayConfig, handlers: list) -> TlsAssociationServer:
+    """The DICOM TLS server on ``port`` (and the plain one on ``tls.plain_port``, when configured), in background threads."""
+    tls = config.tls
+    context = server_context(tls.certificate, tls.private_key, tls.ca_certificates, tls.require_client_certificate)
+    server = ae.make_server((config.host, config.port), evt_handlers=handlers, ssl_context=context, server_class=TlsAssociationServer)
+    ae._servers.append(server)  # as AE.start_server does: the server's shutdown() and AE.shutdown() use this list
+    name = f"AcceptorServer@{time.strftime('%Y%m%d%H%M%S')}"  # the name pynetdicom gives (gateway.health looks for it)
+    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+    if tls.plain_port is not None:
+        server.also_stop.append(ae.start_server((config.host, tls.plain_port), block=False, evt_handlers=handlers))
+    return server
+
+
 def start_scp(
     config: GatewayConfig,
     queue: JobQueue,
@@ -224,6 +280,15 @@ def start_scp(
         (evt.EVT_REJECTED, rejection_logger(config)),
         *([(evt.EVT_REQUESTED, storage_gate(storage_refused))] if storage_refused else []),
     ]
-    server = ae.start_server((config.host, config.port), block=False, evt_handlers=handlers)
+    if config.tls is None:
+        server = ae.start_server((config.host, config.port), block=False, evt_handlers=handlers)
+    else:
+        server = start_tls_server(ae, config, handlers)
+        logger.info(
+            "DICOM TLS on port %d (client certificate %s)%s",
+            config.port,
+            "required" if config.tls.require_client_certificate else "checked when offered" if config.tls.ca_certificates else "not asked",
+            f"; without TLS on port {config.tls.plain_port}" if config.tls.plain_port is not None else "",
+        )
     logger.info("Listening as %s on %s:%d (callers: %s)", config.ae_title, config.host, config.port, ", ".join(config.allowed_calling_aets))
     return server

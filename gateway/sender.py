@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
@@ -21,6 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
 from gateway.config import Destination
+from gateway.tls import RecordingContext, TlsFileError, client_context
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,21 @@ def requested_contexts(datasets: Iterable[Dataset]) -> dict[str, list[str]]:
     return contexts
 
 
+@dataclass(frozen=True)
+class TlsConnection:
+    recorded: RecordingContext  # its context, and the TLS errors it met
+    server_hostname: str
+
+
+def tls_connection(destination: Destination) -> TlsConnection | None:
+    """The client context of a DICOM TLS destination (its files read now: a renewed certificate needs no restart)."""
+    if destination.tls is None:
+        return None
+    tls = destination.tls
+    recorded = RecordingContext(client_context(tls.ca_certificates, tls.certificate, tls.private_key))
+    return TlsConnection(recorded, tls.server_hostname or destination.host)
+
+
 def cstore_files(files: Sequence[Path], destination: Destination, calling_ae_title: str) -> dict[Path, str | None]:
     """C-STORE every file over one association (each file's own transfer syntax proposed first)."""
     datasets = {path: dcmread(path) for path in files}
@@ -45,10 +62,21 @@ def cstore_files(files: Sequence[Path], destination: Destination, calling_ae_tit
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = destination.timeout_s
     for sop_class, syntaxes in requested_contexts(datasets.values()).items():
         ae.add_requested_context(sop_class, syntaxes)
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    where = f"{destination.ae_title}@{destination.host}:{destination.port}"
+    try:
+        tls = tls_connection(destination)
+    except TlsFileError as error:
+        return dict.fromkeys(files, f"no association with {where}: {error}")
+    assoc = ae.associate(
+        destination.host,
+        destination.port,
+        ae_title=destination.ae_title,
+        tls_args=(tls.recorded.context, tls.server_hostname) if tls else None,
+    )
     if not assoc.is_established:
-        where = f"{destination.ae_title}@{destination.host}:{destination.port}"
         reason = f"association rejected by {where}" if assoc.is_rejected else f"no association with {where} (refused, aborted or timed out)"
+        if tls is not None and (tls_reason := tls.recorded.reason()):
+            reason = f"no association with {where}: {tls_reason}"
         return dict.fromkeys(files, reason)
     results: dict[Path, str | None] = {}
     try:

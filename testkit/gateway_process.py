@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -41,11 +42,11 @@ def write_config(folder: Path, port: int, routes: list[dict], destinations: list
     return path
 
 
-def echo(port: int, calling_aet: str = SCU_AET) -> int | None:
-    """C-ECHO status, or None when no association (refused, rejected or nobody listening)."""
+def echo(port: int, calling_aet: str = SCU_AET, tls_args: tuple[ssl.SSLContext, str] | None = None) -> int | None:
+    """C-ECHO status, or None when no association (refused, rejected or nobody listening); over TLS with ``tls_args``."""
     ae = AE(ae_title=calling_aet)
     ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", port, ae_title=GATEWAY_AET)
+    assoc = ae.associate("127.0.0.1", port, ae_title=GATEWAY_AET, tls_args=tls_args)
     if not assoc.is_established:
         return None
     status = assoc.send_c_echo()
@@ -53,13 +54,15 @@ def echo(port: int, calling_aet: str = SCU_AET) -> int | None:
     return getattr(status, "Status", None)
 
 
-def store(port: int, items: list[Dataset | Path], calling_aet: str = SCU_AET) -> list[int | None]:
+def store(
+    port: int, items: list[Dataset | Path], calling_aet: str = SCU_AET, tls_args: tuple[ssl.SSLContext, str] | None = None
+) -> list[int | None]:
     """C-STORE each item over one association (a Path is sent as its raw file bytes); the statuses (None: no answer)."""
     ae = AE(ae_title=calling_aet)
     for sop_class in (CTImageStorage, MRImageStorage):
         for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):  # one context each: an SCP accepts one syntax per context
             ae.add_requested_context(sop_class, syntax)
-    assoc = ae.associate("127.0.0.1", port, ae_title=GATEWAY_AET)
+    assoc = ae.associate("127.0.0.1", port, ae_title=GATEWAY_AET, tls_args=tls_args)
     assert assoc.is_established, f"no association with the gateway on port {port}"
     statuses = []
     try:
@@ -85,8 +88,15 @@ class GatewayProcess:
     """One gateway process in a role: ``serve`` and ``receive`` are ready once they answer C-ECHO on ``port``; a
     ``worker`` listens on no port and is returned as soon as it is started."""
 
-    def __init__(self, config: Path, port: int, log: Path, role: Literal["serve", "receive", "worker"] = "serve") -> None:
-        self.config, self.port, self.log, self.role = config, port, log, role
+    def __init__(
+        self,
+        config: Path,
+        port: int,
+        log: Path,
+        role: Literal["serve", "receive", "worker"] = "serve",
+        tls_args: tuple[ssl.SSLContext, str] | None = None,  # the readiness C-ECHO over DICOM TLS
+    ) -> None:
+        self.config, self.port, self.log, self.role, self.tls_args = config, port, log, role, tls_args
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 30) -> GatewayProcess:
@@ -104,7 +114,7 @@ class GatewayProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log_text()[-3000:]}")
-            if port_open(self.port) and echo(self.port) == 0:
+            if port_open(self.port) and echo(self.port, tls_args=self.tls_args) == 0:
                 return self
             time.sleep(0.2)
         raise RuntimeError(f"gateway did not answer C-ECHO within {timeout_s} s:\n{self.log_text()[-3000:]}")

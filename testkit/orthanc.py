@@ -65,8 +65,9 @@ class Orthanc:
     def upload(self, files: list[Path]) -> list[dict]:
         return [self.request("POST", "/instances", Path(f).read_bytes()) for f in files]
 
-    def add_modality(self, name: str, aet: str, port: int) -> None:
-        self.request("PUT", f"/modalities/{name}", {"AET": aet, "Host": "127.0.0.1", "Port": port})
+    def add_modality(self, name: str, aet: str, port: int, use_tls: bool = False) -> None:
+        """``use_tls``: Orthanc's C-STOREs to it go over DICOM TLS (with the ``dicom_tls_settings`` certificate)."""
+        self.request("PUT", f"/modalities/{name}", {"AET": aet, "Host": "127.0.0.1", "Port": port, "UseDicomTls": use_tls})
 
     def store_to(self, modality: str, resource_ids: list[str]) -> dict:
         """Orthanc sends the resources to the modality by C-STORE (as a PACS user's "send to" does)."""
@@ -88,6 +89,19 @@ class Orthanc:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(5)
+
+
+def dicom_tls_settings(certificate: Path, private_key: Path, trusted: Path, remote_certificate_required: bool = True) -> dict:
+    """``start_orthanc`` settings for DICOM TLS (Orthanc 1.9+): its DICOM port takes TLS only, with this certificate (also
+    presented as a client), trusting the certificates or CAs in ``trusted``; a peer without a certificate is refused
+    unless ``remote_certificate_required`` is false."""
+    return {
+        "DicomTlsEnabled": True,
+        "DicomTlsCertificate": str(certificate),
+        "DicomTlsPrivateKey": str(private_key),
+        "DicomTlsTrustedCertificates": str(trusted),
+        "DicomTlsRemoteCertificateRequired": remote_certificate_required,
+    }
 
 
 def start_orthanc(
