@@ -28,7 +28,7 @@ from monai.deploy.core import Application
 from apps.common.context import app_context
 from operators.core.atomic_io import write_json_atomically
 from operators.core.device import ComputeDevice, Precision, choose_compute_device
-from operators.core.errors import AppInputError
+from operators.core.errors import AppInputError, OutputWriteError
 from operators.core.output_set import ERROR_RECORD, staged_output_set
 from operators.core.timing import StageTimings
 from operators.dicom.seg import ResultSeries
@@ -251,7 +251,7 @@ def process_each_slide(slides: list[SlideSource], output_root: Path, process: Ca
         record = {"slide": str(slide.path), "error": failure.error, "error_type": failure.error_type}
         try:
             write_json_atomically(output_dir / ERROR_RECORD, record)
-        except OSError as write_error:  # e.g. the disk that ran out of room for the outputs
+        except OutputWriteError as write_error:  # e.g. the disk that ran out of room for the outputs
             logger.error("%s: cannot write %s (%s)", slide.name, ERROR_RECORD, write_error)
         failures.append(failure)
     return failures
