@@ -15,14 +15,19 @@ from operators.models.networks import build_patch_classifier
 CLASSIFIER_CARD = {"name": "Tumor patch classifier (random test weights)", "version": "0.0.1"}
 
 
+def write_test_classifier(folder: Path, nan_head: bool = False) -> Path:
+    """Random weights (seed 0) in ``folder/model.pt`` with the card training's export writes;
+    ``nan_head``: a broken checkpoint that still loads, whose every logit is NaN."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    state = build_patch_classifier(load_model_config("pathology_tumor_detection")["network"]).state_dict()
+    if nan_head:
+        state["fc.bias"] = torch.full_like(state["fc.bias"], float("nan"))
+    torch.save({"model": state}, folder / "model.pt")
+    (folder / "metadata.json").write_text(json.dumps(card_for_weights(CLASSIFIER_CARD, folder / "model.pt")))
+    return folder / "model.pt"
+
+
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("classifier")
-    torch.manual_seed(0)
-    torch.save(
-        {"model": build_patch_classifier(load_model_config("pathology_tumor_detection")["network"]).state_dict()}, folder / "model.pt"
-    )
-    (folder / "metadata.json").write_text(
-        json.dumps(card_for_weights(CLASSIFIER_CARD, folder / "model.pt"))
-    )  # as training's export writes it
-    return folder / "model.pt"
+    return write_test_classifier(tmp_path_factory.mktemp("classifier"))

@@ -1,6 +1,6 @@
 """Results a PACS can trust, from the WSI app's command line: a rerun's SEG supersedes the earlier one,
-a disk filling mid-write keeps the previous set, non-finite network outputs are no result, and an
-unusable output folder is refused at once."""
+a disk filling mid-write keeps the previous set, and an unusable output folder is refused at once
+(non-finite network outputs, no result: tests/apps/test_bad_inputs_wsi.py)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,8 @@ from pathlib import Path
 
 import highdicom as hd
 import pytest
-import torch
 
-from operators.models.config import load_model_config
-from operators.models.loader import card_for_weights
-from operators.models.networks import build_patch_classifier
+from tests.apps.conftest import write_test_classifier
 from tests.conftest import REPO_ROOT, run_app
 from tests.real_slides import real_dicom_wsi, real_svs
 from tests.validators import dciodvfy_errors, requires_dciodvfy
@@ -32,21 +29,6 @@ EARLIER_SOP = "1.2.826.0.1.3680043.8.498.12345678901234567890123456789012345678"
 FILE_SIZE_LIMIT = 200 * 1024  # above every output of the small DICOM slide but its overlay (about 900 kB)
 
 
-def classifier(folder: Path, nan_head: bool = False) -> Path:
-    """Random test weights with the card training's export writes; ``nan_head``: a broken model giving NaN logits."""
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    net = build_patch_classifier(load_model_config("pathology_tumor_detection")["network"])
-    state = net.state_dict()
-    if nan_head:
-        state["fc.bias"] = torch.full_like(state["fc.bias"], float("nan"))
-    torch.save({"model": state}, folder / "model.pt")
-    (folder / "metadata.json").write_text(
-        json.dumps(card_for_weights({"name": "test classifier", "version": "0.0.1"}, folder / "model.pt"))
-    )
-    return folder / "model.pt"
-
-
 def folder_bytes(folder: Path) -> dict[str, bytes]:
     return {p.name: (p.read_bytes() if p.is_file() else b"<dir>") for p in folder.iterdir()}
 
@@ -55,7 +37,7 @@ def folder_bytes(folder: Path) -> dict[str, bytes]:
 def superseding_run(tmp_path_factory) -> tuple[Path, Path]:
     """The DICOM slide's result as a rerun superseding an earlier one: (output root, model)."""
     root = tmp_path_factory.mktemp("wsi_rerun")
-    model = classifier(root / "model")
+    model = write_test_classifier(root / "model")
     args = ["-i", str(real_dicom_wsi()), "-o", str(root / "out"), "-m", str(model), *FAST]
     result = run_app(APP, [*args, "--result-series-uid", EARLIER_SERIES, "--supersedes-sop-uid", EARLIER_SOP])
     assert result.returncode == 0, result.stderr[-3000:]
@@ -104,16 +86,6 @@ def test_a_disk_filling_mid_write_keeps_the_previous_set_and_records_the_error(s
     assert "cannot write the outputs into" in error["error"] and "overlay.png" in error["error"]
     after = folder_bytes(out)
     assert after.pop("error.json") and after == before  # the previous eight files, byte for byte; no .partial-* folder
-
-
-def test_non_finite_network_outputs_are_no_result(tmp_path: Path):
-    model = classifier(tmp_path / "model", nan_head=True)
-    result = run_app(APP, ["-i", str(real_svs()), "-o", str(tmp_path / "out"), "-m", str(model), *FAST])
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
-    slide_out = tmp_path / "out" / real_svs().stem
-    assert "non-finite network outputs" in json.loads((slide_out / "error.json").read_text())["error"]
-    assert sorted(p.name for p in slide_out.iterdir()) == ["error.json"]
 
 
 def test_one_result_series_for_several_slides_is_refused(tmp_path: Path):
