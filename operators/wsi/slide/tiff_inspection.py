@@ -179,11 +179,10 @@ class _SegmentLayout:
     samples: int
     tiled: bool
 
-    def pixels_of(self, index: int, image_length: int) -> int:
-        """Pixels of segment ``index`` (0-based)."""
-        if self.tiled:
-            return self.width * self.rows
-        return self.width * min(self.rows, image_length - (index % self.per_plane) * self.rows)
+    def uncompressed_bytes(self, index: int, image_length: int, bits_per_sample: int) -> int:
+        """Bytes segment ``index`` (0-based) takes uncompressed, each row padded to a whole byte."""
+        rows = self.rows if self.tiled else min(self.rows, image_length - (index % self.per_plane) * self.rows)
+        return -(-self.width * self.samples * bits_per_sample // 8) * rows
 
 
 def _segment_layout(page: Any) -> _SegmentLayout:
@@ -213,11 +212,10 @@ def _check_dimensions_match_data(tif: Any, path: Path) -> None:
                 f"{path}: corrupt TIFF: page {number} claims {width} x {length} pixels, which take {layout.count} {kind}s, "
                 f"but it holds {stored}"
             )
-        if int(page.compression) != 1:
+        if int(page.compression) != 1 or int(page.photometric) == PHOTOMETRIC_YCBCR:  # subsampled YCbCr takes fewer bytes
             continue
-        sample_bytes = -(-int(page.bitspersample) // 8)
         for index, count in enumerate(page.databytecounts):
-            needed = layout.pixels_of(index, length) * layout.samples * sample_bytes
+            needed = layout.uncompressed_bytes(index, length, int(page.bitspersample))
             if count and count < needed:
                 raise SlideReadError(
                     f"{path}: corrupt TIFF: page {number} claims {width} x {length} uncompressed pixels, more than its image "

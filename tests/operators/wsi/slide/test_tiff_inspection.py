@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tifffile
 
 from operators.core.errors import SlideReadError
 from operators.wsi.slide.tiff_inspection import inspect_tiff
@@ -84,3 +85,9 @@ def test_a_header_claiming_more_pixels_than_the_file_holds_is_refused_before_any
 def test_a_header_claiming_what_the_file_holds_passes(tmp_path, options):
     path = write_tiff_claiming_pixels(tmp_path / "honest.tif", claimed_xy=(512, 512), **options)
     assert inspect_tiff(path).levels[0].size_xy == (512, 512)
+
+
+def test_a_one_bit_uncompressed_page_takes_an_eighth_of_a_byte_per_pixel(tmp_path):
+    path = tmp_path / "mask.tif"
+    tifffile.imwrite(path, np.random.default_rng(0).integers(0, 2, (300, 301)).astype(bool), rowsperstrip=64)
+    assert inspect_tiff(path).levels[0].size_xy == (301, 300)
