@@ -27,7 +27,7 @@ from gateway.config import GatewayConfig
 from gateway.grouping import group_key
 from gateway.queue import JobQueue
 from gateway.reception import AssociationState, ReceivedInstance
-from gateway.storage import atomic_write, instance_path, write_failure
+from gateway.storage import atomic_write, instance_path, remove_empty_dirs, write_failure
 from gateway.tls import handshake_failure, server_context
 from gateway.validation import UNDECODABLE, Refusal, storage_refusal, undecodable_refusal
 
@@ -145,6 +145,7 @@ def store_handler(
             logger.exception("Could not record SOP instance %s from %s", sop, calling)
             if not existed:  # the sender sends it again; an unrecorded file would come back as an orphan
                 path.unlink(missing_ok=True)
+                remove_empty_dirs([path.parent, path.parent.parent])
             return OUT_OF_RESOURCES
         if kind == "duplicate":
             logger.info("Received SOP instance %s again from %s, unchanged and already processed: no new job", sop, calling)

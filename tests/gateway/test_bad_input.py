@@ -13,6 +13,9 @@ import pytest
 from pydicom import dcmread
 from pynetdicom import _config as pynetdicom_config
 
+from gateway.config import parse_config
+from gateway.queue import JobQueue
+from gateway.scp import start_scp
 from gateway.storage import write_failure
 from testkit import missing_packages
 from testkit.gateway_process import GATEWAY_AET, SCU_AET, GatewayProcess, echo, store, write_config
@@ -159,3 +162,23 @@ def test_a_write_past_the_file_size_limit_gets_out_of_resources_and_leaves_nothi
     assert echo(gateway.port) == 0
     assert store(gateway.port, [big]) == [0x0000]  # room again: the sender's resend is stored
     assert (incoming / big.StudyInstanceUID / big.SeriesInstanceUID / f"{big.SOPInstanceUID}.dcm").is_file()
+
+
+def test_an_instance_the_queue_cannot_record_gets_out_of_resources_and_leaves_no_file(
+    tmp_path: Path, gateway_port: int, caplog: pytest.LogCaptureFixture
+):
+    """The file is written, then recording it fails (here the database is closed under the running SCP: a real sqlite3
+    error): the sender gets 0xA700 and will resend, and the file goes, or a restart would record it as an orphan."""
+    raw = {"ae_title": GATEWAY_AET, "host": "127.0.0.1", "port": gateway_port, "allowed_calling_aets": [SCU_AET]}
+    config = parse_config({**raw, "storage_dir": str(tmp_path / "storage"), "routes": ROUTES}, tmp_path)
+    config.incoming_dir.mkdir(parents=True)
+    queue = JobQueue(config.database)
+    server = start_scp(config, queue)
+    try:
+        queue.close()
+        [ds] = ct_series(1)
+        assert store(gateway_port, [ds]) == [0xA700]
+    finally:
+        server.shutdown()
+    assert list(config.incoming_dir.iterdir()) == []
+    assert any(f"Could not record SOP instance {ds.SOPInstanceUID} from {SCU_AET}" in r.getMessage() for r in caplog.records)
