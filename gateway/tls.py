@@ -77,8 +77,9 @@ def client_context(ca_certificates: Path, certificate: Path | None = None, priva
 
 
 class RecordingContext:
-    """Keeps the TLS errors that sockets wrapped by ``context`` meet while connecting: pynetdicom logs and drops them,
-    and the sender names the one that made an association fail (e.g. an untrusted server certificate)."""
+    """Keeps the TLS errors that sockets wrapped by ``context`` meet connecting and reading: pynetdicom logs and drops
+    them, and the sender names the one that made an association fail (an untrusted server certificate at connect; in
+    TLS 1.3, a server's refusal of this client's certificate, or of its lack of one, at the first read)."""
 
     def __init__(self, context: ssl.SSLContext) -> None:
         self.context = context
@@ -90,6 +91,13 @@ class RecordingContext:
                 try:
                     super().connect(address)
                 except OSError as error:
+                    errors.append(error)
+                    raise
+
+            def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+                try:
+                    return super().recv(buflen, flags)
+                except ssl.SSLError as error:
                     errors.append(error)
                     raise
 

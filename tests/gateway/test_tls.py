@@ -294,3 +294,23 @@ def test_an_untrusted_pacs_certificate_fails_the_export_by_name_and_the_job_is_s
         assert len(orthanc.find("Instance", {"SOPInstanceUID": job["outputs"][0]["sop_instance_uid"]})) == 1
     finally:
         orthanc.stop()
+
+
+@pytest.mark.slow
+def test_a_pacs_that_requires_a_client_certificate_refuses_an_export_without_one_by_name(tmp_path: Path, pki: Pki):
+    orthanc = tls_orthanc(tmp_path / "orthanc", pki)  # DicomTlsRemoteCertificateRequired
+    try:
+        port = free_port()
+        destination = orthanc_destination(orthanc, {"ca_certificates": str(pki.ca.path)})  # trusts Orthanc, presents nothing
+        config = write_config(tmp_path, port, [fake_route(tmp_path)], [destination], max_send_attempts=1)
+        gateway = GatewayProcess(config, port, tmp_path / "gateway.log").start()
+        try:
+            assert store(port, ct_series(3)) == [0, 0, 0]
+            [job] = gateway.wait_for_jobs({"done", "failed"})
+        finally:
+            assert gateway.terminate() == 0
+        assert job["state"] == "failed"
+        assert f"no association with ORTHANC@127.0.0.1:{orthanc.dicom_port}: TLS handshake failed (TLSV13_ALERT_CERTIFICATE_REQUIRED)" in job["error"]
+        assert orthanc.find("Instance", {"SOPInstanceUID": job["outputs"][0]["sop_instance_uid"]}) == []
+    finally:
+        orthanc.stop()
