@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Literal
 
 from gateway.database import Database
-from gateway.grouping import WaitingGroup
+from gateway.grouping import CUT_OFF_STATES, Delivery, WaitingGroup, cut_off, receiving
 
 Arrival = Literal["new", "changed", "duplicate", "resent"]
 AssociationState = Literal["open", "released", "aborted", "killed"]
-CUT_OFF: tuple[AssociationState, ...] = ("aborted", "killed")
+CUT_OFF: tuple[AssociationState, ...] = CUT_OFF_STATES
 LIVE_JOB_STATES = ("pending", "running", "sending", "done")  # a job in these has taken (or will show) the instance's result
 
 
@@ -97,14 +97,19 @@ class Reception(Database):
 
     def associations_killed(self, now: float | None = None, stale_before: float | None = None) -> int:
         """Associations still open were cut off when their receiver stopped without their release: at start, every open
-        one (one receiver); with ``stale_before``, those whose receiver last renewed them before it (several receivers)."""
+        one (one receiver); with ``stale_before``, those whose receiver last renewed them before it (several receivers),
+        each ended when last renewed (so a resend that began after its receiver died counts as later)."""
         now = time.time() if now is None else now
-        stale = "" if stale_before is None else " AND id IN (SELECT association_id FROM association_owners WHERE heartbeat_at < ?)"
         with self._transaction() as db:
-            cursor = db.execute(
-                f"UPDATE associations SET state = 'killed', ended_at = ? WHERE state = 'open'{stale}",
-                (now,) if stale_before is None else (now, stale_before),
-            )
+            if stale_before is None:
+                cursor = db.execute("UPDATE associations SET state = 'killed', ended_at = ? WHERE state = 'open'", (now,))
+            else:
+                cursor = db.execute(
+                    """UPDATE associations SET state = 'killed',
+                           ended_at = COALESCE((SELECT heartbeat_at FROM association_owners WHERE association_id = associations.id), ?)
+                       WHERE state = 'open' AND id IN (SELECT association_id FROM association_owners WHERE heartbeat_at < ?)""",
+                    (now, stale_before),
+                )
             return cursor.rowcount
 
     def associations_alive(self, owner: str, now: float | None = None) -> None:
@@ -179,8 +184,8 @@ class Reception(Database):
         return {row["path"] for row in self._query("SELECT path FROM instances")}
 
     def waiting_groups(self) -> dict[str, WaitingGroup]:
-        """Groups with instances not yet handed to a job: when their newest instance arrived, and whether its
-        association was cut off (of several instances received at that very time, any one cut off counts)."""
+        """Groups with instances not yet handed to a job: when their newest instance arrived, whether they were cut off
+        and whether an association that brought them is still open on a receiver of the cluster (``gateway.grouping``)."""
         rows = self._query(
             """SELECT w.group_key, w.last, a.state FROM (
                    SELECT group_key, MAX(received_at) AS last FROM instances WHERE dispatched = 0 GROUP BY group_key
@@ -188,11 +193,22 @@ class Reception(Database):
                JOIN instances AS i ON i.group_key = w.group_key AND i.dispatched = 0 AND i.received_at = w.last
                LEFT JOIN associations AS a ON a.id = i.association_id"""
         )
-        groups: dict[str, WaitingGroup] = {}
-        for row in rows:
-            cut_off = row["state"] in CUT_OFF or (row["group_key"] in groups and groups[row["group_key"]].cut_off)
-            groups[row["group_key"]] = WaitingGroup(row["last"], cut_off)
-        return groups
+        newest: dict[str, tuple[float, bool]] = {}
+        for row in rows:  # of several instances received at that very time, any one cut off counts
+            newest[row["group_key"]] = (row["last"], row["state"] in CUT_OFF or newest.get(row["group_key"], (0, False))[1])
+        deliveries: dict[str, list[Delivery]] = {}
+        for row in self._query(
+            """SELECT DISTINCT i.group_key, a.id, a.state, a.started_at, a.ended_at, o.owner FROM instances AS i
+               JOIN associations AS a ON a.id = i.association_id LEFT JOIN association_owners AS o ON o.association_id = a.id
+               WHERE i.dispatched = 0"""
+        ):
+            deliveries.setdefault(row["group_key"], []).append(
+                Delivery(row["state"], row["started_at"], row["ended_at"], row["owner"] is not None)
+            )
+        return {
+            key: WaitingGroup(last, cut_off(newest_cut, deliveries.get(key, ())), receiving(deliveries.get(key, ())))
+            for key, (last, newest_cut) in newest.items()
+        }
 
     def waiting_series(self, group_key: str) -> dict[str, Path]:
         """The group's series with waiting instances, each with one of its files (to read its attributes)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.grouping import WaitingGroup
 from gateway.postgres import PostgresJobQueue, placeholders
 from gateway.queue import FAILED, PENDING, RUNNING, SENDING, DicomOutput, Holder, LeaseLost
 from gateway.reception import ReceivedInstance
@@ -201,3 +202,26 @@ def test_the_queue_reconnects_after_postgresql_restarts(own_postgres: PostgresSe
         restarted.join()
     assert queue.instance_count() == 2
     queue.close()
+
+
+def test_a_study_half_received_by_a_receiver_that_died_waits_for_the_resend(queues):
+    first, second = queues
+    dead = first.association_started("PACS", "127.0.0.1:1", now=1000.0, owner="host-a/11")
+    live = second.association_started("PACS", "127.0.0.1:2", now=1000.0, owner="host-b/22")
+    received_in = [(first, "1.1.1", dead), (second, "1.1.2", live)]
+    for queue, sop, association in received_in:
+        queue.record_instance(
+            ReceivedInstance(sop, "1.2.840.10008.5.1.4.1.1.2", "1", "1.1", "study:1", Path(f"/d/{sop}"), "PACS", "h", association),
+            now=1001.0,
+        )
+    second.association_ended(live, "released", now=1002.0)
+    assert second.waiting_groups()["study:1"].receiving  # host-a's association is open: the study is still coming in
+    first.associations_alive("host-a/11", now=1003.0)  # host-a's last sign of life
+    assert second.associations_killed(now=1200.0, stale_before=1100.0) == 1
+    assert second.waiting_groups()["study:1"] == WaitingGroup(1001.0, cut_off=True)  # waits the cut-off wait
+    resend = second.association_started("PACS", "127.0.0.1:3", now=1010.0, owner="host-b/22")  # begun after host-a died
+    second.record_instance(
+        ReceivedInstance("1.1.3", "1.2.840.10008.5.1.4.1.1.2", "1", "1.1", "study:1", Path("/d/1.1.3"), "PACS", "h", resend), now=1011.0
+    )
+    second.association_ended(resend, "released", now=1012.0)
+    assert second.waiting_groups()["study:1"] == WaitingGroup(1011.0)  # answered: the plain quiet period

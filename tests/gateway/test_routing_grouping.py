@@ -8,7 +8,7 @@ import pytest
 from pydicom.multival import MultiValue
 
 from gateway.config import Route
-from gateway.grouping import WaitingGroup, group_key, ready_groups
+from gateway.grouping import Delivery, WaitingGroup, cut_off, group_key, ready_groups, receiving
 from gateway.routing import choose_route, routing_attributes
 from testkit.gateway_samples import ct_series, write_series
 
@@ -78,3 +78,39 @@ def test_the_quiet_period_counts_only_time_the_gateway_was_up_and_a_cut_off_grou
     groups = {"study:a": WaitingGroup(last_received_at, cut_off)}
     chosen = ready_groups(groups, now=now, quiet_period_s=10.0, up_since=up_since, cut_off_wait_s=60.0)
     assert chosen == (["study:a"] if ready else [])
+
+
+KILLED_AT_50 = Delivery("killed", 10.0, 50.0, owned=True)
+
+
+@pytest.mark.parametrize(
+    ("newest_cut_off", "deliveries", "expected"),
+    [
+        (True, [], True),  # one receiver: its newest instance's association decides
+        (False, [Delivery("released", 0.0, 90.0)], False),
+        (False, [KILLED_AT_50, Delivery("released", 20.0, 90.0, owned=True)], True),  # the other receiver's part, begun before
+        (False, [KILLED_AT_50, Delivery("released", 60.0, 90.0, owned=True)], False),  # a resend begun after the kill
+        (False, [Delivery("aborted", 10.0, None)], True),
+    ],
+)
+def test_a_group_is_cut_off_until_an_association_begun_after_the_cut_off_brings_more(
+    newest_cut_off: bool, deliveries: list[Delivery], expected: bool
+):
+    assert cut_off(newest_cut_off, deliveries) is expected
+
+
+@pytest.mark.parametrize(
+    ("deliveries", "expected"),
+    [
+        ([Delivery("open", 10.0, owned=True)], True),  # a cluster receiver still receiving part of it
+        ([Delivery("open", 10.0, owned=False)], False),  # one gateway (SQLite): the quiet period alone decides
+        ([Delivery("released", 10.0, 20.0, owned=True), KILLED_AT_50], False),
+    ],
+)
+def test_a_group_still_coming_in_through_a_cluster_receiver_is_receiving(deliveries: list[Delivery], expected: bool):
+    assert receiving(deliveries) is expected
+
+
+def test_a_receiving_group_does_not_close_however_quiet():
+    groups = {"study:a": WaitingGroup(0.0, receiving=True), "study:b": WaitingGroup(0.0)}
+    assert ready_groups(groups, now=1000.0, quiet_period_s=10.0) == ["study:b"]
