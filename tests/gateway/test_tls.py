@@ -310,7 +310,10 @@ def test_a_pacs_that_requires_a_client_certificate_refuses_an_export_without_one
         finally:
             assert gateway.terminate() == 0
         assert job["state"] == "failed"
-        assert f"no association with ORTHANC@127.0.0.1:{orthanc.dicom_port}: TLS handshake failed (TLSV13_ALERT_CERTIFICATE_REQUIRED)" in job["error"]
+        assert (
+            f"no association with ORTHANC@127.0.0.1:{orthanc.dicom_port}: TLS handshake failed (TLSV13_ALERT_CERTIFICATE_REQUIRED)"
+            in job["error"]
+        )
         assert orthanc.find("Instance", {"SOPInstanceUID": job["outputs"][0]["sop_instance_uid"]}) == []
     finally:
         orthanc.stop()
