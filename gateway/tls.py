@@ -22,6 +22,11 @@ class TlsFileError(ValueError):
     """A certificate, key or CA file cannot be used; the message names the file and why."""
 
 
+def _reason(error: ssl.SSLError) -> object:
+    """OpenSSL's reason code (e.g. KEY_VALUES_MISMATCH), or the error itself when it has none."""
+    return getattr(error, "reason", None) or error
+
+
 def _readable(path: Path) -> None:
     try:
         with open(path, "rb") as handle:
@@ -37,7 +42,7 @@ def _load_chain(context: ssl.SSLContext, certificate: Path, private_key: Path) -
         context.load_cert_chain(certificate, private_key, password=lambda: b"")
     except ssl.SSLError as error:
         raise TlsFileError(
-            f"{certificate} and {private_key} are not a PEM certificate and its unencrypted private key ({error.reason or error})"
+            f"{certificate} and {private_key} are not a PEM certificate and its unencrypted private key ({_reason(error)})"
         ) from None
 
 
@@ -46,7 +51,7 @@ def _load_cas(context: ssl.SSLContext, ca_certificates: Path) -> None:
     try:
         context.load_verify_locations(cafile=ca_certificates)
     except ssl.SSLError as error:
-        raise TlsFileError(f"{ca_certificates} holds no PEM CA certificate ({error.reason or error})") from None
+        raise TlsFileError(f"{ca_certificates} holds no PEM CA certificate ({_reason(error)})") from None
 
 
 def server_context(
@@ -114,7 +119,7 @@ def handshake_failure(error: OSError, peer: Literal["client", "server"]) -> str:
     if isinstance(error, ssl.SSLCertVerificationError):
         return f"TLS: the {peer}'s certificate is not trusted ({error.verify_message})"
     if isinstance(error, ssl.SSLError):
-        return f"TLS handshake failed ({error.reason or error})"
+        return f"TLS handshake failed ({_reason(error)})"
     if isinstance(error, TimeoutError):
         return "TLS handshake timed out"
     return f"connection lost during the TLS handshake ({error.strerror or error})"

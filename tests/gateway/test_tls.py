@@ -16,7 +16,7 @@ import pytest
 from pydicom import dcmread
 
 from gateway.config import ClientTls, ConfigError, ServerTls, load_config
-from gateway.tls import MINIMUM_VERSION, server_context
+from gateway.tls import MINIMUM_VERSION, handshake_failure, server_context
 from testkit.certificates import CertificateAuthority, Issued, make_ca
 from testkit.gateway_process import REPO_ROOT, GatewayProcess, echo, store, write_config
 from testkit.gateway_samples import ct_series, write_series
@@ -81,6 +81,37 @@ def test_the_tls_section_and_a_tls_destination_are_read(tmp_path: Path, pki: Pki
     assert config.destinations[1].tls == ClientTls(pki.rogue.path, server_hostname="pacs.example")
 
 
+PACS = {"name": "pacs", "type": "dicom", "ae_title": "PACS", "host": "127.0.0.1", "port": 2762}
+
+
+def without(section: dict, key: str) -> dict:
+    return {k: v for k, v in section.items() if k != key}
+
+
+UNUSABLE = {  # case -> (the tls section, a destination)
+    "missing-certificate": lambda pki, tmp: (tls_section(pki, certificate=str(tmp / "missing.crt")), None),
+    "key-is-a-folder": lambda pki, tmp: (tls_section(pki, private_key=str(tmp)), None),
+    "key-of-another-certificate": lambda pki, tmp: (tls_section(pki, private_key=str(pki.orthanc.private_key)), None),
+    "no-private-key": lambda pki, tmp: (without(tls_section(pki), "private_key"), None),
+    "required-without-ca": lambda pki, tmp: (without(tls_section(pki), "ca_certificates"), None),
+    "plain-port-is-the-tls-port": lambda pki, tmp: (tls_section(pki, plain_port=11112), None),
+    "destination-true-without-ca": lambda pki, tmp: (None, {**PACS, "tls": True}),
+    "destination-ca-not-a-certificate": lambda pki, tmp: (
+        tls_section(pki),
+        {**PACS, "tls": {"ca_certificates": str(pki.gateway.private_key)}},
+    ),
+    "dicomweb-destination": lambda pki, tmp: (
+        None,
+        {"name": "web", "type": "dicomweb", "url": "http://127.0.0.1:8042/dicom-web", "tls": True},
+    ),
+    "not-a-mapping": lambda pki, tmp: ("on", None),
+    "destination-certificate-without-key": lambda pki, tmp: (
+        tls_section(pki),
+        {**PACS, "tls": {"ca_certificates": str(pki.ca.path), "certificate": str(pki.gateway.certificate)}},
+    ),
+}
+
+
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
@@ -93,29 +124,12 @@ def test_the_tls_section_and_a_tls_destination_are_read(tmp_path: Path, pki: Pki
         ("destination-true-without-ca", "destinations[0].tls: true takes the tls section's ca_certificates, and there are none"),
         ("destination-ca-not-a-certificate", "destinations[0].tls: {gateway_key} holds no PEM CA certificate"),
         ("dicomweb-destination", "destinations[0] (web).tls: DICOM TLS is for type dicom"),
+        ("not-a-mapping", "tls: expected a mapping with certificate and private_key"),
+        ("destination-certificate-without-key", "destinations[0].tls: a client certificate needs its private key"),
     ],
 )
 def test_an_unusable_tls_setting_is_a_config_error_naming_it(tmp_path: Path, pki: Pki, case: str, expected: str):
-    tls, destination = tls_section(pki), None
-    pacs = {"name": "pacs", "type": "dicom", "ae_title": "PACS", "host": "127.0.0.1", "port": 2762}
-    if case == "missing-certificate":
-        tls["certificate"] = str(tmp_path / "missing.crt")
-    elif case == "key-is-a-folder":
-        tls["private_key"] = str(tmp_path)
-    elif case == "key-of-another-certificate":
-        tls["private_key"] = str(pki.orthanc.private_key)
-    elif case == "no-private-key":
-        del tls["private_key"]
-    elif case == "required-without-ca":
-        del tls["ca_certificates"]
-    elif case == "plain-port-is-the-tls-port":
-        tls["plain_port"] = 11112
-    elif case == "destination-true-without-ca":
-        tls, destination = None, {**pacs, "tls": True}
-    elif case == "destination-ca-not-a-certificate":
-        destination = {**pacs, "tls": {"ca_certificates": str(pki.gateway.private_key)}}
-    else:
-        destination = {"name": "web", "type": "dicomweb", "url": "http://127.0.0.1:8042/dicom-web", "tls": True}
+    tls, destination = UNUSABLE[case](pki, tmp_path)
     path = written_config(tmp_path, tls, [destination] if destination else None)
     with pytest.raises(ConfigError) as raised:
         load_config(path)
@@ -133,6 +147,22 @@ def test_the_server_context_takes_tls_1_2_or_later_and_checks_client_certificate
     context = server_context(pki.gateway.certificate, pki.gateway.private_key, pki.ca.path if with_ca else None, required)
     assert MINIMUM_VERSION == ssl.TLSVersion.TLSv1_2
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2 and context.verify_mode == verify_mode
+
+
+@pytest.mark.parametrize(
+    ("error", "peer", "line"),
+    [
+        (ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"), "client", "TLS handshake failed ("),
+        (TimeoutError(), "client", "TLS handshake timed out"),
+        (
+            ConnectionResetError(104, "Connection reset by peer"),
+            "client",
+            "connection lost during the TLS handshake (Connection reset by peer)",
+        ),
+    ],
+)
+def test_a_failed_handshake_is_one_line(error: OSError, peer, line: str):
+    assert handshake_failure(error, peer).startswith(line)
 
 
 def test_serve_with_a_missing_key_stops_with_one_line_and_exit_2(tmp_path: Path, pki: Pki):
