@@ -3,7 +3,8 @@ gateway starts it, asserting the exit code, the last stderr line (one line, nami
 traceback) and what the output folder holds: nothing partial (no ``.partial-*`` staging folder), a
 failed slide's folder only its ``error.json``, a processed slide every output its summary lists.
 
-Unusual but valid inputs are cases too (a 1000 x 1000 TIFF, a slide without tissue, a DICOM WSI
+A tile that does not decode behind a sound header fails while the tissue mask is read: the same
+one-line slide error. Unusual but valid inputs are cases too (a 1000 x 1000 TIFF, a slide without tissue, a DICOM WSI
 holding level 0 only): they give a complete result. The cases that fail before any pixel is read
 cost the app's start-up (about 10 s on 2 cores).
 """
@@ -33,6 +34,7 @@ from training.synthetic.bad_slides import (
     truncated_copy,
     volume_size,
     write_tiff_claiming_pixels,
+    write_tiff_with_undecodable_tile,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # runs the app end to end (its own limit: 900 s)
@@ -109,6 +111,10 @@ def claims_10e6(tmp: Path, models: Models) -> Run:
 def claims_uncompressed(tmp: Path, models: Models) -> Run:
     """The issue's crash: one uncompressed strip, a header claiming 1000 x 1000 (mmap beyond the file)."""
     return Run(write_tiff_claiming_pixels(tmp / "claims.tif", (1000, 1000), one_strip=True), models.good)
+
+
+def undecodable_tile(tmp: Path, models: Models) -> Run:
+    return Run(write_tiff_with_undecodable_tile(tmp / "bad_tile.tif"), models.good)
 
 
 def no_tissue(tmp: Path, models: Models) -> Run:
@@ -196,6 +202,12 @@ CASES: dict[str, Case] = {
         ),
         "error only",
     ),
+    "tile that does not decode": Case(
+        undecodable_tile,
+        2,
+        slide_failed("{input}: openslide could not read the region at ("),
+        "error only",
+    ),
     "slide without tissue is an empty result": Case(no_tissue, 0, None, "complete"),
     "dicom wsi with level 0 only is processed": Case(dicom_level0_only, 0, None, "complete"),
     "dicom wsi without its level 0": Case(
@@ -236,6 +248,7 @@ CASES: dict[str, Case] = {
     "model whose weights give nan": Case(nan_model, 2, slide_failed("non-finite network outputs"), "error only"),
 }
 PREFIX_ONLY = {  # cases whose line is checked up to a value that varies (offsets, hashes, file names)
+    "tile that does not decode",
     "truncated tiff",
     "dicom wsi with a series uid ../../../x",
     "dicom wsi with a study uid 1.2/../../x",

@@ -4,6 +4,7 @@ Each function writes a new file or folder and leaves its source as it was:
 
 * :func:`write_tiff_claiming_pixels`: a small tifffile TIFF whose ImageWidth/ImageLength are then
   patched to claim more pixels than its strips or tiles hold (the header of a damaged file);
+* :func:`write_tiff_with_undecodable_tile`: a sound header over a tile that does not decode;
 * :func:`truncated_copy`: the first part of a file, as an interrupted download leaves it;
 * :func:`svs_without_mpp`: an Aperio SVS whose ImageDescription no longer carries ``MPP``;
 * :func:`dicom_wsi_copy`: a DICOM WSI folder with some instances left out (missing pyramid levels)
@@ -12,6 +13,7 @@ Each function writes a new file or folder and leaves its source as it was:
 
 from __future__ import annotations
 
+import io
 import shutil
 import struct
 from collections.abc import Callable, Mapping
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import tifffile
+from PIL import Image
 from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
 
@@ -57,6 +60,30 @@ def write_tiff_claiming_pixels(
     if one_strip:
         values["RowsPerStrip"] = claimed_xy[1]
     patch_tiff_tags(path, 0, values)
+    return path
+
+
+def write_tiff_with_undecodable_tile(path: Path, mpp: float = 0.243) -> Path:
+    """A 512 x 512 JPEG-tiled RGB TIFF whose first tile is replaced by a one-channel JPEG: the header and
+    every offset are sound, so only decoding that tile fails (OpenSlide: 'Bogus JPEG colorspace')."""
+    pixels = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    per_cm = 1e4 / mpp
+    tifffile.imwrite(
+        path, pixels, photometric="rgb", tile=(256, 256), compression="jpeg", resolution=(per_cm, per_cm), resolutionunit="CENTIMETER"
+    )
+    gray = io.BytesIO()
+    Image.fromarray(np.zeros((256, 256), np.uint8)).save(gray, "JPEG")
+    start = path.stat().st_size
+    with open(path, "ab") as stream:
+        stream.write(gray.getvalue())
+    with tifffile.TiffFile(path) as tif:
+        byteorder, tags = tif.byteorder, tif.pages[0].tags
+        offsets, counts = tags["TileOffsets"], tags["TileByteCounts"]
+        places = [(offsets.valueoffset, _TAG_FORMATS[int(offsets.dtype)]), (counts.valueoffset, _TAG_FORMATS[int(counts.dtype)])]
+    data = bytearray(path.read_bytes())
+    for (offset, kind), value in zip(places, (start, len(gray.getvalue())), strict=True):
+        struct.pack_into(byteorder + kind, data, offset, value)
+    path.write_bytes(bytes(data))
     return path
 
 
