@@ -51,7 +51,8 @@ class DicomSeries:
         first = self.first
         number = first.get("SeriesNumber", "?")
         description = first.get("SeriesDescription", "") or "(no description)"
-        return f"series {number} '{description}' ({self.series_instance_uid}, {len(self.instances)} files)"
+        files = len(self.instances)
+        return f"series {number} '{description}' ({self.series_instance_uid}, {files} file{'s' if files != 1 else ''})"
 
 
 @dataclass(frozen=True)
