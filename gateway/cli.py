@@ -21,12 +21,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.postgres import open_queue
+from gateway.postgres import QueueUnreachable, open_queue
 from gateway.queue import STATES, Job
 
 logger = logging.getLogger("gateway")
 
 EXIT_ERROR = 2
+CLI_RECONNECT_S = 10.0  # how long jobs and retry wait for the cluster's PostgreSQL
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -88,7 +89,7 @@ def format_jobs(jobs: list[Job], sent: dict[int, tuple[int, int]], now: float, r
 def list_jobs(config: GatewayConfig, states: list[str] | None, as_json: bool) -> str:
     if not config.clustered and not config.database.exists():
         return "" if as_json else f"no jobs yet (no database at {config.database})\n"
-    queue = open_queue(config)
+    queue = open_queue(config, CLI_RECONNECT_S)
     try:
         everything = queue.jobs()
         jobs = queue.jobs(states) if states else everything
@@ -152,6 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         sys.stderr.write(f"gateway: error: {error}\n")
         return EXIT_ERROR
+    try:
+        return run_command(args, config)
+    except QueueUnreachable as error:  # the cluster mode's PostgreSQL did not answer
+        sys.stderr.write(f"gateway: error: {error}\n")
+        return EXIT_ERROR
+
+
+def run_command(args: argparse.Namespace, config: GatewayConfig) -> int:
     if args.command in ("receive", "worker") and not config.clustered:
         sys.stderr.write(
             f"gateway: error: {args.command} needs the cluster mode (queue: postgresql://... in {args.config}); "
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "clean":
         return clean_once(config, args.config, args.dry_run)
-    queue = open_queue(config)
+    queue = open_queue(config, CLI_RECONNECT_S)
     try:
         job = queue.retry(args.job_id)
     except (KeyError, ValueError) as error:

@@ -236,3 +236,15 @@ def test_retry_from_another_host_gets_a_failed_job_run_by_a_worker(tmp_path: Pat
     assert main(["jobs", "--config", str(tmp_path / "gw.yaml")]) == 0
     [_header, line] = capsys.readouterr().out.splitlines()
     assert f"node-1/{os.getpid()}." in line
+
+
+@pytest.mark.parametrize("command", [["jobs"], ["retry", "1"]])
+def test_jobs_and_retry_without_their_postgresql_say_so_in_one_line(tmp_path: Path, command: list[str], capsys):
+    port = free_port()  # nothing listens there
+    cluster_config(tmp_path, f"postgresql://gateway@127.0.0.1:{port}/gateway")
+    started_at = time.monotonic()
+    assert main([*command, "--config", str(tmp_path / "gw.yaml")]) == 2
+    assert time.monotonic() - started_at < 60  # waited about 10 s for it, not for ever
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert error.startswith(f"gateway: error: cannot reach the queue database at 127.0.0.1:{port}: ")
