@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,28 @@ def test_cli_with_a_bad_config_exits_2_with_one_error_line(tmp_path: Path, capsy
     assert main(["jobs", "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("gateway: error: grouping")
+
+
+def test_the_queue_is_sqlite_unless_a_postgresql_url_is_given(tmp_path: Path):
+    default = parse_config(minimal(), tmp_path)
+    assert (default.queue, default.clustered, default.lease_s, default.node_name) == ("sqlite", False, 120.0, socket.gethostname())
+    cluster = parse_config(minimal(queue="postgresql://gw@db:5432/gw", lease_s=30, node_name="gpu-1"), tmp_path)
+    assert (cluster.queue, cluster.clustered, cluster.lease_s, cluster.node_name) == ("postgresql://gw@db:5432/gw", True, 30.0, "gpu-1")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"queue": "mysql://db/gw"},
+            "queue: must be 'sqlite' or a PostgreSQL URL (postgresql://user@host:port/database), got 'mysql://db/gw'",
+        ),
+        ({"queue": "sqlite:///x.db"}, "queue: must be 'sqlite' or a PostgreSQL URL"),
+        ({"lease_s": 0}, "lease_s: must be positive, got 0"),
+        ({"lease_s": "long"}, "lease_s: 'long' is not a number"),
+    ],
+    ids=["other-database", "sqlite-url", "lease-zero", "lease-text"],
+)
+def test_cluster_config_mistakes_are_refused_naming_the_key(tmp_path: Path, change: dict, message: str):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(minimal(**change), tmp_path)
