@@ -96,27 +96,42 @@ def supersession(earlier_job_id: int, outputs: Iterable[Output]) -> Supersession
     return Supersession(earlier_job_id, sop_uid, series_uid)
 
 
-def blocked(job: Job, unfinished: Iterable[Job]) -> bool:
-    """Whether a pending job waits for an earlier unfinished job of its route on one of its series (those run in order)."""
-    return job.state == PENDING and any(
-        other.id < job.id and other.route == job.route and set(other.series_uids) & set(job.series_uids) for other in unfinished
-    )
+def first_on_series(unfinished: Iterable[Job]) -> dict[tuple[str | None, str], int]:
+    """For each (route, series) the id of its earliest unfinished job: the one of them that may run."""
+    first: dict[tuple[str | None, str], int] = {}
+    for job in unfinished:
+        for series in job.series_uids:
+            key = (job.route, series)
+            first[key] = min(first.get(key, job.id), job.id)
+    return first
+
+
+def blocked(job: Job, first: dict[tuple[str | None, str], int]) -> bool:
+    """Whether a pending job waits for an earlier unfinished job of its route on one of its series (those run in order);
+    ``first`` is ``first_on_series`` of the unfinished jobs."""
+    return job.state == PENDING and any(first.get((job.route, series), job.id) < job.id for series in job.series_uids)
 
 
 def claimable(
-    unfinished: Iterable[Job], now: float, busy: set[int] | frozenset[int] = frozenset(), held_after: float | None = None
+    unfinished: Iterable[Job],
+    now: float,
+    busy: set[int] | frozenset[int] = frozenset(),
+    held_after: float | None = None,
+    only: int | None = None,
 ) -> list[Job]:
     """The jobs a worker may claim now, oldest first: pending or sending, due, not in ``busy``, not ``blocked``, and
-    (with ``held_after``) not held by a lease renewed after that time."""
+    (with ``held_after``) not held by a lease renewed after that time; ``only``: that job, if it may."""
     unfinished = list(unfinished)
+    first = first_on_series(unfinished)
     return [
         job
         for job in unfinished
-        if job.state in (PENDING, SENDING)
+        if only in (None, job.id)
+        and job.state in (PENDING, SENDING)
         and job.next_try_at <= now
         and job.id not in busy
         and (held_after is None or job.lease_owner is None or (job.heartbeat_at or 0) < held_after)
-        and not blocked(job, unfinished)
+        and not blocked(job, first)
     ]
 
 

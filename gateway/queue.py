@@ -153,7 +153,7 @@ class JobQueue(Reception):
         marks = ",".join("?" * len(UNFINISHED))
         with self._transaction() as db:
             unfinished = [_job(r) for r in db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id", UNFINISHED)]
-            job = next((job for job in claimable(unfinished, now, busy, held_after) if only in (None, job.id)), None)
+            job = next(iter(claimable(unfinished, now, busy, held_after, only)), None)
             if job is None:
                 return None
             if job.state == PENDING:
