@@ -115,19 +115,28 @@ class Cluster:
     def logs(self, tail: int = 3000) -> str:
         return "\n".join(f"--- {p.role} {p.log.parent.name} ---\n{p.log_text()[-tail:]}" for p in self.processes)
 
-    def wait_for(self, condition: Callable[[list[dict]], bool], what: str, timeout_s: float = 300) -> list[dict]:
-        """Poll the jobs listing until ``condition`` holds; fail with every log when a process died or time ran out."""
+    def wait_until(self, condition: Callable[[], bool], what: str, timeout_s: float = 300, detail: Callable[[], str] = str) -> None:
+        """Poll ``condition`` until it holds; fail with every log (and ``detail()``) when a process died or time ran out."""
         deadline = time.monotonic() + timeout_s
-        jobs: list[dict] = []
         while time.monotonic() < deadline:
-            jobs = self.jobs()
-            if condition(jobs):
-                return jobs
+            if condition():
+                return
             if self.dead():
                 break
-            time.sleep(0.5)
+            time.sleep(0.2)
         died = ", ".join(f"{p.role} {p.log.parent.name} (exit {p.process.returncode})" for p in self.dead()) or "none"
-        raise AssertionError(f"timed out waiting for {what}; died: {died}; jobs: {summary(jobs)}\n{self.logs()}")
+        raise AssertionError(f"timed out waiting for {what}; died: {died}; {detail()}\n{self.logs()}")
+
+    def wait_for(self, condition: Callable[[list[dict]], bool], what: str, timeout_s: float = 300) -> list[dict]:
+        """Poll the jobs listing until ``condition`` holds; the jobs then."""
+        jobs: list[dict] = []
+
+        def holds() -> bool:
+            jobs[:] = self.jobs()
+            return condition(jobs)
+
+        self.wait_until(holds, what, timeout_s, lambda: f"jobs: {summary(jobs)}")
+        return jobs
 
     def wait_for_studies(self, studies: set[str], timeout_s: float = 300) -> list[dict]:
         """Until every study in ``studies`` has a job and every job is finished."""
