@@ -76,6 +76,7 @@ class Output:
     last_error: str | None
     sop_class_uid: str | None = None
     series_uid: str | None = None
+    send_started_at: float | None = None  # when the last send of it began (recorded before the send)
 
 
 @dataclass(frozen=True)
@@ -172,4 +173,5 @@ def output_from_row(row: Any) -> Output:
         last_error=row["last_error"],
         sop_class_uid=row["sop_class_uid"],
         series_uid=row["series_uid"],
+        send_started_at=row["send_started_at"],
     )

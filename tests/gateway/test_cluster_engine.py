@@ -174,7 +174,8 @@ def test_a_worker_dying_between_sending_and_recording_gets_its_output_exported_o
     assert done.worker != "1.0" and done.attempts == 1  # resumed, not run again
     assert [event for event, _ in runs(tmp_path)].count("start") == 1
     [sent] = receiver.queue.outputs(job_id)
-    assert sent.sop_instance_uid == output.sop_instance_uid and sent.sent_at and sent.send_count == 1
+    assert sent.sop_instance_uid == output.sop_instance_uid and sent.send_count == 1
+    assert sent.sent_at >= sent.send_started_at  # the resend's intent was recorded before it
     assert receptions(counting_orthanc) == {output.sop_instance_uid: 2}  # sent twice (the second in doubt)...
     assert counting_orthanc.find("Instance", {"SOPInstanceUID": output.sop_instance_uid}) != []
     assert len(counting_orthanc.request("GET", "/instances")) == 1  # ...and Orthanc holds it once
