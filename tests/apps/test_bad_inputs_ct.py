@@ -199,6 +199,14 @@ def nan_model(demo_dir: Path, case: Path) -> list[str]:
     return ["-i", str(demo_dir), "-m", str(weights), "--backend", "torch"]
 
 
+def wrong_output_channels(demo_dir: Path, case: Path) -> list[str]:
+    """A TorchScript UNet with 3 output channels where the app needs 2 (background, spleen)."""
+    (case / "model").mkdir()
+    network = build_spleen_unet({**load_model_config("spleen_ct_segmentation")["network"], "out_channels": 3})
+    torch.jit.save(torch.jit.script(network), str(case / "model" / "model.ts"))
+    return ["-i", str(demo_dir), "-m", str(case / "model" / "model.ts")]
+
+
 @dataclass(frozen=True)
 class BadInput:
     make: Callable[[Path, Path], list[str]]  # (demo series folder, this case's folder) -> the app's arguments but -o
@@ -253,6 +261,7 @@ CASES = {
         changed(in_an_undecodable_syntax), "(1.2.840.10008.1.2.4.100) has no pixel data decoder in pydicom"
     ),
     "corrupt-model": BadInput(corrupt_model, "is neither a TorchScript model nor a PyTorch checkpoint"),
+    "wrong-output-channels": BadInput(wrong_output_channels, "expected 2 output channels"),
     "nan-model": BadInput(nan_model, "non-finite network outputs: "),
     "unreadable-file-among-good-ones": BadInput(
         unreadable_slice,

@@ -9,14 +9,11 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 import pytest
-import torch
 import trimesh
-from pydicom.data import get_testdata_file
 
 from operators.core.metrics import dice_score
 from operators.dicom.seg_readback import read_seg_on_source
-from operators.models.config import load_model_card, load_model_config
-from operators.models.networks import build_spleen_unet
+from operators.models.config import load_model_card
 from tests.conftest import run_app
 from tests.real_data import GE_CT5N, requires_cranium, write_cranium_series
 from tests.validators import dciodvfy_errors, requires_dciodvfy
@@ -146,54 +143,6 @@ def test_truncated_file_among_good_ones_is_skipped_with_a_warning(demo_ct, tmp_p
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Skipping" in result.stderr and "broken.dcm" in result.stderr
     assert (tmp_path / "out" / "spleen_seg.dcm").exists()
-
-
-def wrong_channel_model(path: Path) -> Path:
-    net = build_spleen_unet({**load_model_config("spleen_ct_segmentation")["network"], "out_channels": 3})
-    torch.jit.save(torch.jit.script(net), str(path))
-    return path
-
-
-def gap_series(demo_dicom: Path, target: Path) -> Path:
-    shutil.copytree(demo_dicom, target)
-    (target / "CT0040.dcm").unlink()
-    return target
-
-
-def only_non_ct(_: Path, target: Path) -> Path:
-    target.mkdir()
-    shutil.copy(get_testdata_file("MR_small.dcm"), target / "mr.dcm")
-    (target / "readme.txt").write_text("not DICOM")
-    return target
-
-
-def empty(_: Path, target: Path) -> Path:
-    target.mkdir()
-    return target
-
-
-BAD_INPUTS = {
-    "empty-folder": (empty, None, "input folder is empty"),
-    "no-ct-series": (only_non_ct, None, "no CT series to segment"),
-    "missing-slice": (gap_series, None, "uneven slice spacing"),
-    "not-a-model": (None, lambda p: (p.write_text("weights? no"), p)[1], "neither a TorchScript model nor a PyTorch checkpoint"),
-    "wrong-output-channels": (None, wrong_channel_model, "expected 2 output channels"),
-}
-
-
-@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
-def test_bad_input_gives_one_line_error_exit_2_and_no_seg(demo_ct, tmp_path: Path, case):
-    make_input, make_model, message = BAD_INPUTS[case]
-    input_dir = make_input(demo_ct.dicom_dir, tmp_path / "in") if make_input else demo_ct.dicom_dir
-    args = ["-i", str(input_dir), "-o", str(tmp_path / "out")]
-    if make_model:
-        args += ["-m", str(make_model(tmp_path / "model.pt"))]
-    result = run_app(APP, args)
-    assert result.returncode == 2, result.stderr[-2000:]
-    last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("spleen_seg_app: error:") and message in last_line
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "out" / "spleen_seg.dcm").exists()
 
 
 @pytest.mark.parametrize(
