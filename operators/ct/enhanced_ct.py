@@ -58,6 +58,20 @@ def is_multiframe_ct(header: Dataset) -> bool:
     return str(header.get("SOPClassUID", "")) in MULTIFRAME_CT_SOP_CLASSES
 
 
+def frame_count_problem(header: Dataset) -> str | None:
+    """Why a multi-frame CT instance's frame count cannot be trusted (NumberOfFrames not a positive number,
+    or not the number of PerFrameFunctionalGroupsSequence items, which both IODs require), or None. Asked
+    before any frame header is made: a header claiming 10^9 frames must not make 10^9 of them."""
+    try:
+        frames = int(header.get("NumberOfFrames"))
+    except (TypeError, ValueError):
+        return f"NumberOfFrames {header.get('NumberOfFrames')!r} is not a number of frames"
+    items = len(header.get("PerFrameFunctionalGroupsSequence") or ())
+    if frames < 1 or frames != items:
+        return f"NumberOfFrames is {frames} but PerFrameFunctionalGroupsSequence has {items} items (one per frame required)"
+    return None
+
+
 def _frame_item(header: Dataset, frame_index: int, sequence: str) -> Dataset | None:
     """The first item of a functional group macro for one frame: its own, else the shared one."""
     groups = []

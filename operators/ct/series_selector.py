@@ -23,7 +23,7 @@ import numpy as np
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from operators.core.errors import NoUsableSeriesError
-from operators.ct.enhanced_ct import MULTIFRAME_CT_SOP_CLASSES, frame_headers, is_multiframe_ct
+from operators.ct.enhanced_ct import MULTIFRAME_CT_SOP_CLASSES, frame_count_problem, frame_headers, is_multiframe_ct
 from operators.ct.slice_geometry import (
     GANTRY_TILT_TOLERANCE_DEG,
     ORIENTATION_TOLERANCE,
@@ -100,6 +100,8 @@ def _instance_reason(series: DicomSeries) -> str | None:
         return f"SOP class {', '.join(sorted(sop_classes))} is not CT Image Storage, Enhanced CT or Legacy Converted Enhanced CT"
     if is_multiframe_ct(first) and len(_unique_by_sop(headers)) > 1:
         return f"{len(_unique_by_sop(headers))} multi-frame CT instances in one series (one expected)"
+    if is_multiframe_ct(first) and (problem := frame_count_problem(first)):
+        return problem
     if problem := uid_reason(headers):
         return problem
     studies = sorted({str(h.StudyInstanceUID) for h in headers})

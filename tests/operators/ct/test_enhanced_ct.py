@@ -18,7 +18,7 @@ from operators.ct.seg_writer import build_binary_seg
 from operators.ct.series_selector import SeriesRules, SeriesSelection, rejection_reason, select_ct_series, slice_headers
 from operators.ct.summary import mask_extent_lps_mm
 from operators.ct.volume import build_ct_volume
-from operators.dicom.scan import scan_dicom_folder
+from operators.dicom.scan import DicomInstance, DicomSeries, scan_dicom_folder
 from operators.dicom.seg import EquipmentSpec, SegmentSpec
 from operators.dicom.seg_readback import read_seg_on_source
 from testkit.seg_geometry import seg_voxel_points_lps_mm
@@ -125,3 +125,24 @@ def test_seg_of_a_multiframe_source_references_its_frames(single_frame_series, t
     )
     voxels = seg_voxel_points_lps_mm(seg_path)  # through the SEG's own frame positions
     np.testing.assert_allclose(voxels.mean(axis=0), mask_extent_lps_mm(mask, volume.affine_lps)["centroid_lps_mm"], atol=0.01)
+
+
+@pytest.mark.parametrize(
+    ("number_of_frames", "expected"),
+    [
+        (10, None),
+        (1_000_000_000, "NumberOfFrames is 1000000000 but PerFrameFunctionalGroupsSequence has 10 items"),
+        (9, "NumberOfFrames is 9 but PerFrameFunctionalGroupsSequence has 10 items"),
+        (0, "NumberOfFrames is 0 but PerFrameFunctionalGroupsSequence has 10 items"),
+    ],
+    ids=["consistent", "a-billion", "one-short", "zero"],
+)
+def test_a_frame_count_the_functional_groups_do_not_hold_is_refused_before_any_frame_header(
+    single_frame_series, tmp_path: Path, number_of_frames, expected
+):
+    path = to_legacy_converted(single_frame_series, tmp_path / "lce" / "ct.dcm")
+    with pydicom.config.disable_value_validation():
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        header.NumberOfFrames = number_of_frames
+    reason = rejection_reason(DicomSeries(header.SeriesInstanceUID, (DicomInstance(path, header),)), SeriesRules())
+    assert reason is None if expected is None else expected in reason
