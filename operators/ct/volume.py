@@ -27,6 +27,7 @@ from operators.ct.enhanced_ct import frame_headers, is_multiframe_ct, read_multi
 from operators.ct.series_selector import SeriesRules, SeriesSelection
 from operators.ct.slice_geometry import gantry_tilt_deg, index_to_lps_affine, off_line_reason, stack_geometry, uneven_spacing_reason
 from operators.dicom.pixel_decoding import ensure_decoder_plugins
+from operators.dicom.scan import counted_list
 
 logger = logging.getLogger(__name__)
 
@@ -156,11 +157,9 @@ def build_ct_volume(selection: SeriesSelection, rules: SeriesRules = SeriesRules
     return dataclasses.replace(volume, dropped_slices=tuple(dropped))
 
 
-def dropped_slices_phrase(dropped: list[DroppedSlice], shown: int = 3) -> str:
-    """One phrase naming the dropped slices (the first ``shown``) and why."""
-    named = ", ".join(d.describe() for d in dropped[:shown])
-    more = f" and {len(dropped) - shown} more" if len(dropped) > shown else ""
-    return f"{len(dropped)} slice{'s' if len(dropped) > 1 else ''} unreadable: {named}{more}"
+def dropped_slices_phrase(dropped: list[DroppedSlice]) -> str:
+    """One phrase naming the dropped slices (the first few) and why."""
+    return counted_list([d.describe() for d in dropped], "slice", "unreadable")
 
 
 def _position(header: Dataset) -> tuple[float, ...] | None:

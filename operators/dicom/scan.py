@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,13 +70,17 @@ class DicomScan:
     series: tuple[DicomSeries, ...]
     skipped: tuple[SkippedFile, ...]
 
-    def skipped_summary(self, shown: int = 3) -> str | None:
-        """One phrase naming the skipped files (the first ``shown``, relative to the root) and why; None when none were."""
+    def skipped_summary(self) -> str | None:
+        """One phrase naming the skipped files (the first few, relative to the root) and why; None when none were."""
         if not self.skipped:
             return None
-        named = ", ".join(f"{_relative(s.path, self.root)} ({s.reason})" for s in self.skipped[:shown])
-        more = f" and {len(self.skipped) - shown} more" if len(self.skipped) > shown else ""
-        return f"{len(self.skipped)} file{'s' if len(self.skipped) > 1 else ''} skipped: {named}{more}"
+        return counted_list([f"{_relative(s.path, self.root)} ({s.reason})" for s in self.skipped], "file", "skipped")
+
+
+def counted_list(items: Sequence[str], noun: str, state: str, shown: int = 3) -> str:
+    """``"2 files skipped: a, b"``, ``"5 slices unreadable: a, b, c and 2 more"``: how many, what, the first ``shown``."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return f"{len(items)} {noun}{'s' if len(items) != 1 else ''} {state}: {', '.join(items[:shown])}{more}"
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -8,7 +8,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from operators.core.errors import AppInputError
-from operators.dicom.scan import scan_dicom_folder
+from operators.dicom.scan import counted_list, scan_dicom_folder
 from testkit.dicom_factories import ct_stack, save_all
 
 
@@ -63,3 +63,15 @@ def test_scan_names_why_a_file_among_good_ones_is_skipped(tmp_path: Path, make, 
     assert len(scan.series[0].instances) == 3
     assert [(s.path.name, s.reason) for s in scan.skipped] == [("odd.dcm", reason)]
     assert scan.skipped_summary() == f"1 file skipped: ct/odd.dcm ({reason})"
+
+
+@pytest.mark.parametrize(
+    ("items", "expected"),
+    [
+        (["a"], "1 file skipped: a"),
+        (["a", "b", "c"], "3 files skipped: a, b, c"),
+        (["a", "b", "c", "d", "e"], "5 files skipped: a, b, c and 2 more"),
+    ],
+)
+def test_counted_list_says_how_many_and_names_the_first_three(items, expected):
+    assert counted_list(items, "file", "skipped") == expected
