@@ -27,18 +27,21 @@ logger = logging.getLogger(__name__)
 
 FINISHED = frozenset({"done", "failed", "unrouted"})
 RECEPTIONS = "receptions.txt"
-# Orthanc calls ReceivedInstanceFilter for every instance a C-STORE brings, before it checks whether it has it already.
+# Orthanc calls ReceivedInstanceFilter for every instance it is given, before it checks whether it has it already;
+# only those a C-STORE brought are logged (not the test's own uploads over REST).
 RECEPTION_LUA = """function ReceivedInstanceFilter(dicom, origin, info)
-  local log = io.open("{log}", "a")
-  log:write(dicom.SOPInstanceUID .. "\\n")
-  log:close()
+  if origin["RequestOrigin"] == "DicomProtocol" then
+    local log = io.open("{log}", "a")
+    log:write(dicom.SOPInstanceUID .. "\\n")
+    log:close()
+  end
   return true
 end
 """
 
 
 def start_counting_orthanc(folder: Path, modalities: dict[str, tuple[str, int]] | None = None) -> Orthanc:
-    """A real Orthanc whose Lua filter appends the SOP Instance UID of every instance it receives to ``receptions.txt``."""
+    """A real Orthanc whose Lua filter appends the SOP Instance UID of every instance a C-STORE brings to ``receptions.txt``."""
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / RECEPTIONS
     if any(c in str(log) for c in '"\\\n'):
@@ -49,7 +52,7 @@ def start_counting_orthanc(folder: Path, modalities: dict[str, tuple[str, int]] 
 
 
 def receptions(orthanc: Orthanc) -> Counter[str]:
-    """How many times Orthanc received each SOP Instance UID (a counting Orthanc's log)."""
+    """How many times Orthanc received each SOP Instance UID by C-STORE (a counting Orthanc's log)."""
     log = orthanc.folder / RECEPTIONS
     return Counter(log.read_text().split()) if log.exists() else Counter()
 
