@@ -296,6 +296,8 @@ def output_set_problem(output_dir: Path) -> str | None:
             if name is None:
                 continue
             path = summary.parent / str(name)
+            if not path.resolve().is_relative_to(summary.parent.resolve()):
+                return f"incomplete output set: {summary.relative_to(output_dir)} lists {kind} {name}, which is outside its folder"
             if not path.is_file():
                 return f"incomplete output set: {summary.relative_to(output_dir)} lists {kind} {name}, which is missing"
             listed.add(path)

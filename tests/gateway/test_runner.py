@@ -100,6 +100,8 @@ def write_set(folder: Path, listed: dict[str, str | None], written: list[str], d
         ({"dicom_seg": "seg.dcm", "overlay_png": "o.png"}, [], ["seg.dcm"], "summary.json lists overlay_png o.png, which is missing"),
         ({"dicom_seg": "seg.dcm"}, [], [], "summary.json lists dicom_seg seg.dcm, which is missing"),
         ({"overlay_png": "o.png"}, ["o.png"], ["stray.dcm"], "stray.dcm is listed in no summary.json"),
+        ({"stl": "../s.stl"}, ["../s.stl"], [], "summary.json lists stl ../s.stl, which is outside its folder"),
+        ({"stl": "/etc/hostname"}, [], [], "summary.json lists stl /etc/hostname, which is outside its folder"),
     ],
 )
 def test_an_output_set_is_complete_only_when_every_file_its_summary_lists_is_there(
