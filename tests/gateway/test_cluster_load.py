@@ -53,6 +53,7 @@ def test_2000_instances_over_8_associations_to_2_receivers_give_one_job_per_stud
     assert {study_of(j): tuple(j["series_uids"]) for j in jobs} == {
         study: (str(series[0].SeriesInstanceUID),) for study, series in studies.items()
     }
+    assert {j["node"] for j in jobs} == {"worker-1", "worker-2", "worker-3"}  # the three workers shared the studies
     events = Counter(event for event, _ in runs(tmp_path))
     assert events == {"start": STUDIES, "finish": STUDIES}  # every job ran exactly once
 
