@@ -160,6 +160,11 @@ class Cluster:
         self._start(lambda: asyncio.run(supervise()), "procrastinate-worker")
 
     # --- life cycle ----------------------------------------------------------------------------
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The sweeper's and the procrastinate worker's threads (``/healthz`` watches them)."""
+        return list(self._threads)
+
     def _start(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()

@@ -96,7 +96,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Monitor:
-    """Watermark, metrics, retention and the HTTP endpoint of one ``serve`` process."""
+    """Watermark, metrics, retention and the HTTP endpoint of one gateway process (``serve``, or a cluster role)."""
 
     def __init__(self, config: GatewayConfig, queue: JobQueue) -> None:
         self.config = config
@@ -105,6 +105,7 @@ class Monitor:
         self.metrics = GatewayMetrics(self._job_states, self._usage)
         self._scp: object | None = None
         self._threads: Sequence[threading.Thread] = ()
+        self._listens = True
         self._http: ThreadingHTTPServer | None = None
         self._retention = RetentionLoop(config, queue) if config.retention is not None else None
 
@@ -126,8 +127,9 @@ class Monitor:
         self.metrics.export_failures.labels(destination=destination).inc(count)
 
     # --- life cycle --------------------------------------------------------------------------------
-    def start(self, scp: object, threads: Sequence[threading.Thread]) -> None:
-        self._scp, self._threads = scp, threads
+    def start(self, scp: object | None, threads: Sequence[threading.Thread], listens: bool = True) -> None:
+        """Watch ``scp`` (unless this process ``listens`` for no associations: a cluster worker) and ``threads``."""
+        self._scp, self._threads, self._listens = scp, threads, listens
         if self._retention is not None:
             self._retention.start()
         if self.config.http_port is None:
@@ -147,7 +149,7 @@ class Monitor:
 
     # --- what /healthz and /metrics read -----------------------------------------------------------
     def checks(self) -> dict[str, str | None]:
-        checks: dict[str, str | None] = {"scp": scp_problem(self._scp)}
+        checks: dict[str, str | None] = {"scp": scp_problem(self._scp)} if self._listens else {}
         checks |= {thread.name: thread_problem(thread) for thread in self._threads}
         checks["storage"] = storage_write_problem(self.config.storage_dir) or self.watermark.problem()
         return checks

@@ -150,12 +150,13 @@ class Gateway:
         self.cluster = Cluster(config.queue, self.queue, config.node_name, config.lease_s, config.max_attempts)
         if "receive" in self.roles:
             self._recover_files(older_than=self.up_since - config.lease_s)
-            self._server = start_scp(config, self.queue)
+            self._server = start_scp(config, self.queue, self.monitor.instance_stored, self.monitor.storage_refused)
             self._threads = [threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True)]
             self._threads[0].start()
         if "work" in self.roles:
             self.cluster.start_worker(config.workers, self.run_claimed)
         self.cluster.start_sweeping(min(1.0, config.lease_s / 4), self._alive)
+        self.monitor.start(self._server, [*self._threads, *self.cluster.threads], listens="receive" in self.roles)
         logger.info("Started as %s on %s (queue %s)", " and ".join(self.roles), config.node_name, config.queue)
 
     def _alive(self) -> None:

@@ -158,3 +158,37 @@ def test_a_storage_folder_that_cannot_be_written_is_named(tmp_path: Path):
         assert storage_write_problem(tmp_path) is None and [p.name for p in tmp_path.iterdir()] == ["ro"]  # nothing left behind
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.mark.slow
+def test_cluster_roles_keep_the_watermark_and_serve_health(tmp_path: Path, postgres_dsn: str):
+    """A cluster receiver above its watermark refuses associations and says so on /healthz; a worker's /healthz checks
+    its own threads and no SCP (it listens for none)."""
+    from gateway.service import ROLES, Gateway
+    from tests.gateway.test_cluster_engine import cluster_config
+
+    receive_port, receive_http, worker_http = free_port(), free_port(), free_port()
+    full = disk_usage(tmp_path).available_bytes + 10**15
+    for role in ("r", "w"):
+        (tmp_path / role).mkdir()
+    receiver = Gateway(
+        cluster_config(tmp_path / "r", postgres_dsn, port=receive_port, http_port=receive_http, storage_min_free_bytes=full),
+        ROLES["receive"],
+    )
+    worker = Gateway(cluster_config(tmp_path / "w", postgres_dsn, http_port=worker_http), ROLES["worker"])
+    receiver.start()
+    worker.start()
+    try:
+        status, body = get(f"http://127.0.0.1:{receive_http}/healthz")
+        health = json.loads(body)
+        assert status == 503 and health["failing"] == ["storage"] and health["checks"]["scp"] == "ok"
+        ae = AE(ae_title="PACS")
+        ae.add_requested_context(CTImageStorage)
+        assert ae.associate("127.0.0.1", receive_port, ae_title="GW").is_rejected
+        status, body = get(f"http://127.0.0.1:{worker_http}/healthz")
+        health = json.loads(body)
+        assert status == 200, health
+        assert "scp" not in health["checks"] and "procrastinate-worker" in health["checks"]
+    finally:
+        worker.stop()
+        receiver.stop()
