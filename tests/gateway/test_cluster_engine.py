@@ -21,9 +21,9 @@ from gateway.queue import DONE, PENDING, RUNNING, SENDING, Holder
 from gateway.runner import job_paths
 from gateway.sender import send_files
 from gateway.service import ROLES, Gateway
-from testkit.cluster import orthanc_destination, receptions, start_counting_orthanc
+from testkit.cluster import orthanc_destination, receptions
 from testkit.gateway_samples import ct_series
-from testkit.orthanc import Orthanc, free_port, missing_orthanc
+from testkit.orthanc import Orthanc, free_port
 from tests.gateway.fake_seg_app import fake_route, runs
 from tests.gateway.test_dispatch import receive
 
@@ -56,16 +56,6 @@ def wait_for(condition: Callable[[], object], what: str, timeout_s: float = 120)
             return result
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-
-
-@pytest.fixture
-def counting_orthanc(tmp_path: Path):
-    problem = missing_orthanc()
-    if problem:
-        pytest.skip(problem)
-    server = start_counting_orthanc(tmp_path / "orthanc")
-    yield server
-    server.stop()
 
 
 @pytest.fixture
