@@ -150,8 +150,9 @@ class Cluster:
         return self.wait_for(settled, f"{len(studies)} studies to have finished jobs", timeout_s)
 
     def stop(self, timeout_s: float = 90) -> dict[str, int]:
-        """SIGTERM every live process; their exit codes by ``role name``."""
-        return {f"{p.role} {p.log.parent.name}": p.terminate(timeout_s) for p in self.processes if p not in self.stopped}
+        """SIGTERM every started process not stopped on purpose; their exit codes by ``role name``."""
+        started = [p for p in self.processes if p.process is not None and p not in self.stopped]
+        return {f"{p.role} {p.log.parent.name}": p.terminate(timeout_s) for p in started}
 
 
 def summary(jobs: list[dict]) -> str:
