@@ -54,7 +54,8 @@ def receive_rate(server: PostgresServer, receivers: int, instances: int, associa
         "instances_per_s": round(result.per_second, 1),
         "failed_statuses": len(result.failed_statuses),
         "failed_by_status": dict(Counter("no answer" if s is None else f"0x{s:04X}" for s in result.failed_statuses)),
-        "lost": len(set(result.sent_uids) - set(on_disk)),  # not stored: each also has a failed status, for a resend
+        "lost": len(set(result.sent_uids) - set(on_disk)),  # not stored (the sender resends those it got no success for)
+        "lost_acknowledged": len(set(result.sent_uids) - set(on_disk) - set(result.unacknowledged_uids)),  # must be 0
         "stored_twice": sum(n - 1 for n in on_disk.values()),
         "clean_exits": set(exits.values()) == {0},
     }
@@ -119,7 +120,7 @@ def run_cluster(instances: int, associations: int, studies: int, slices: int, fo
     receive_scaling, receive_stops = scaling({r["receivers"]: r["instances_per_s"] for r in rows if r["measure"] == "receive"})
     job_scaling, job_stops = scaling({r["workers"]: r["jobs_per_s"] for r in rows if r["measure"] == "jobs"})
     checks_pass = all(r["clean_exits"] for r in rows) and all(
-        r["failed_statuses"] == r["lost"] == r["stored_twice"] == 0 for r in rows if r["measure"] == "receive"
+        r["failed_statuses"] == r["lost"] == r["lost_acknowledged"] == r["stored_twice"] == 0 for r in rows if r["measure"] == "receive"
     )
     checks_pass = checks_pass and all(r["done"] == r["runs"] == r["jobs"] for r in rows if r["measure"] == "jobs")
     summary = {
