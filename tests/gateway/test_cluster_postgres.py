@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from testkit.postgres import SUPERUSER, PostgresServer
+from testkit import postgres
+from testkit.postgres import SUPERUSER, PostgresServer, missing_postgres
 
 pytestmark = pytest.mark.slow  # starts a PostgreSQL server (about 2 s)
 
@@ -42,3 +43,11 @@ def test_the_system_psql_reaches_the_server_by_its_dsn(own_postgres: PostgresSer
         ["psql", "-X", "-A", "-t", own_postgres.dsn, "-c", "SELECT current_database()"], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "gateway"
+
+
+def test_a_machine_without_postgresql_15_is_told_the_package_and_the_set_up_command(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    monkeypatch.setattr(postgres, "BIN_DIRS", (tmp_path,))  # a folder without the server's tools
+    message = "A real PostgreSQL needs the Debian package postgresql-15, not installed here: scripts/setup.sh --with-test-tools installs it"
+    assert missing_postgres() == message
+    with pytest.raises(RuntimeError, match="^A real PostgreSQL needs the Debian package postgresql-15"):
+        PostgresServer.start_new()
