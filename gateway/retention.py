@@ -36,7 +36,7 @@ DAY_S = 86400.0
 
 @dataclass(frozen=True)
 class CleanReport:
-    jobs: tuple[int, ...]  # the jobs forgotten (or that would be, on a dry run)
+    jobs: tuple[int, ...]  # the jobs forgotten (or that would be, on a dry run), by id
     series: int  # series whose received files were removed
     files: int  # received files removed
     dry_run: bool = False
@@ -103,7 +103,7 @@ def clean(config: GatewayConfig, queue: JobQueue, now: float, dry_run: bool = Fa
     if dry_run:
         series = released_series(jobs, expired) | set(queue.unheld_series(before[DONE]))
         files = sum(len(paths) for paths in queue.series_files(sorted(series)).values())
-        return CleanReport(tuple(job.id for job in expired), len(series), files, dry_run=True)
+        return CleanReport(tuple(sorted(job.id for job in expired)), len(series), files, dry_run=True)
     deleted = queue.forget_jobs([job.id for job in expired], before)
     remove_job_folders(config.jobs_dir, deleted)
     remove = remover(before[DONE], config.incoming_dir)
@@ -112,7 +112,7 @@ def clean(config: GatewayConfig, queue: JobQueue, now: float, dry_run: bool = Fa
         removed = queue.forget_series(series_uid, before[DONE], remove)
         series += bool(removed)
         files += len(removed)
-    return CleanReport(tuple(deleted), series, files)
+    return CleanReport(tuple(sorted(deleted)), series, files)
 
 
 class RetentionLoop:

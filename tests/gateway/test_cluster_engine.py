@@ -36,6 +36,7 @@ def cluster_config(tmp_path: Path, dsn: str, orthanc: Orthanc | None = None, **e
         "port": 1,
         "allowed_calling_aets": ["PACS"],
         "storage_dir": str(tmp_path / "data"),
+        "storage_watermark_percent": 100,  # the test machine's disk use is not the test's to assume
         "quiet_period_s": 1,
         "retry_delay_s": 0,
         "routes": [fake_route(tmp_path)],
