@@ -19,7 +19,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, Association
 
 from gateway.config import Destination
 from gateway.tls import RecordingContext, TlsFileError, client_context
@@ -27,6 +27,29 @@ from gateway.tls import RecordingContext, TlsFileError, client_context
 logger = logging.getLogger(__name__)
 
 SUCCESS_OR_WARNING = frozenset({0x0000, 0x0001, 0x0107, 0x0116, 0xB000, 0xB006, 0xB007})
+
+
+def keep_responses(assoc: Association) -> Association:
+    """Make an established requestor association keep every response for the ``send_*`` call that waits for it.
+
+    pynetdicom 3.0.4's reactor thread pauses for a ``send_*`` call by a handshake with a window (between its
+    ``_reactor_checkpoint.wait()`` returning and ``_is_paused = False``): a ``send_*`` call that looks then goes on while
+    the reactor still reads the DIMSE queue, the reactor takes the response, logs "Received unexpected C-STORE service
+    message" and drops it, and the sender waits out its DIMSE timeout and aborts the association. Over loopback with 8
+    concurrent associations this lost one association in about one run of three here (tests/gateway/test_sender.py
+    has the deterministic case and the load that shows it). The reactor of a storage SCU has no requests to serve, so a response it takes is put
+    back on the queue, where the waiting ``send_*`` call finds it; requests are served as before."""
+    serve = assoc._serve_request
+
+    def serve_or_return(msg, context_id: int) -> None:
+        if msg.is_valid_response:
+            logger.debug("A %s response the association's reactor took is put back for its sender", msg.msg_type)
+            assoc.dimse.msg_queue.put((context_id, msg))
+            return
+        serve(msg, context_id)
+
+    assoc._serve_request = serve_or_return
+    return assoc
 
 
 def requested_contexts(datasets: Iterable[Dataset]) -> dict[str, list[str]]:
@@ -78,6 +101,7 @@ def cstore_files(files: Sequence[Path], destination: Destination, calling_ae_tit
         if tls is not None and (tls_reason := tls.recorded.reason()):
             reason = f"no association with {where}: {tls_reason}"
         return dict.fromkeys(files, reason)
+    keep_responses(assoc)
     results: dict[Path, str | None] = {}
     try:
         for path, ds in datasets.items():

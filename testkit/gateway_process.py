@@ -19,6 +19,8 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification
 
+from gateway.sender import keep_responses
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCU_AET = "TEST_SCU"
 GATEWAY_AET = "GATEWAY"
@@ -52,6 +54,7 @@ def echo(port: int, calling_aet: str = SCU_AET, tls_args: tuple[ssl.SSLContext, 
     assoc = ae.associate("127.0.0.1", port, ae_title=GATEWAY_AET, tls_args=tls_args)
     if not assoc.is_established:
         return None
+    keep_responses(assoc)
     status = assoc.send_c_echo()
     assoc.release()
     return getattr(status, "Status", None)
@@ -67,6 +70,7 @@ def store(
             ae.add_requested_context(sop_class, syntax)
     assoc = ae.associate("127.0.0.1", port, ae_title=GATEWAY_AET, tls_args=tls_args)
     assert assoc.is_established, f"no association with the gateway on port {port}"
+    keep_responses(assoc)
     statuses = []
     try:
         for item in items:

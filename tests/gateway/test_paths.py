@@ -14,6 +14,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
+from gateway.sender import keep_responses
 from gateway.storage import UnsafeNameError, instance_path
 from testkit.gateway_process import GATEWAY_AET, SCU_AET, GatewayProcess, echo, write_config
 from testkit.gateway_samples import ct_series, write_series
@@ -44,6 +45,7 @@ def store_statuses(port: int, datasets: list[Dataset]) -> list[Dataset]:
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
     assoc = ae.associate("127.0.0.1", port, ae_title=GATEWAY_AET)
     assert assoc.is_established
+    keep_responses(assoc)
     try:
         return [assoc.send_c_store(ds) for ds in datasets]
     finally:

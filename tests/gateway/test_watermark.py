@@ -19,6 +19,7 @@ from gateway.config import parse_config
 from gateway.queue import JobQueue
 from gateway.resources import DiskUsage, StorageWatermark, disk_usage, watermark_problem
 from gateway.scp import OUT_OF_RESOURCES, SUCCESS, start_scp
+from gateway.sender import keep_responses
 from testkit.gateway_process import GATEWAY_AET, SCU_AET, GatewayProcess, echo, write_config
 from testkit.gateway_samples import ct_series
 from tests.gateway.fake_seg_app import fake_route
@@ -71,7 +72,8 @@ def associate(port: int, *contexts):
     ae = AE(ae_title=SCU_AET)
     for context in contexts:
         ae.add_requested_context(context)
-    return ae.associate("127.0.0.1", port, ae_title=GATEWAY_AET)
+    assoc = ae.associate("127.0.0.1", port, ae_title=GATEWAY_AET)
+    return keep_responses(assoc) if assoc.is_established else assoc
 
 
 def rejection(assoc) -> tuple[int, int, int]:
