@@ -1,5 +1,5 @@
 """How often pynetdicom 3.0.4's requestor reactor takes a C-STORE response from its sender, with and without the
-guard (``gateway.sender.keep_responses``): ``python -m benchmarks.dimse_race [--rounds 12] [--stores 300]``.
+guard (``gateway.sender.SenderAE``, which applies ``keep_responses``): ``python -m benchmarks.dimse_race [--rounds 12] [--stores 300]``.
 
 A separate-process pynetdicom storage SCP answers every C-STORE with success on loopback. Each round sends
 ``stores`` C-STOREs over each of 8 concurrent associations; rounds alternate unguarded and guarded. A response
@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
-from gateway.sender import keep_responses
+from gateway.sender import SenderAE
 from testkit.gateway_samples import ct_series
 from testkit.orthanc import free_port
 
@@ -59,12 +59,10 @@ def one_round(port: int, stores: int, guarded: bool) -> dict:
     [ds] = ct_series(1)
 
     def send(_: int) -> list[int | None]:
-        ae = AE(ae_title="SCU")
+        ae = (SenderAE if guarded else AE)(ae_title="SCU")
         ae.dimse_timeout = 3
         ae.add_requested_context(CTImageStorage)
         assoc = ae.associate("127.0.0.1", port, ae_title=SCP_AET)
-        if guarded:
-            keep_responses(assoc)
         statuses: list[int | None] = []
         for _ in range(stores):
             statuses.append(getattr(assoc.send_c_store(ds), "Status", None) if assoc.is_established else None)

@@ -33,12 +33,12 @@ def keep_responses(assoc: Association) -> Association:
     """Make an established requestor association keep every response for the ``send_*`` call that waits for it.
 
     pynetdicom 3.0.4's reactor thread pauses for a ``send_*`` call by a handshake with a window (between its
-    ``_reactor_checkpoint.wait()`` returning and ``_is_paused = False``): a ``send_*`` call that looks then goes on while
-    the reactor still reads the DIMSE queue, the reactor takes the response, logs "Received unexpected C-STORE service
-    message" and drops it, and the sender waits out its DIMSE timeout and aborts the association. Over loopback with 8
-    concurrent associations this lost one association in about one run of three here (tests/gateway/test_sender.py
-    has the deterministic case and the load that shows it). The reactor of a storage SCU has no requests to serve, so a response it takes is put
-    back on the queue, where the waiting ``send_*`` call finds it; requests are served as before."""
+    ``_reactor_checkpoint.wait()`` returning and ``_is_paused = False``): a ``send_*`` call that looks then goes on
+    while the reactor still reads the DIMSE queue, the reactor takes the response, logs "Received unexpected C-STORE
+    service message" and drops it, and the sender waits out its DIMSE timeout and aborts the association
+    (``python -m benchmarks.dimse_race`` measures it). The reactor of a storage SCU has no requests to serve, so a
+    response it takes is put back on the queue, where the waiting ``send_*`` call finds it; requests are served as
+    before."""
     serve = assoc._serve_request
 
     def serve_or_return(msg, context_id: int) -> None:
@@ -50,6 +50,15 @@ def keep_responses(assoc: Association) -> Association:
 
     assoc._serve_request = serve_or_return
     return assoc
+
+
+class SenderAE(AE):
+    """A pynetdicom AE whose established associations keep their responses (``keep_responses``): the AE every
+    C-STORE and C-ECHO sender here uses."""
+
+    def associate(self, *args, **kwargs) -> Association:
+        assoc = super().associate(*args, **kwargs)
+        return keep_responses(assoc) if assoc.is_established else assoc
 
 
 def requested_contexts(datasets: Iterable[Dataset]) -> dict[str, list[str]]:
@@ -81,7 +90,7 @@ def tls_connection(destination: Destination) -> TlsConnection | None:
 def cstore_files(files: Sequence[Path], destination: Destination, calling_ae_title: str) -> dict[Path, str | None]:
     """C-STORE every file over one association (each file's own transfer syntax proposed first)."""
     datasets = {path: dcmread(path) for path in files}
-    ae = AE(ae_title=calling_ae_title)
+    ae = SenderAE(ae_title=calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = destination.timeout_s
     for sop_class, syntaxes in requested_contexts(datasets.values()).items():
         ae.add_requested_context(sop_class, syntaxes)
@@ -101,7 +110,6 @@ def cstore_files(files: Sequence[Path], destination: Destination, calling_ae_tit
         if tls is not None and (tls_reason := tls.recorded.reason()):
             reason = f"no association with {where}: {tls_reason}"
         return dict.fromkeys(files, reason)
-    keep_responses(assoc)
     results: dict[Path, str | None] = {}
     try:
         for path, ds in datasets.items():

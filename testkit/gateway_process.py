@@ -16,10 +16,9 @@ from typing import Literal
 import yaml
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification
 
-from gateway.sender import keep_responses
+from gateway.sender import SenderAE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCU_AET = "TEST_SCU"
@@ -49,12 +48,11 @@ def write_config(folder: Path, port: int, routes: list[dict], destinations: list
 
 def echo(port: int, calling_aet: str = SCU_AET, tls_args: tuple[ssl.SSLContext, str] | None = None) -> int | None:
     """C-ECHO status, or None when no association (refused, rejected or nobody listening); over TLS with ``tls_args``."""
-    ae = AE(ae_title=calling_aet)
+    ae = SenderAE(ae_title=calling_aet)
     ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", port, ae_title=GATEWAY_AET, tls_args=tls_args)
     if not assoc.is_established:
         return None
-    keep_responses(assoc)
     status = assoc.send_c_echo()
     assoc.release()
     return getattr(status, "Status", None)
@@ -64,13 +62,12 @@ def store(
     port: int, items: list[Dataset | Path], calling_aet: str = SCU_AET, tls_args: tuple[ssl.SSLContext, str] | None = None
 ) -> list[int | None]:
     """C-STORE each item over one association (a Path is sent as its raw file bytes); the statuses (None: no answer)."""
-    ae = AE(ae_title=calling_aet)
+    ae = SenderAE(ae_title=calling_aet)
     for sop_class in (CTImageStorage, MRImageStorage):
         for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):  # one context each: an SCP accepts one syntax per context
             ae.add_requested_context(sop_class, syntax)
     assoc = ae.associate("127.0.0.1", port, ae_title=GATEWAY_AET, tls_args=tls_args)
     assert assoc.is_established, f"no association with the gateway on port {port}"
-    keep_responses(assoc)
     statuses = []
     try:
         for item in items:

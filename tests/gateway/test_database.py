@@ -96,7 +96,6 @@ def test_a_first_version_database_opens_and_a_new_instance_in_its_processed_seri
                 "port": 1,
                 "allowed_calling_aets": ["PACS"],
                 "storage_dir": str(tmp_path / "data"),
-                "storage_watermark_percent": 100,
                 "routes": [fake_route(tmp_path)],
             }
         )

@@ -23,7 +23,6 @@ def make_gateway(tmp_path: Path, grouping: str) -> Gateway:
         "port": 1,
         "allowed_calling_aets": ["PACS"],
         "storage_dir": str(tmp_path / "data"),
-        "storage_watermark_percent": 100,  # the test machine's disk use is not the test's to assume
         "grouping": grouping,
         "quiet_period_s": 10,
         "routes": [fake_route(tmp_path)],

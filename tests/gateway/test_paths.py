@@ -11,10 +11,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
-from gateway.sender import keep_responses
+from gateway.sender import SenderAE
 from gateway.storage import UnsafeNameError, instance_path
 from testkit.gateway_process import GATEWAY_AET, SCU_AET, GatewayProcess, echo, write_config
 from testkit.gateway_samples import ct_series, write_series
@@ -41,11 +40,10 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 
 def store_statuses(port: int, datasets: list[Dataset]) -> list[Dataset]:
     """C-STORE each data set over one association; the whole status of each response (Status, ErrorComment, ...)."""
-    ae = AE(ae_title=SCU_AET)
+    ae = SenderAE(ae_title=SCU_AET)
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
     assoc = ae.associate("127.0.0.1", port, ae_title=GATEWAY_AET)
     assert assoc.is_established
-    keep_responses(assoc)
     try:
         return [assoc.send_c_store(ds) for ds in datasets]
     finally:

@@ -1,5 +1,5 @@
 """The storage SCU's guard against pynetdicom 3.0.4's reactor taking a response meant for ``send_c_store``
-(``gateway.sender.keep_responses``), against a real pynetdicom storage SCP on loopback."""
+(``gateway.sender.keep_responses``, applied by ``SenderAE``), against a real pynetdicom storage SCP on loopback."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pynetdicom import AE, Association, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import CTImageStorage
 
-from gateway.sender import keep_responses
+from gateway.sender import SenderAE
 from testkit.gateway_samples import ct_series
 from testkit.orthanc import free_port
 
@@ -32,8 +32,9 @@ def scp_port() -> Iterator[int]:
     server.shutdown()
 
 
-def associate(port: int, dimse_timeout_s: float = 10) -> Association:
-    ae = AE(ae_title="SCU")
+def associate(port: int, dimse_timeout_s: float, guarded: bool) -> Association:
+    """An association to the SCP from pynetdicom's own AE, or (``guarded``) from the gateway's ``SenderAE``."""
+    ae = (SenderAE if guarded else AE)(ae_title="SCU")
     ae.dimse_timeout = dimse_timeout_s
     ae.add_requested_context(CTImageStorage)
     assoc = ae.associate("127.0.0.1", port, ae_title=SCP_AET)
@@ -56,10 +57,8 @@ def test_a_response_the_reactor_takes_is_dropped_by_pynetdicom_and_kept_with_the
 ):
     """What the reactor does with a response it took off the DIMSE queue in the race's window: pynetdicom drops it
     (the unguarded row: if a later pynetdicom keeps it, the guard can go), the guard puts it back for the sender."""
-    assoc = associate(scp_port, dimse_timeout_s=1)
+    assoc = associate(scp_port, dimse_timeout_s=1, guarded=guarded)
     try:
-        if guarded:
-            keep_responses(assoc)
         [ds] = ct_series(1)
         response = store_response(ds)
         with caplog.at_level(logging.WARNING, logger="pynetdicom"):
@@ -80,7 +79,7 @@ def test_8_concurrent_associations_of_150_c_stores_each_all_get_their_answer(scp
     [ds] = ct_series(1)
 
     def send(_: int) -> list[int | None]:
-        assoc = keep_responses(associate(scp_port, dimse_timeout_s=10))
+        assoc = associate(scp_port, dimse_timeout_s=10, guarded=True)
         try:
             return [getattr(assoc.send_c_store(ds), "Status", None) for _ in range(150)]
         finally:

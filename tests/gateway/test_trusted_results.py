@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
-from gateway.sender import keep_responses
+from gateway.sender import SenderAE
 from testkit.gateway_process import GATEWAY_AET, REPO_ROOT, SCU_AET, GatewayProcess, store, write_config
 from testkit.gateway_samples import ct_series, write_series
 from testkit.orthanc import Orthanc
@@ -51,11 +50,10 @@ def referenced(seg) -> set[str]:
 
 def send_then_abort(port: int, datasets: list) -> list[int]:
     """C-STORE the datasets, then abort the association (a sender cut off mid-study); the statuses."""
-    ae = AE(ae_title=SCU_AET)
+    ae = SenderAE(ae_title=SCU_AET)
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
     assoc = ae.associate("127.0.0.1", port, ae_title=GATEWAY_AET)
     assert assoc.is_established
-    keep_responses(assoc)
     statuses = [assoc.send_c_store(ds).Status for ds in datasets]
     assoc.abort()
     return statuses

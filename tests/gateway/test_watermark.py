@@ -12,14 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from gateway.config import parse_config
 from gateway.queue import JobQueue
 from gateway.resources import DiskUsage, StorageWatermark, disk_usage, watermark_problem
 from gateway.scp import OUT_OF_RESOURCES, SUCCESS, start_scp
-from gateway.sender import keep_responses
+from gateway.sender import SenderAE
 from testkit.gateway_process import GATEWAY_AET, SCU_AET, GatewayProcess, echo, write_config
 from testkit.gateway_samples import ct_series
 from tests.gateway.fake_seg_app import fake_route
@@ -69,11 +68,10 @@ def fill(disk: Path, percent: float) -> Path:
 
 
 def associate(port: int, *contexts):
-    ae = AE(ae_title=SCU_AET)
+    ae = SenderAE(ae_title=SCU_AET)
     for context in contexts:
         ae.add_requested_context(context)
-    assoc = ae.associate("127.0.0.1", port, ae_title=GATEWAY_AET)
-    return keep_responses(assoc) if assoc.is_established else assoc
+    return ae.associate("127.0.0.1", port, ae_title=GATEWAY_AET)
 
 
 def rejection(assoc) -> tuple[int, int, int]:
