@@ -117,7 +117,8 @@ class CamelyonLikeDataset:
     manifest: Path | None = None
 
 
-def _split_seed(seed: int, split: str, index: int) -> int:
+def split_seed(seed: int, split: str, index: int) -> int:
+    """The scene seed of slide ``index`` of ``split`` ("tumor", "normal" or "test") in a dataset of ``seed``."""
     return int(np.random.default_rng([seed, _SPLIT_SEED_OFFSET[split], index]).integers(0, 2**31 - 1))
 
 
@@ -143,7 +144,7 @@ def write_camelyon_like_dataset(
     t0 = time.perf_counter()
 
     def one(split: str, index: int, tumor: bool, tif: Path) -> SlideScene:
-        slide_seed = _split_seed(seed, split, index)
+        slide_seed = split_seed(seed, split, index)
         scene = scene_for(slide_seed, size_xy_level0, tumor)
         write_slide(scene, tif, pyramid=pyramid, workers=workers)
         manifest["slides"].append(
@@ -185,17 +186,22 @@ def write_camelyon_like_dataset(
             xml, mask = write_ground_truth(scene, ref / f"{name}.xml", ref / f"{name}_mask.tif", workers=workers)
             ds.test_references[name] = (xml, mask)
     if n_test:
-        ds.reference_csv = root / "testing" / "reference.csv"
-        ds.reference_csv.parent.mkdir(parents=True, exist_ok=True)
-        with ds.reference_csv.open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["image", "type"])
-            w.writerows(rows)
+        ds.reference_csv = write_reference_csv(root / "testing" / "reference.csv", rows)
     ds.manifest = root / "manifest.json"
     root.mkdir(parents=True, exist_ok=True)
     ds.manifest.write_text(json.dumps(manifest, indent=1))
     logger.info("Wrote %d tumour, %d normal and %d test slides to %s in %.1f s", n_tumor, n_normal, n_test, root, time.perf_counter() - t0)
     return ds
+
+
+def write_reference_csv(path: Path, rows: Sequence[tuple[str, str]]) -> Path:
+    """Camelyon16's testing/reference.csv: a header, then one ``image,type`` row (Tumor / Normal) per test slide."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "type"])
+        w.writerows(rows)
+    return path
 
 
 def _parse_size(text: str) -> tuple[int, int]:

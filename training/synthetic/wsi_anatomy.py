@@ -15,7 +15,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .wsi_nuclei import CENTROBLASTS, HISTIOCYTES, LYMPHOCYTES, SPARSE_LYMPHOCYTES, SPINDLE, TUMOR_CELLS, KeepFn, nuclei
+from .wsi_geometry import StarShape
+from .wsi_nuclei import (
+    CENTROBLASTS,
+    EPITHELIOID_HISTIOCYTES,
+    HISTIOCYTES,
+    LYMPHOCYTES,
+    SPARSE_LYMPHOCYTES,
+    SPINDLE,
+    TUMOR_CELLS,
+    KeepFn,
+    nuclei,
+)
 from .wsi_placement import TissueSection, TumorRegion
 from .wsi_texture import F32, contour_field, fade, fat_membranes, fine_texture, ramp, subkey, value_noise, value_noise_at
 
@@ -71,6 +82,15 @@ class AnchorGrid:
         return self.interp(field)
 
 
+def shape_weight(shape: StarShape, grid: AnchorGrid, X: np.ndarray, Y: np.ndarray, edge: float) -> np.ndarray | np.floating:
+    """Weight (0..1, anti-aliased over ``edge`` px) of a blob at the pixels: from the anchors when big, exact per pixel when small."""
+    if shape.max_extent_px > 16 * grid.spacing:
+        depth = grid.banded(shape.depth(grid.ax, grid.ay)[0], -edge / 2, edge / 2)
+    else:
+        (depth,) = shape.depth(X, Y)
+    return ramp(depth, edge)
+
+
 @dataclass(frozen=True, eq=False)
 class _Regions:
     """The sections' parts at the pixels: weights (0..1) of tissue, node, capsule and germinal centres, and the depth into the node (px)."""
@@ -115,11 +135,7 @@ class _NearTumors:
             n += F32(NEST_LATTICE_WEIGHT) * value_noise(grid.ax, grid.ay, NEST_LATTICE_UM[1] / mpp, nest_keys[1])
             nest_field = ramp(grid.interp(n) + F32(NEST_OFFSET), 0.15)
         for t in self.tumors:
-            if t.shape.max_extent_px > 16 * grid.spacing:
-                dt = grid.banded(t.shape.depth(grid.ax, grid.ay)[0], -t_edge / 2, t_edge / 2)
-            else:  # small: exact per pixel
-                (dt,) = t.shape.depth(X, Y)
-            tw = ramp(dt, t_edge)
+            tw = shape_weight(t.shape, grid, X, Y, t_edge)
             if t.major_axis_um >= NEST_MIN_UM:  # nests separated by stroma; solid clusters in small deposits
                 nest = np.where(tw > tumor, nest_field, nest)
             tumor = np.maximum(tumor, tw)
@@ -142,9 +158,19 @@ class _Canvas:
 
 
 def concentrations(
-    sections: Sequence[TissueSection], tumors: Sequence[TumorRegion], seed: int, mpp: float, X: np.ndarray, Y: np.ndarray, d: float
+    sections: Sequence[TissueSection],
+    tumors: Sequence[TumorRegion],
+    seed: int,
+    mpp: float,
+    X: np.ndarray,
+    Y: np.ndarray,
+    d: float,
+    mimics: Sequence[StarShape] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Hematoxylin and eosin concentration maps (float32, (len(Y), len(X)))."""
+    """Hematoxylin and eosin concentration maps (float32, (len(Y), len(X))).
+
+    ``mimics``: histiocyte aggregates (inside the nodes), painted in place of the node's own cells.
+    """
     shape = (Y.size, X.size)
     x0, x1, y0, y1 = X[0], X[-1], Y[0], Y[-1]
     one = F32(1.0)
@@ -166,7 +192,12 @@ def concentrations(
     if not np.any(regions.tissue):
         return H, E
     tumor, nest = near.weights(grid, X, Y, t_edge)
-    weights, lymph_region, normal = _tissue_weights(regions, tumor, nest, grid, mpp, key)
+    mimic = None
+    for shape in mimics:
+        if shape.may_touch(x0, y0, x1, y1, t_edge + grid.spacing):
+            w = shape_weight(shape, grid, X, Y, t_edge)
+            mimic = w if mimic is None else np.maximum(mimic, w)
+    weights, lymph_region, normal = _tissue_weights(regions, tumor, nest, grid, mpp, key, mimic)
     _paint_tissues(H, E, X, Y, d, mpp, key, weights, lymph_region, normal, near)
     # regional stain unevenness (section thickness, staining)
     H *= one + F32(0.4) * grid.interp(value_noise(grid.ax, grid.ay, 400.0 / mpp, subkey(key, "hvar")))
@@ -212,9 +243,18 @@ def _germinal_centres(
 
 
 def _tissue_weights(
-    regions: _Regions, tumor: np.ndarray | np.floating, nest: np.ndarray | np.floating, grid: AnchorGrid, mpp: float, key: int
+    regions: _Regions,
+    tumor: np.ndarray | np.floating,
+    nest: np.ndarray | np.floating,
+    grid: AnchorGrid,
+    mpp: float,
+    key: int,
+    mimic: np.ndarray | np.floating | None = None,
 ) -> tuple[dict[str, np.ndarray | np.floating], np.ndarray | np.floating, np.ndarray | np.floating]:
-    """Weight of each tissue class at the pixels, the lymphocyte region (the node's inside less centres and sinuses), and 1 - tumour."""
+    """Weight of each tissue class at the pixels, the lymphocyte region (the node's inside less centres and sinuses), and 1 - tumour.
+
+    ``mimic`` (histiocyte aggregates) takes the place of the node's lymphocytes, centres and sinuses.
+    """
     one = F32(1.0)
     sinus_depth, sinus_width = SINUS_DEPTH_UM / mpp, SINUS_WIDTH_UM / mpp
     inner = regions.node - regions.capsule
@@ -227,6 +267,11 @@ def _tissue_weights(
         sinus = ramp(grid.banded(sf, 0.25, 0.35) - F32(0.3), 0.1) * deep * (inner - gc)
     normal = one - tumor
     lymph_region = inner - gc - sinus
+    extra = {}
+    if mimic is not None:
+        histio = mimic * inner
+        gc, sinus, lymph_region = gc * (one - mimic), sinus * (one - mimic), lymph_region * (one - mimic)
+        extra["histio"] = histio * normal
     weights = {
         "lymph": lymph_region * normal,
         "gc": gc * normal,
@@ -234,6 +279,7 @@ def _tissue_weights(
         "fibrous": regions.capsule * normal + tumor * (one - nest),
         "fat": (regions.tissue - regions.node) * normal,
         "tumor": tumor * nest,
+        **extra,
     }
     return weights, lymph_region, normal
 
@@ -253,7 +299,7 @@ def _paint_tissues(
 ) -> None:
     """Add each tissue class that shows (weight above 1e-4 somewhere) to ``H`` and ``E``, in place."""
     active = {k: bool(np.max(w) > 1e-4) for k, w in weights.items()}
-    cells = any(active[k] for k in ("lymph", "gc", "sinus", "fibrous", "tumor"))
+    cells = any(active.get(k, False) for k in ("lymph", "gc", "sinus", "fibrous", "tumor", "histio"))
     fine = fine_texture(X, Y, d, mpp, subkey(key, "fine")) if cells else None
     mottle_fade = fade(6.0 / mpp, d)
     mottle = value_noise(X, Y, 6.0 / mpp, subkey(key, "mottle")) * F32(mottle_fade) if cells and mottle_fade > 0 else F32(0.0)
@@ -272,6 +318,8 @@ def _paint_tissues(
         c.E += weights["fat"] * F32(0.8) * fat_membranes(X, Y, d, subkey(key, "fat"), mpp)
     if active["tumor"]:
         _tumor_cells(c, weights["tumor"], near)
+    if active.get("histio"):
+        _histiocyte_aggregates(c, weights["histio"])
 
 
 def _lymphocytes(
@@ -298,6 +346,17 @@ def _sinus_cells(c: _Canvas, w: np.ndarray | np.floating) -> None:
     )
     c.H += w * hn
     c.E += w * (F32(0.2) + F32(0.2) * c.mottle)
+
+
+def _histiocyte_aggregates(c: _Canvas, w: np.ndarray | np.floating) -> None:
+    """Sheets of large pale vesicular nuclei in pink cytoplasm among a few lymphocytes: what tumour looks like at a glance."""
+    contour = contour_field(c.X, c.Y, c.d, c.mpp, subkey(c.key, "contour"))
+    hn = np.maximum(
+        nuclei(EPITHELIOID_HISTIOCYTES, c.X, c.Y, c.d, subkey(c.key, "epi"), c.mpp, c.fine, contour),
+        nuclei(SPARSE_LYMPHOCYTES, c.X, c.Y, c.d, subkey(c.key, "epl"), c.mpp, c.fine),
+    )
+    c.H += w * hn
+    c.E += w * (F32(0.42) + F32(0.15) * c.mottle)
 
 
 def _fibrous_tissue(c: _Canvas, w: np.ndarray | np.floating) -> None:

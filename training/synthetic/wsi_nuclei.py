@@ -52,7 +52,19 @@ SPINDLE = NucleusLayer("spindle", cell_um=18.0, r_um=(1.8, 2.4), max_aspect=4.0,
 TUMOR_CELLS = NucleusLayer(
     "tumor", cell_um=15.0, r_um=(5.0, 6.5), max_aspect=1.3, presence=1.0, stain=1.75, mean_h=0.4944, jitter=0.9, vesicular=True
 )
-NUCLEUS_LAYERS = (LYMPHOCYTES, SPARSE_LYMPHOCYTES, CENTROBLASTS, HISTIOCYTES, SPINDLE, TUMOR_CELLS)
+EPITHELIOID_HISTIOCYTES = NucleusLayer(
+    "epithelioid_histiocytes",
+    cell_um=15.0,
+    r_um=(4.5, 6.0),
+    max_aspect=1.7,
+    presence=0.85,
+    stain=1.25,
+    mean_h=0.2733,
+    jitter=0.85,
+    vesicular=True,
+)
+"""Aggregates of large pale histiocytes (sinus histiocytosis, granulomas): the tumour mimic of the hard slides (:mod:`.wsi_hard`)."""
+NUCLEUS_LAYERS = (LYMPHOCYTES, SPARSE_LYMPHOCYTES, CENTROBLASTS, HISTIOCYTES, SPINDLE, TUMOR_CELLS, EPITHELIOID_HISTIOCYTES)
 
 # channels of one cell's hash
 _CH_OX, _CH_OY, _CH_R, _CH_PRESENT, _CH_ASPECT, _CH_ANGLE, _CH_DARK, _CH_NRHO, _CH_NPHI, _CH_NR = range(10)

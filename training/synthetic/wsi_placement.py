@@ -221,8 +221,8 @@ def _place_all(
         tpl = templates[k]
         r_in = float(tpl.lut.min()) * min(tpl.semi_axes_px)  # the tumour contains this disc about its centre
         for _attempt in range(100):
-            s, centre, angle = _draw_position(rng, sections, tpl, rank == 0, margin_px)
-            fit = _fit(s, centre, angle, tpl, r_in, placed, gap_px, margin_px)
+            s, centre, angle = draw_position(rng, sections, tpl, rank == 0, margin_px)
+            fit = fit_in_node(s, centre, angle, tpl, r_in, placed, gap_px, margin_px)
             if fit is not None:
                 placed[k] = fit
                 break
@@ -231,7 +231,7 @@ def _place_all(
     return placed
 
 
-def _draw_position(
+def draw_position(
     rng: np.random.Generator, sections: list[TissueSection], tpl: TumorTemplate, largest: bool, margin_px: float
 ) -> tuple[TissueSection, tuple[float, float], float]:
     """A candidate (section, level-0 centre, angle): the largest tumour along the first node's major axis, others anywhere in a node."""
@@ -252,7 +252,7 @@ def _draw_position(
     return s, centre, angle
 
 
-def _fit(
+def fit_in_node(
     s: TissueSection,
     centre: tuple[float, float],
     angle: float,

@@ -36,6 +36,7 @@ import numpy as np
 from scipy import ndimage
 
 from .wsi_anatomy import TISSUE_EDGE_UM, concentrations
+from .wsi_artefacts import SceneExtras
 from .wsi_placement import TUMOR_GAP_UM, TissueSection, TumorRegion, place_sections, place_tumors, tumor_template
 from .wsi_texture import F32
 
@@ -76,6 +77,7 @@ class SlideScene:
     sections: tuple[TissueSection, ...]
     tumors: tuple[TumorRegion, ...]
     stain: StainParams
+    extras: SceneExtras | None = None  # the hard cases (:mod:`.wsi_hard`); None: the plain scene
 
     @property
     def is_tumor(self) -> bool:
@@ -104,6 +106,8 @@ class SlideScene:
         x0, y0 = region_xy_level0
         x1, y1 = x0 + size_xy_level0[0], y0 + size_xy_level0[1]
         m = (self.blur_margin(downsample) + 1) * downsample + max(TISSUE_EDGE_UM / self.mpp, downsample)
+        if self.extras is not None and self.extras.pen_touches(x0, y0, x1, y1, m):
+            return True
         return any(s.shape.may_touch(x0, y0, x1, y1, m) for s in self.sections)
 
     def render(self, region_xy_level0: tuple[float, float], size_xy: tuple[int, int], downsample: float = 1.0) -> np.ndarray:
@@ -122,19 +126,27 @@ class SlideScene:
         m = self.blur_margin(d)
         X = x0 + (np.arange(-m, w + m, dtype=np.float64) + 0.5) * d
         Y = y0 + (np.arange(-m, h + m, dtype=np.float64) + 0.5) * d
-        H, E = concentrations(self.sections, self.tumors, self.seed, self.mpp, X, Y, d)
+        extras = self.extras
+        H, E = concentrations(self.sections, self.tumors, self.seed, self.mpp, X, Y, d, () if extras is None else extras.mimics)
+        fold = None if extras is None else extras.fold_factor(X, Y, d)
+        if fold is not None:  # before the blur: a fold is tissue
+            H *= fold
+            E *= fold
         if m:
             sigma = self.stain.blur_px / d
             H = ndimage.gaussian_filter(H, sigma, truncate=3.5, mode="nearest")[m:-m, m:-m]
             E = ndimage.gaussian_filter(E, sigma, truncate=3.5, mode="nearest")[m:-m, m:-m]
-        return self._to_rgb(H, E)
+        ink = [] if extras is None else extras.ink(X[m : X.size - m], Y[m : Y.size - m], d)
+        return self._to_rgb(H, E, ink)
 
-    def _to_rgb(self, H: np.ndarray, E: np.ndarray) -> np.ndarray:
+    def _to_rgb(self, H: np.ndarray, E: np.ndarray, ink: Sequence[tuple[np.ndarray, tuple[float, float, float]]] = ()) -> np.ndarray:
         st = self.stain
         out = np.empty((*H.shape, 3), np.uint8)
         for ch in range(3):
             od = H * F32(st.h_vector[ch] * st.h_scale)
             od += E * F32(st.e_vector[ch] * st.e_scale)
+            for cover, ink_od in ink:  # on the coverslip: over glass and tissue alike
+                od += cover * F32(ink_od[ch])
             np.negative(od, out=od)
             np.exp(od, out=od)
             od *= F32(st.glass_rgb[ch])
@@ -143,7 +155,7 @@ class SlideScene:
         return out
 
 
-def _random_stain(rng: np.random.Generator) -> StainParams:
+def random_stain(rng: np.random.Generator) -> StainParams:
     h = np.array([0.56, 0.72, 0.41]) + rng.normal(0, 0.04, 3)
     e = np.array([0.20, 0.80, 0.56]) + rng.normal(0, 0.05, 3)
     h, e = np.clip(h, 0.05, None), np.clip(e, 0.05, None)
@@ -190,7 +202,7 @@ def make_slide_scene(
     if any(not s > 0 for s in sizes):
         raise ValueError(f"tumour sizes must be positive: {sizes}")
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(seed) >> 32 & 0xFFFFFFFF, 0x5EED])
-    stain = _random_stain(rng)
+    stain = random_stain(rng)
     templates = [tumor_template(rng, s, mpp) for s in sizes]
     first: tuple[float, float] | None = None
     need: tuple[float, float] | None = None
