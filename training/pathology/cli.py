@@ -1,4 +1,4 @@
-"""Command line of the pathology stages: ``python -m training.pathology {prepare,train,evaluate,export}``.
+"""Command line of the pathology stages: ``python -m training.pathology {prepare,train,evaluate,export,baseline}``.
 
 Multi-process training: ``torchrun --nproc_per_node N -m training.pathology train ...``.
 """
@@ -49,6 +49,25 @@ def _train_parser(stages) -> None:
     train.add_argument("--heldout-limit", type=int, default=TrainSettings.heldout_limit, help="held-out patches scored per epoch")
     train.add_argument("--workers", type=int, default=TrainSettings.workers, help="DataLoader processes reading patches")
     train.add_argument("--seed", type=int, default=TrainSettings.seed)
+    train.add_argument(
+        "--hard-negatives-from", type=Path, help="second pass: the first model (checkpoint or model.pt) whose false positives to mine"
+    )
+    train.add_argument(
+        "--hard-negative-fraction", type=float, default=TrainSettings.hard_negative_fraction, help="share of normal draws that are hard"
+    )
+    train.add_argument(
+        "--hard-negative-threshold",
+        type=float,
+        default=TrainSettings.hard_negative_threshold,
+        help="first-model tumor probability from which a normal candidate is a hard negative",
+    )
+    train.add_argument(
+        "--hard-negative-max-candidates",
+        type=int,
+        default=TrainSettings.hard_negative_max_candidates,
+        help="normal candidates the first model scores",
+    )
+    train.add_argument("--init-from", type=Path, help="initial weights (checkpoint or model.pt) instead of random ones")
     add_compute_options(train)
 
 
@@ -81,6 +100,14 @@ def _export_parser(stages) -> None:
     export.add_argument("--float16", action="store_true", help="store the weights as float16 (half the file size)")
 
 
+def _baseline_parser(stages) -> None:
+    baseline = stages.add_parser("baseline", allow_abbrev=False, help="a colour-threshold detector on the test slides, scored as evaluate")
+    baseline.add_argument("--prep", type=Path, required=True, help="prep folder (test slides)")
+    baseline.add_argument("--out", type=Path, required=True, help="folder for detections, metrics.json and report/")
+    baseline.add_argument("--ground-truth", type=Path, help="test ground truth folder (default: the prepared layout's)")
+    baseline.add_argument("--max-slides", type=int)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.pathology",
@@ -89,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     stages = parser.add_subparsers(dest="stage", required=True)
-    for add in (_prepare_parser, _train_parser, _evaluate_parser, _export_parser):
+    for add in (_prepare_parser, _train_parser, _evaluate_parser, _export_parser, _baseline_parser):
         add(stages)
     return parser
 
@@ -140,6 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
                 precision=args.precision,
                 device=args.device,
+                hard_negatives_from=args.hard_negatives_from,
+                hard_negative_fraction=args.hard_negative_fraction,
+                hard_negative_threshold=args.hard_negative_threshold,
+                hard_negative_max_candidates=args.hard_negative_max_candidates,
+                init_from=args.init_from,
             )
         )
         logger.info("done: %d epochs, best held-out accuracy %s at epoch %s", result.epochs_done, result.best_score, result.best_epoch)
@@ -171,4 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from training.pathology.export import export
 
         export(args.checkpoint, args.out, args.metrics, args.version, float16=args.float16)
+    elif args.stage == "baseline":
+        from training.pathology.baseline import BaselineSettings, run_baseline
+
+        run_baseline(BaselineSettings(prep_dir=args.prep, out_dir=args.out, ground_truth_dir=args.ground_truth, max_slides=args.max_slides))
     return 0

@@ -13,6 +13,7 @@ paper's NMS (:func:`operators.wsi.nms.detect_lesions`); the model is loaded by t
     froc_bundle.json              level 6, tumor slides only (the model-zoo bundle's variant)
     metrics.json                  both FROCs and their six sensitivities, AUC with its bootstrap
                                   interval, held-out patch accuracy, timings
+    report/                       FROC curves, lesions by size class, false-positive gallery (:mod:`.report`)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from training.pathology import froc
 from training.pathology.auc import bootstrap_auc_interval
 from training.pathology.candidates import read_prepare_layout, read_split
 from training.pathology.heldout import heldout_accuracy
+from training.pathology.report import write_report
 from training.pathology.settings import MODEL_NAME
 from training.provenance import environment, write_json
 
@@ -145,16 +147,19 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
 
     gt_dir = settings.ground_truth_dir or Path(read_prepare_layout(settings.prep_dir)["test_reference_dir"])
     slides_dir = Path(test[0][1]["path"]).parent
-    froc_reports = {}
-    for variant, options in FROC_VARIANTS.items():
-        report = froc.evaluate(gt_dir, out_dir / "detections", slides_dir=slides_dir, **options)
-        write_json(out_dir / f"froc_{variant}.json", report)
-        froc_reports[variant] = {key: report[key] for key in SUMMARY_KEYS}
-        logger.info("FROC %s (level %d): %.4f %s", variant, options["level"], report["froc"], report["sensitivity_at_fp_rates"])
+    full_reports = score_froc_variants(gt_dir, out_dir / "detections", slides_dir, out_dir)
+    froc_reports = {variant: {key: report[key] for key in SUMMARY_KEYS} for variant, report in full_reports.items()}
+    write_report(
+        out_dir / "report",
+        full_reports["official"],
+        {n: Path(e["path"]) for n, e in test},
+        [(f"model, {v}", r) for v, r in full_reports.items()],
+        backend=settings.slide_backend,
+    )
     metrics = {
         "model": model.identity(),
         **classifier.runtime.as_json(),
-        "settings": _json(asdict(settings)),
+        "settings": json_ready(asdict(settings)),
         "froc": froc_reports["official"]["froc"],
         "froc_official": froc_reports["official"],
         "froc_bundle": froc_reports["bundle"],
@@ -183,6 +188,18 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     return metrics
 
 
+def score_froc_variants(gt_dir: Path, detections_dir: Path, slides_dir: Path, out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Both FROC variants (:data:`FROC_VARIANTS`) of a detections folder; writes OUT/froc_<variant>.json, returns the full reports."""
+    reports = {}
+    for variant, options in FROC_VARIANTS.items():
+        reports[variant] = froc.evaluate(gt_dir, detections_dir, slides_dir=slides_dir, **options)
+        write_json(out_dir / f"froc_{variant}.json", reports[variant])
+        logger.info(
+            "FROC %s (level %d): %.4f %s", variant, options["level"], reports[variant]["froc"], reports[variant]["sensitivity_at_fp_rates"]
+        )
+    return reports
+
+
 def slide_auc(per_slide: dict[str, dict[str, Any]], n_bootstrap: int, seed: int) -> dict[str, Any]:
     """Slide-level AUC (score = map maximum) with its stratified bootstrap 95% interval; None when one class is missing."""
     labels = np.array([s["type"] == "Tumor" for s in per_slide.values()])
@@ -201,5 +218,6 @@ def slide_auc(per_slide: dict[str, dict[str, Any]], n_bootstrap: int, seed: int)
     }
 
 
-def _json(values: dict[str, Any]) -> dict[str, Any]:
+def json_ready(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with paths as strings."""
     return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}

@@ -132,6 +132,7 @@ class LesionInfo:
     area_px: int  # at the evaluation level
     centroid_xy_level0: tuple[float, float]
     bbox_xyxy_level0: tuple[int, int, int, int]
+    longest_diameter_px: float = 0.0  # max Feret diameter at the evaluation level (Camelyon16's size classes)
 
 
 def describe_lesions(labels: np.ndarray, mpp: float, level: int) -> list[LesionInfo]:
@@ -150,6 +151,7 @@ def describe_lesions(labels: np.ndarray, mpp: float, level: int) -> list[LesionI
                 int(p.area),
                 ((c + 0.5) * d, (r + 0.5) * d),
                 (c0 * d, r0 * d, c1 * d, r1 * d),
+                float(p.feret_diameter_max),
             )
         )
     return out

@@ -57,7 +57,7 @@ from .evaluation_masks import (
     read_tumor_mask_at_level,
     slide_size_xy_level0,
 )
-from .froc_scoring import FP_RATES, SlideOutcome, froc_curve, score_slide, sensitivities_at
+from .froc_scoring import FP_RATES, SlideOutcome, froc_curve, lookup_labels, score_slide, sensitivities_at
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ class SlideReport:
     lesions: list = field(default_factory=list)  # evaluation_masks.LesionInfo
     mask_shape_hw: tuple[int, int] | None = None
     mask_how: str | None = None
+    false_positive_index: np.ndarray | None = None  # detections that are false positives (score_slide's rule); None: all
 
     def as_json(self) -> dict:
         o, det = self.outcome, self.detections
@@ -123,6 +124,7 @@ class SlideReport:
                     "label": les.label,
                     "is_itc": les.is_itc,
                     "major_axis_px": round(les.major_axis_px, 3),
+                    "longest_diameter_px": round(les.longest_diameter_px, 3),
                     "area_px": les.area_px,
                     "centroid_xy_level0": [round(v, 1) for v in les.centroid_xy_level0],
                     "bbox_xyxy_level0": list(les.bbox_xyxy_level0),
@@ -131,6 +133,7 @@ class SlideReport:
                     "hit_xy_level0": None if i is None else [float(det.x_level0[i]), float(det.y_level0[i])],
                 }
             )
+        fp = np.arange(len(det)) if self.false_positive_index is None else self.false_positive_index
         return {
             "slide": o.slide,
             "type": "Tumor" if o.has_ground_truth else "Normal",
@@ -146,6 +149,11 @@ class SlideReport:
             "n_itc": len(o.itc),
             "n_lesions_detected": len(o.best_detection),
             "lesions": lesions,
+            "false_positives": {
+                "probability": det.probability[fp].tolist(),
+                "x_level0": det.x_level0[fp].tolist(),
+                "y_level0": det.y_level0[fp].tolist(),
+            },
         }
 
 
@@ -172,7 +180,8 @@ def evaluate_slide(plan: SlidePlan, level: int, mpp: float, slides_dir: Path | N
             labels.shape[1],
             labels.shape[0],
         )
-    return SlideReport(outcome, plan, det, describe_lesions(labels, mpp, level), labels.shape, mask.how)
+    fp = np.flatnonzero(lookup_labels(labels, det.x_level0, det.y_level0, level)[0] == 0)  # score_slide's false positives
+    return SlideReport(outcome, plan, det, describe_lesions(labels, mpp, level), labels.shape, mask.how, fp)
 
 
 def _json_float(v: float) -> float | None:

@@ -125,6 +125,13 @@ def test_export_has_the_bundle_layout_loads_in_the_app_and_evaluate_scores_it(tr
     assert written["auc"]["n_bootstrap"] == 200 and written["auc"]["ci_low"] <= written["auc"]["auc"] <= written["auc"]["ci_high"]
     assert written["patch_accuracy"]["patches"] == 8 and written["model"]["name"] == "pathology_tumor_detection"
     assert sorted(p.name for p in (out / "detections").iterdir()) == sorted(f"{name}.csv" for name in written["slides"])
+    assert {p.name for p in (out / "report").iterdir()} == {
+        "froc_curve.png",
+        "lesions.csv",
+        "false_positives.csv",
+        "false_positives.png",
+        "report.json",
+    }
 
 
 def test_float16_export_halves_the_file_and_loads_as_the_rounded_checkpoint(trained, tmp_path):
