@@ -1,11 +1,11 @@
 """The hard synthetic Camelyon16 benchmark: a fixed, seeded test set that a model can fail, and a training split like it.
 
-``python -m training.synthetic.camelyon_hard OUT_DIR [--n-tumor 4 --n-normal 4] [--seed 20261207]``
+``python -m training.synthetic.camelyon_hard OUT_DIR [--n-tumor 6 --n-normal 6] [--seed 20261207]``
 writes the Camelyon16 layout of :mod:`.camelyon_layout` (training/tumor, training/normal,
 training/lesion_annotations, testing/images, testing/reference/<slide>.xml and _mask.tif,
 testing/reference.csv, manifest.json), with slides made by :func:`.wsi_hard.make_hard_scene`.
 
-The test set (the data card, also in ``training/synthetic/README_hard_benchmark.md``):
+The test set (the data card, also ``training/synthetic/HARD_BENCHMARK.md``):
 
 - 24 slides, 12 normal and 12 with metastases, in a seed-determined order; in each class half come
   from centre A (the training slides' stain and scanner) and half from centre B;
@@ -115,8 +115,8 @@ def plan_scene(plan: SlidePlan, seed: int, mpp: float = CAMELYON_MPP) -> tuple[S
 
 def write_hard_dataset(
     out_dir: str | Path,
-    n_tumor: int = 4,
-    n_normal: int = 4,
+    n_tumor: int = 6,
+    n_normal: int = 6,
     seed: int = HARD_BENCHMARK_SEED,
     n_test: int = N_TEST,
     n_macro: int = N_TEST_MACRO,
@@ -168,7 +168,7 @@ def write_hard_dataset(
     return ds
 
 
-def ensure_hard_dataset(out_dir: str | Path, n_tumor: int = 4, n_normal: int = 4, seed: int = HARD_BENCHMARK_SEED) -> Path:
+def ensure_hard_dataset(out_dir: str | Path, n_tumor: int = 6, n_normal: int = 6, seed: int = HARD_BENCHMARK_SEED) -> Path:
     """The benchmark in ``out_dir``, written unless that folder holds one made by this generator with these settings."""
     root = Path(out_dir)
     stamp = generator_stamp(GENERATOR_SOURCES, (n_tumor, n_normal, seed, N_TEST))
@@ -192,8 +192,8 @@ def ensure_hard_dataset(out_dir: str | Path, n_tumor: int = 4, n_normal: int = 4
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.synthetic.camelyon_hard", description=__doc__.split("\n\n")[0])
     ap.add_argument("out_dir", type=Path)
-    ap.add_argument("--n-tumor", type=int, default=4, help="training slides with metastases (centre A)")
-    ap.add_argument("--n-normal", type=int, default=4, help="normal training slides (centre A)")
+    ap.add_argument("--n-tumor", type=int, default=6, help="training slides with metastases (centre A)")
+    ap.add_argument("--n-normal", type=int, default=6, help="normal training slides (centre A)")
     ap.add_argument("--seed", type=int, default=HARD_BENCHMARK_SEED)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
