@@ -1,10 +1,12 @@
-"""Patch-level accuracy on the held-out patches of the validation slides (no augmentation, no jitter).
+"""Patch-level accuracy on the held-out patches of the validation slides (no augmentation, no jitter),
+and the tumor probabilities of any set of patches (:func:`patch_probabilities`, also hard-negative mining's).
 
 The patches are read and scaled exactly as the app does (:func:`operators.wsi.inference.to_network_input`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from operators.core.device import ComputeDevice
 from operators.wsi.inference import to_network_input
 from training.pathology.candidates import load_heldout
 from training.pathology.dataset import PatchDataset, SlidePatches
+from training.pathology.sampling import PatchDraws
 
 
 def patch_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
@@ -54,6 +57,25 @@ def heldout_probabilities(
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
+def patch_probabilities(
+    network: torch.nn.Module,
+    slide_paths: Sequence[Path],
+    draws: PatchDraws,
+    model_mpp: float,
+    patch_px: int,
+    compute: ComputeDevice,
+    batch_size: int = 64,
+    workers: int = 0,
+) -> np.ndarray:
+    """Tumor probability of the patch of every draw (``draws.slide_index`` into ``slide_paths``), read
+    at the model's resolution without jitter or augmentation; the slides are closed afterwards."""
+    patches = SlidePatches(slide_paths, model_mpp, patch_px)
+    try:
+        return heldout_probabilities(network, patches, PatchDataset(patches, draws, [0], augment=False), compute, batch_size, workers)
+    finally:
+        patches.close()
+
+
 def heldout_accuracy(
     network: torch.nn.Module,
     prep_dir: Path,
@@ -68,11 +90,5 @@ def heldout_accuracy(
     slide_paths, draws = load_heldout(prep_dir, limit)
     if not len(draws):
         return patch_metrics(np.zeros(0), np.zeros(0))
-    patches = SlidePatches(slide_paths, model_mpp, patch_px)
-    try:
-        probabilities = heldout_probabilities(
-            network, patches, PatchDataset(patches, draws, [0], augment=False), compute, batch_size, workers
-        )
-    finally:
-        patches.close()
+    probabilities = patch_probabilities(network, slide_paths, draws, model_mpp, patch_px, compute, batch_size, workers)
     return patch_metrics(probabilities, draws.labels)

@@ -99,9 +99,22 @@ class TrainSettings:
     precision: Precision = "auto"
     device: str = "auto"
     model_name: str = MODEL_NAME
+    # second pass (Wang et al. 2016, training.pathology.hard_negatives): the first model (a checkpoint or
+    # model.pt) whose false positives on the training slides' normal candidates become extra normal patches
+    hard_negatives_from: Path | None = None
+    hard_negative_fraction: float = 0.5  # share of the normal draws taken from the hard negatives
+    hard_negative_threshold: float = 0.5  # first-model tumor probability from which a normal candidate is hard
+    hard_negative_max_candidates: int = 4000  # normal candidates the first model scores, spread over the slides
+    init_from: Path | None = None  # initial weights (a checkpoint or model.pt); None: random initialisation
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
+        if not 0 <= self.hard_negative_fraction <= 1:
+            raise ValueError(f"hard_negative_fraction must be in [0, 1], got {self.hard_negative_fraction}")
+        if not 0 <= self.hard_negative_threshold <= 1:
+            raise ValueError(f"hard_negative_threshold must be a probability in [0, 1], got {self.hard_negative_threshold}")
+        if self.hard_negative_max_candidates < 1:
+            raise ValueError(f"hard_negative_max_candidates must be at least 1, got {self.hard_negative_max_candidates}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be cosine or constant, got {self.lr_schedule!r}")
         if min(self.epochs, self.steps_per_epoch, self.batch_size) < 1:
@@ -110,12 +123,15 @@ class TrainSettings:
             raise ValueError(f"tumor_probability must be in (0, 1), got {self.tumor_probability}")
 
 
+HARD_NEGATIVE_KEYS = ("hard_negative_fraction", "hard_negative_threshold", "hard_negative_max_candidates")
+
 # Settings that may change when a run is resumed.
 RESUMABLE_CHANGES = frozenset({"epochs", "workers", "heldout_limit", "run_dir", "prep_dir", "device"})
 
 
 def resolve_train(settings: TrainSettings, model_config: dict[str, Any], world_size: int) -> dict[str, Any]:
-    """The complete configuration of a training run, every default filled in from the model config."""
+    """The complete configuration of a training run, every default filled in from the model config; the
+    hard-negative settings are None without ``hard_negatives_from`` (as in run folders older than them)."""
     training = model_config["training"]
     resolved = {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(settings).items()}
     resolved["learning_rate"] = settings.learning_rate or training["optimizer"]["lr"]
@@ -133,5 +149,8 @@ def resolve_train(settings: TrainSettings, model_config: dict[str, Any], world_s
     resolved["loss"] = "BCEWithLogitsLoss"
     resolved["world_size"] = world_size
     resolved["global_batch_size"] = settings.batch_size * world_size
+    if settings.hard_negatives_from is None:  # no second pass: the hard-negative settings do not apply
+        for key in HARD_NEGATIVE_KEYS:
+            resolved[key] = None
     resolved["model_config"] = model_config
     return resolved
