@@ -32,6 +32,8 @@ from typing import Any
 
 from benchmarks.process_metrics import run_measured
 from benchmarks.reporting import fmt, machine_info
+from training.pathology.export import BASELINE_RUN
+from training.pathology.froc_bootstrap import paired_froc_difference
 from training.pathology.report import plot_froc_curves
 from training.synthetic.camelyon_hard import HARD_BENCHMARK_SEED, ensure_hard_dataset
 
@@ -78,6 +80,7 @@ def summarise(out: Path) -> dict[str, Any]:
         "sensitivity_at_fp_rates_bundle": bundle["sensitivity_at_fp_rates"],
         "froc_official": official["froc"],
         "froc_bundle": bundle["froc"],
+        "froc_ci": [official["bootstrap"]["ci_low"], official["bootstrap"]["ci_high"]],
         "sensitivity_at_fp_rates": official["sensitivity_at_fp_rates"],
         "auc": auc.get("auc"),
         "auc_ci": [auc.get("ci_low"), auc.get("ci_high")],
@@ -88,54 +91,81 @@ def summarise(out: Path) -> dict[str, Any]:
     }
 
 
+def froc_report_of(run: dict[str, Any], variant: str) -> dict[str, Any]:
+    return json.loads((Path(run["out"]) / f"froc_{variant}.json").read_text())
+
+
 def runtime_checks(runs: dict[str, dict[str, Any]], first_model: str, runtimes: Sequence[str]) -> list[dict[str, Any]]:
-    """The first runtime's official FROC against each float32 runtime's, on the first model: loss <= 0.01 passes."""
+    """The first runtime's FROC (both variants) against each float32 runtime's, on the first model.
+
+    Passes when the loss is at most 0.01; each with the paired slide-bootstrap interval of the difference.
+    """
     fast = runs.get(f"{first_model} / {runtimes[0]}")
     checks = []
     for runtime in runtimes[1:]:
         ref = runs.get(f"{first_model} / {runtime}")
         if not runtime.endswith("fp32") or fast is None or ref is None:
             continue
-        loss = ref["froc_official"] - fast["froc_official"]
-        checks.append(
-            {
-                "fast": runtimes[0],
-                "reference": runtime,
-                "froc_fast": fast["froc_official"],
-                "froc_reference": ref["froc_official"],
-                "froc_loss": round(loss, 6),
-                "passed": loss <= MAX_FROC_LOSS,
-            }
-        )
+        for variant in ("official", "bundle"):
+            paired = paired_froc_difference(froc_report_of(ref, variant), froc_report_of(fast, variant))
+            loss = -paired["difference"]
+            checks.append(
+                {
+                    "variant": variant,
+                    "fast": runtimes[0],
+                    "reference": runtime,
+                    "froc_fast": fast[f"froc_{variant}"],
+                    "froc_reference": ref[f"froc_{variant}"],
+                    "froc_loss": round(loss, 6),
+                    "loss_interval": [round(-paired["ci_high"], 6), round(-paired["ci_low"], 6)],
+                    "passed": loss <= MAX_FROC_LOSS,
+                }
+            )
     return checks
+
+
+def model_differences(runs: dict[str, dict[str, Any]], models: Sequence[str], runtime: str) -> list[dict[str, Any]]:
+    """Each model's official FROC against the first model's under ``runtime``: the paired slide-bootstrap difference."""
+    first = runs[f"{models[0]} / {runtime}"]
+    return [
+        {
+            "reference": models[0],
+            "model": name,
+            **paired_froc_difference(froc_report_of(first, "official"), froc_report_of(runs[f"{name} / {runtime}"], "official")),
+        }
+        for name in models[1:]
+    ]
 
 
 def report_markdown(result: dict[str, Any]) -> str:
     rates = ("0.25", "0.5", "1", "2", "4", "8")
-    lines = [
-        "| run | FROC official | FROC bundle | "
-        + " | ".join(f"sens @{r}" for r in rates)
-        + " | AUC (95% CI) | lesions found | FPs | wall s |",
-        "|---" * (8 + len(rates)) + "|",
-    ]
+    columns = ["run", "FROC official (95% CI)", "FROC bundle"] + [f"sens @{r}" for r in rates]
+    columns += ["AUC (95% CI)", "lesions found (micro, macro)", "FPs", "wall s"]
+    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for name, run in result["runs"].items():
-        sens = run["sensitivity_at_fp_rates"]
+        sens, ci, sizes = run["sensitivity_at_fp_rates"], run["froc_ci"], run["lesions_by_size_class"]
+        found = " ".join(f"{sizes[c]['found']}/{sizes[c]['total']}" for c in ("micro", "macro") if c in sizes)
+        cells = [name, f"{run['froc_official']:.3f} ({fmt(ci[0], '.3f')}-{fmt(ci[1], '.3f')})", f"{run['froc_bundle']:.3f}"]
+        cells += [f"{sens[r]:.3f}" for r in rates]
+        cells += [f"{fmt(run['auc'], '.3f')} ({fmt(run['auc_ci'][0], '.3f')}-{fmt(run['auc_ci'][1], '.3f')})", found]
+        cells += [str(run["n_false_positives"]), f"{run['wall_s']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for d in result["model_differences"]:
         lines.append(
-            f"| {name} | {run['froc_official']:.3f} | {run['froc_bundle']:.3f} | "
-            + " | ".join(f"{sens[r]:.3f}" for r in rates)
-            + f" | {fmt(run['auc'], '.3f')} ({fmt(run['auc_ci'][0], '.3f')}-{fmt(run['auc_ci'][1], '.3f')})"
-            + f" | {run['n_lesions_detected']}/{run['n_lesions']} | {run['n_false_positives']} | {run['wall_s']:.0f} |"
+            f"- {d['model']} - {d['reference']}: FROC {d['difference']:+.4f} (paired 95% CI {d['ci_low']:+.4f} to {d['ci_high']:+.4f}, "
+            f"above 0 in {100 * d['share_above_zero']:.0f}% of {d['n_bootstrap']} resamples)"
         )
-    for check in result["checks"]:
-        verdict = "passes" if check["passed"] else "FAILS"
+    for c in result["checks"]:
+        verdict = "passes" if c["passed"] else "FAILS"
         lines.append(
-            f"\n{check['fast']} vs {check['reference']}: FROC {check['froc_fast']:.4f} vs {check['froc_reference']:.4f}, "
-            f"loss {check['froc_loss']:+.4f} (limit {MAX_FROC_LOSS}): {verdict}"
+            f"- {c['fast']} vs {c['reference']}, {c['variant']} FROC: {c['froc_fast']:.4f} vs {c['froc_reference']:.4f}, "
+            f"loss {c['froc_loss']:+.4f} (paired 95% CI {c['loss_interval'][0]:+.4f} to {c['loss_interval'][1]:+.4f}; limit {MAX_FROC_LOSS}): {verdict}"
         )
     return "\n".join(lines) + "\n"
 
 
-def _stage(args: list[str], log: Path) -> dict[str, Any]:
+def run_stage(args: list[str], log: Path) -> dict[str, Any]:
     measured = run_measured([sys.executable, "-m", "training.pathology", *args], log, RUN_TIMEOUT_S, cwd=REPO)
     if measured.returncode != 0:
         raise RuntimeError(f"training.pathology {args[0]} failed (exit {measured.returncode}); see {log}")
@@ -149,7 +179,7 @@ def _stage(args: list[str], log: Path) -> dict[str, Any]:
 def run(work: Path, data: Path, models: dict[str, Path], runtimes: Sequence[str], baseline: bool) -> dict[str, Any]:
     prep = work / "prep"
     if not (prep / "split.json").is_file():
-        _stage(["prepare", "--data", str(data), "--out", str(prep)], work / "logs" / "prepare.log")
+        run_stage(["prepare", "--data", str(data), "--out", str(prep)], work / "logs" / "prepare.log")
     runs: dict[str, dict[str, Any]] = {}
     curves = []
     plan = [(name, rt) for i, name in enumerate(models) for rt in (runtimes if i == 0 else runtimes[:1])]
@@ -158,20 +188,21 @@ def run(work: Path, data: Path, models: dict[str, Path], runtimes: Sequence[str]
         label = f"{name} / {runtime}"
         logger.info("evaluating %s", label)
         cmd = ["evaluate", "--prep", str(prep), "--model", str(models[name]), "--out", str(out), *RUNTIMES[runtime]]
-        measured = _stage(cmd, work / "logs" / f"eval-{name}-{runtime}.log")
+        measured = run_stage(cmd, work / "logs" / f"eval-{name}-{runtime}.log")
         runs[label] = {**summarise(out), **measured, "model": str(models[name]), "runtime": runtime, "out": str(out)}
         curves.append((label, json.loads((out / "froc_official.json").read_text())))
     if baseline:
         out = work / "eval" / "baseline"
-        measured = _stage(["baseline", "--prep", str(prep), "--out", str(out)], work / "logs" / "baseline.log")
-        runs["colour-threshold baseline"] = {**summarise(out), **measured, "out": str(out)}
-        curves.append(("colour-threshold baseline", json.loads((out / "froc_official.json").read_text())))
+        measured = run_stage(["baseline", "--prep", str(prep), "--out", str(out)], work / "logs" / "baseline.log")
+        runs[BASELINE_RUN] = {**summarise(out), **measured, "out": str(out)}
+        curves.append((BASELINE_RUN, json.loads((out / "froc_official.json").read_text())))
     plot_froc_curves(curves, work / "froc_curves.png")
     return {
         "machine": machine_info(load_at_start=os.getloadavg()[0]),
         "data": str(data),
         "runs": runs,
         "checks": runtime_checks(runs, next(iter(models)), runtimes),
+        "model_differences": model_differences(runs, list(models), runtimes[0]),
     }
 
 

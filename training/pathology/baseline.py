@@ -38,7 +38,7 @@ from operators.wsi.outputs.map_files import write_detections_csv
 from operators.wsi.slide.reader import open_slide
 from operators.wsi.tissue_mask import tissue_mask
 from training.pathology.candidates import read_prepare_layout, read_split
-from training.pathology.evaluate import FROC_VARIANTS, SUMMARY_KEYS, json_ready, score_froc_variants, slide_auc
+from training.pathology.evaluate import FROC_VARIANTS, froc_summaries, json_ready, score_froc_variants, slide_auc
 from training.pathology.report import write_report
 from training.pathology.settings import MODEL_NAME
 from training.provenance import environment, write_json
@@ -145,7 +145,7 @@ def run_baseline(settings: BaselineSettings) -> dict[str, Any]:
         {name: Path(entry["path"]) for name, entry in test},
         curves=[(f"{DETECTOR}, {variant}", reports[variant]) for variant in FROC_VARIANTS],
     )
-    summaries = {variant: {key: report[key] for key in SUMMARY_KEYS} for variant, report in reports.items()}
+    summaries = froc_summaries(reports, settings.n_bootstrap, settings.seed)
     metrics = {
         "detector": DETECTOR,
         "parameters": asdict(settings.parameters),

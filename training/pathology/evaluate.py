@@ -11,8 +11,9 @@ paper's NMS (:func:`operators.wsi.nms.detect_lesions`); the model is loaded by t
     slide_scores.csv              image,score,type (score: the map's maximum)
     froc_official.json            level 5, all slides (Camelyon16)
     froc_bundle.json              level 6, tumor slides only (the model-zoo bundle's variant)
-    metrics.json                  both FROCs and their six sensitivities, AUC with its bootstrap
-                                  interval, held-out patch accuracy, timings
+    metrics.json                  both FROCs with their six sensitivities and slide-bootstrap
+                                  intervals, AUC with its bootstrap interval, held-out patch
+                                  accuracy, timings
     report/                       FROC curves, lesions by size class, false-positive gallery (:mod:`.report`)
 """
 
@@ -41,6 +42,7 @@ from operators.wsi.tissue_mask import compute_slide_tissue
 from training.pathology import froc
 from training.pathology.auc import bootstrap_auc_interval
 from training.pathology.candidates import read_prepare_layout, read_split
+from training.pathology.froc_bootstrap import bootstrap_froc
 from training.pathology.heldout import heldout_accuracy
 from training.pathology.report import write_report
 from training.pathology.settings import MODEL_NAME
@@ -148,7 +150,7 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     gt_dir = settings.ground_truth_dir or Path(read_prepare_layout(settings.prep_dir)["test_reference_dir"])
     slides_dir = Path(test[0][1]["path"]).parent
     full_reports = score_froc_variants(gt_dir, out_dir / "detections", slides_dir, out_dir)
-    froc_reports = {variant: {key: report[key] for key in SUMMARY_KEYS} for variant, report in full_reports.items()}
+    froc_reports = froc_summaries(full_reports, settings.n_bootstrap, settings.seed)
     write_report(
         out_dir / "report",
         full_reports["official"],
@@ -198,6 +200,14 @@ def score_froc_variants(gt_dir: Path, detections_dir: Path, slides_dir: Path, ou
             "FROC %s (level %d): %.4f %s", variant, options["level"], reports[variant]["froc"], reports[variant]["sensitivity_at_fp_rates"]
         )
     return reports
+
+
+def froc_summaries(reports: dict[str, dict[str, Any]], n_bootstrap: int, seed: int) -> dict[str, dict[str, Any]]:
+    """What metrics.json keeps of each FROC report: :data:`SUMMARY_KEYS` and the FROC's slide-bootstrap interval."""
+    return {
+        variant: {**{key: report[key] for key in SUMMARY_KEYS}, "bootstrap": bootstrap_froc(report, n_bootstrap, seed)}
+        for variant, report in reports.items()
+    }
 
 
 def slide_auc(per_slide: dict[str, dict[str, Any]], n_bootstrap: int, seed: int) -> dict[str, Any]:
