@@ -1,4 +1,4 @@
-"""Command line of the pathology stages: ``python -m training.pathology {prepare,train,evaluate,export,baseline}``.
+"""Command line of the pathology stages: ``python -m training.pathology {prepare,train,evaluate,export,baseline,card}``.
 
 Multi-process training: ``torchrun --nproc_per_node N -m training.pathology train ...``.
 """
@@ -108,6 +108,12 @@ def _baseline_parser(stages) -> None:
     baseline.add_argument("--max-slides", type=int)
 
 
+def _card_parser(stages) -> None:
+    card = stages.add_parser("card", allow_abbrev=False, help="add a benchmarks/camelyon_hard.py result to the model card")
+    card.add_argument("--benchmark", type=Path, required=True, help="WORK/results.json of benchmarks/camelyon_hard.py")
+    card.add_argument("--card", type=Path, help="metadata.json (default: the model zoo's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.pathology",
@@ -116,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     stages = parser.add_subparsers(dest="stage", required=True)
-    for add in (_prepare_parser, _train_parser, _evaluate_parser, _export_parser, _baseline_parser):
+    for add in (_prepare_parser, _train_parser, _evaluate_parser, _export_parser, _baseline_parser, _card_parser):
         add(stages)
     return parser
 
@@ -203,6 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from training.pathology.export import export
 
         export(args.checkpoint, args.out, args.metrics, args.version, float16=args.float16)
+    elif args.stage == "card":
+        from training.pathology.export import add_benchmark_to_card
+
+        add_benchmark_to_card(args.benchmark, args.card)
     elif args.stage == "baseline":
         from training.pathology.baseline import BaselineSettings, run_baseline
 

@@ -23,7 +23,7 @@ import torch
 
 from operators.core.device import ComputeDevice
 from operators.models.config import load_model_config, model_dir
-from operators.models.loader import CARD_FILE, card_for_weights, load_model, load_state_dict
+from operators.models.loader import CARD_FILE, card_for_weights, load_model, load_state_dict, sha256_of
 from operators.models.networks import build_patch_classifier
 from operators.models.runtime import torch_runtime
 from operators.wsi.classifier import PatchContract, prepare_classifier
@@ -199,3 +199,49 @@ def _card_metrics(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
         "auc": metrics["auc"],
         "patch_accuracy": metrics["patch_accuracy"],
     }
+
+
+BASELINE_RUN = "colour-threshold baseline"  # its name in benchmarks/camelyon_hard.py's results
+
+
+def add_benchmark_to_card(results_path: Path, card_path: Path | None = None, benchmark: str = "camelyon_hard") -> dict[str, Any]:
+    """Record a ``benchmarks/camelyon_hard.py`` result in the model card: the runs of the card's own weights, and the baseline.
+
+    Runs are matched by the SHA-256 of their model file, so figures of other weights never reach the card.
+    Written under ``metrics.benchmarks.<benchmark>``; returns that entry.
+
+    Raises:
+        ValueError: when no run of the result evaluated the card's weights.
+    """
+    card_path = Path(card_path) if card_path is not None else model_dir(MODEL_NAME) / CARD_FILE
+    card = json.loads(card_path.read_text())
+    result = json.loads(Path(results_path).read_text())
+    mine = {
+        name: run
+        for name, run in result["runs"].items()
+        if run.get("model") and Path(run["model"]).is_file() and sha256_of(Path(run["model"])) == card["weights"]["sha256"]
+    }
+    if not mine:
+        raise ValueError(f"no run in {results_path} evaluated {card['weights']['file']} (SHA-256 {card['weights']['sha256'][:12]}...)")
+    keep = (
+        "froc_official",
+        "froc_ci",
+        "froc_bundle",
+        "sensitivity_at_fp_rates",
+        "auc",
+        "auc_ci",
+        "lesions_by_size_class",
+        "n_false_positives",
+    )
+    entry = {
+        "test_data": "the hard synthetic Camelyon16 test set (training.synthetic.camelyon_hard; training/synthetic/HARD_BENCHMARK.md)",
+        "runs": {name: {"runtime": run.get("runtime"), **{k: run.get(k) for k in keep}} for name, run in mine.items()},
+        "baseline": {k: baseline.get(k) for k in keep} if (baseline := result["runs"].get(BASELINE_RUN)) else None,
+        "runtime_checks": result.get("checks", []),
+        "machine": result.get("machine"),
+    }
+    card["metrics"] = card.get("metrics") or {}
+    card["metrics"].setdefault("benchmarks", {})[benchmark] = entry
+    write_json(card_path, card)
+    logger.info("model card %s: %s figures of %d run(s)", card_path, benchmark, len(mine))
+    return entry
