@@ -4,8 +4,9 @@ The public face of the generator (the modules behind it: :mod:`.wsi_scene` the s
 render, :mod:`.wsi_placement` its layout, :mod:`.wsi_geometry` star-shaped outlines,
 :mod:`.wsi_anatomy` tissue classes and stains, :mod:`.wsi_nuclei` and :mod:`.wsi_texture` texture
 primitives, :mod:`.wsi_tiff` TIFF writers, :mod:`.wsi_annotations` ASAP XML writer,
-:mod:`.camelyon_layout` ground truth and dataset writer; the reader and the rasteriser, which real
-slides use too, are :mod:`training.pathology.annotations`)::
+:mod:`.camelyon_layout` ground truth and dataset writer; :mod:`.wsi_hard` and :mod:`.wsi_artefacts` the
+hard cases (mimics, a second centre, folds, pen marks) of :mod:`.camelyon_hard`, the hard benchmark; the
+reader and the rasteriser, which real slides use too, are :mod:`training.pathology.annotations`)::
 
     scene = make_slide_scene((16384, 12288), seed=0)          # tumour slide; tumor_sizes_um=() for normal
     rgb = scene.render((x0, y0), (w, h), downsample)          # any region, any scale, deterministic
