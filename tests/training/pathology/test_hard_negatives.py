@@ -13,6 +13,7 @@ import pytest
 
 from operators.models.config import load_model_config
 from operators.models.loader import sha256_of
+from tests.training.pathology.test_sampling import POOLS, _points
 from training.distributed import weights_sha256
 from training.pathology.candidates import load_pools
 from training.pathology.cli import main
@@ -27,25 +28,15 @@ from training.pathology.hard_negatives import (
     subsample_candidates,
     write_hard_negatives,
 )
-from training.pathology.sampling import NORMAL, TUMOR, PatchPools, draw_balanced
+from training.pathology.sampling import NORMAL, TUMOR, draw_balanced
 from training.pathology.settings import TrainSettings, resolve_train
 from training.pathology.train import train
-from training.synthetic.camelyon_layout import write_camelyon_like_dataset
 
 CONFIG = load_model_config("pathology_tumor_detection")
 
 
-def _points(n: int, offset: int) -> np.ndarray:
-    return np.stack([np.arange(n) + offset, np.full(n, offset)], axis=1).astype(np.int64)
-
-
 # test_sampling.py's pools; the hard pool's centres are disjoint from the ordinary ones (x from 20000)
 # so that a draw tells which pool it came from. Slide 2 holds no hard negative.
-POOLS = PatchPools(
-    slides=("tumor_001", "tumor_010", "normal_001", "normal_002"),
-    tumor=(_points(5, 1000), _points(500, 2000), _points(0, 0), _points(0, 0)),
-    normal=(_points(3000, 3000), _points(0, 0), _points(10, 4000), _points(5000, 5000)),
-)
 HARD = (_points(4, 20_000), _points(0, 0), _points(0, 0), _points(50, 21_000))
 NO_HARD = tuple(_points(0, 0) for _ in POOLS.slides)
 # SHA-256 of (slide_index, centres, labels) of draw_balanced(POOLS, 1000, key) before hard negatives existed
@@ -189,15 +180,6 @@ def test_hard_negative_settings_are_recorded_only_for_a_second_pass():
     second = resolve_train(TrainSettings(Path("P"), Path("R"), hard_negatives_from=Path("M"), init_from=Path("I")), CONFIG, 1)
     assert second["hard_negatives_from"] == "M" and second["init_from"] == "I"
     assert (second["hard_negative_fraction"], second["hard_negative_threshold"], second["hard_negative_max_candidates"]) == (0.5, 0.5, 4000)
-
-
-@pytest.fixture(scope="module")
-def prep(tmp_path_factory) -> Path:
-    data = tmp_path_factory.mktemp("camelyon")
-    write_camelyon_like_dataset(data, n_tumor=2, n_normal=2, n_test=2, size_xy_level0=(3072, 3072), seed=0, workers=1)
-    out = tmp_path_factory.mktemp("prep")
-    assert main(["prepare", "--data", str(data), "--out", str(out), "--heldout-per-class", "8"]) == 0
-    return out
 
 
 @pytest.mark.slow

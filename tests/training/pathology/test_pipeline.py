@@ -26,20 +26,10 @@ from training.pathology.export import bundle_state_dict_keys, checkpoint_network
 from training.pathology.settings import TrainSettings
 from training.pathology.train import patch_loss, train
 from training.steps import train_step
-from training.synthetic.camelyon_layout import write_camelyon_like_dataset
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG = load_model_config("pathology_tumor_detection")
-
-
-@pytest.fixture(scope="module")
-def prep(tmp_path_factory) -> Path:
-    data = tmp_path_factory.mktemp("camelyon")
-    write_camelyon_like_dataset(data, n_tumor=2, n_normal=2, n_test=2, size_xy_level0=(3072, 3072), seed=0, workers=1)
-    out = tmp_path_factory.mktemp("prep")
-    assert main(["prepare", "--data", str(data), "--out", str(out), "--heldout-per-class", "8"]) == 0
-    return out
 
 
 @pytest.fixture(scope="module")
