@@ -216,11 +216,8 @@ def add_benchmark_to_card(results_path: Path, card_path: Path | None = None, ben
     card_path = Path(card_path) if card_path is not None else model_dir(MODEL_NAME) / CARD_FILE
     card = json.loads(card_path.read_text())
     result = json.loads(Path(results_path).read_text())
-    mine = {
-        name: run
-        for name, run in result["runs"].items()
-        if run.get("model") and Path(run["model"]).is_file() and sha256_of(Path(run["model"])) == card["weights"]["sha256"]
-    }
+    digests = {m: sha256_of(Path(m)) for m in {run.get("model") for run in result["runs"].values()} if m and Path(m).is_file()}
+    mine = {name: run for name, run in result["runs"].items() if digests.get(run.get("model")) == card["weights"]["sha256"]}
     if not mine:
         raise ValueError(f"no run in {results_path} evaluated {card['weights']['file']} (SHA-256 {card['weights']['sha256'][:12]}...)")
     keep = (

@@ -25,6 +25,7 @@ from .wsi_nuclei import (
     SPINDLE,
     TUMOR_CELLS,
     KeepFn,
+    NucleusLayer,
     nuclei,
 )
 from .wsi_placement import TissueSection, TumorRegion
@@ -338,25 +339,26 @@ def _germinal_centre_cells(c: _Canvas, w: np.ndarray | np.floating) -> None:
     c.E += w * (F32(0.34) + F32(0.15) * c.mottle)
 
 
-def _sinus_cells(c: _Canvas, w: np.ndarray | np.floating) -> None:
+def _large_cells_among_lymphocytes(
+    c: _Canvas, w: np.ndarray | np.floating, layer: NucleusLayer, keys: tuple[str, str], eosin: tuple[float, float]
+) -> None:
+    """Vesicular nuclei of ``layer`` with a few lymphocytes (nucleus layer keys ``keys``), and cytoplasm of ``eosin`` (base, mottle)."""
     contour = contour_field(c.X, c.Y, c.d, c.mpp, subkey(c.key, "contour"))
     hn = np.maximum(
-        nuclei(HISTIOCYTES, c.X, c.Y, c.d, subkey(c.key, "his"), c.mpp, c.fine, contour),
-        nuclei(SPARSE_LYMPHOCYTES, c.X, c.Y, c.d, subkey(c.key, "sly"), c.mpp, c.fine),
+        nuclei(layer, c.X, c.Y, c.d, subkey(c.key, keys[0]), c.mpp, c.fine, contour),
+        nuclei(SPARSE_LYMPHOCYTES, c.X, c.Y, c.d, subkey(c.key, keys[1]), c.mpp, c.fine),
     )
     c.H += w * hn
-    c.E += w * (F32(0.2) + F32(0.2) * c.mottle)
+    c.E += w * (F32(eosin[0]) + F32(eosin[1]) * c.mottle)
+
+
+def _sinus_cells(c: _Canvas, w: np.ndarray | np.floating) -> None:
+    _large_cells_among_lymphocytes(c, w, HISTIOCYTES, ("his", "sly"), (0.2, 0.2))
 
 
 def _histiocyte_aggregates(c: _Canvas, w: np.ndarray | np.floating) -> None:
     """Sheets of large pale vesicular nuclei in pink cytoplasm among a few lymphocytes: what tumour looks like at a glance."""
-    contour = contour_field(c.X, c.Y, c.d, c.mpp, subkey(c.key, "contour"))
-    hn = np.maximum(
-        nuclei(EPITHELIOID_HISTIOCYTES, c.X, c.Y, c.d, subkey(c.key, "epi"), c.mpp, c.fine, contour),
-        nuclei(SPARSE_LYMPHOCYTES, c.X, c.Y, c.d, subkey(c.key, "epl"), c.mpp, c.fine),
-    )
-    c.H += w * hn
-    c.E += w * (F32(0.42) + F32(0.15) * c.mottle)
+    _large_cells_among_lymphocytes(c, w, EPITHELIOID_HISTIOCYTES, ("epi", "epl"), (0.42, 0.15))
 
 
 def _fibrous_tissue(c: _Canvas, w: np.ndarray | np.floating) -> None:

@@ -70,6 +70,7 @@ def place_mimics(
 ) -> tuple[list[StarShape], list[float]]:
     """Up to ``count`` histiocyte aggregates inside the nodes, >= 180 um from ``avoid`` (the tumours) and each other."""
     placed = {i: (shape, shape.polygon_n(96)) for i, shape in enumerate(avoid)}
+    sections = list(sections)
     shapes, sizes = [], []
     gap_px, margin_px = TUMOR_GAP_UM / mpp, 40 / mpp
     for _ in range(count):
@@ -79,7 +80,7 @@ def place_mimics(
             r_in = float(tpl.lut.min()) * min(tpl.semi_axes_px)
             fit = None
             for _attempt in range(40):
-                s, centre, angle = draw_position(rng, list(sections), tpl, False, margin_px)
+                s, centre, angle = draw_position(rng, sections, tpl, False, margin_px)
                 fit = fit_in_node(s, centre, angle, tpl, r_in, placed, gap_px, margin_px)
                 if fit is not None:
                     break
